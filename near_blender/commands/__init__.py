@@ -1,0 +1,1 @@
+"""Sub-commands of the ``near`` CLI (see :mod:`near_blender.cli`)."""

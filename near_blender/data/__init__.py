@@ -1,0 +1,1 @@
+"""data package (see ../shared/design/architecture.md)."""

@@ -1,0 +1,1 @@
+"""models package (see ../shared/design/architecture.md)."""

@@ -1,0 +1,1 @@
+"""sparse package (see ../shared/design/architecture.md)."""

@@ -1,0 +1,1 @@
+"""Small helpers shared across the stack (atomic file writes, progress reporting)."""
