@@ -1,0 +1,20 @@
+"""The NeAR render engine: RenderEngine class, render/viewport sessions, scene bridge."""
+
+from __future__ import annotations
+
+import bpy
+
+from . import scene_bridge  # noqa: F401  (re-exported for operators and tests)
+from .engine import NearRenderEngine
+
+classes = (NearRenderEngine,)
+
+
+def register() -> None:
+    for cls in classes:
+        bpy.utils.register_class(cls)
+
+
+def unregister() -> None:
+    for cls in reversed(classes):
+        bpy.utils.unregister_class(cls)
