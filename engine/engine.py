@@ -23,9 +23,13 @@ class NearRenderEngine(bpy.types.RenderEngine):
         self.viewport = None
 
     def __del__(self):
-        # Sessions hold only Python/torch memory; drop references so they are freed promptly.
-        self.session = None
-        self.viewport = None
+        # Sessions hold only Python/torch memory; drop references so they are freed promptly. The
+        # RNA struct may already be gone when Python collects this object.
+        try:
+            self.session = None
+            self.viewport = None
+        except ReferenceError:
+            pass
         parent_del = getattr(super(), "__del__", None)
         if parent_del is not None:
             parent_del()

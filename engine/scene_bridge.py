@@ -81,7 +81,9 @@ def viewport_camera(region: Any, region_data: Any) -> Camera:
     """
     if region_data is None:
         raise NearError("No 3D viewport region: run this from a 3D Viewport.")
-    return camera_from_view_matrices(region_data.view_matrix, region_data.window_matrix, region.width, region.height)
+    return camera_from_view_matrices(
+        region_data.view_matrix, region_data.window_matrix, region.width, region.height
+    )
 
 
 def apply_camera(camera: Camera, cam_obj: Any, scene: Any) -> None:
@@ -193,7 +195,9 @@ def environment_from_world(world: Any, name: str | None = None) -> Environment:
         )
     rotation = _texture_rotation(tex, label)
     radiance = image_pixels_linear(tex.image, f"World {label!r}, node {tex.name!r}")
-    env = Environment(radiance, rotation, label, {"source": "image", "image": tex.image.name, "strength": strength})
+    env = Environment(
+        radiance, rotation, label, {"source": "image", "image": tex.image.name, "strength": strength}
+    )
     return env.scaled(strength) if strength != 1.0 else env
 
 
@@ -213,9 +217,15 @@ def _texture_rotation(tex: Any, label: str) -> float:
         )
     for key in ("Location", "Rotation", "Scale"):
         if key in node.inputs and _upstream(node.inputs[key]) is not None:
-            raise NearError(f"World {label!r}: the Mapping node's {key} is driven by a node; use plain values.")
-    rot = [float(v) for v in node.inputs["Rotation"].default_value] if "Rotation" in node.inputs else [0, 0, 0]
-    loc = [float(v) for v in node.inputs["Location"].default_value] if "Location" in node.inputs else [0, 0, 0]
+            raise NearError(
+                f"World {label!r}: the Mapping node's {key} is driven by a node; use plain values."
+            )
+    rot = (
+        [float(v) for v in node.inputs["Rotation"].default_value] if "Rotation" in node.inputs else [0, 0, 0]
+    )
+    loc = (
+        [float(v) for v in node.inputs["Location"].default_value] if "Location" in node.inputs else [0, 0, 0]
+    )
     scale = [float(v) for v in node.inputs["Scale"].default_value] if "Scale" in node.inputs else [1, 1, 1]
     if abs(rot[0]) > 1e-6 or abs(rot[1]) > 1e-6:
         raise NearError(

@@ -71,13 +71,15 @@ class RenderSession:
             engine.add_pass(spec.name, spec.channels, spec.chan_id, layer=layer_name)
         result = engine.begin_result(0, 0, W, H, layer=layer_name)
         try:
-            layer = result.layers[0]
+            passes = {rp.name: rp for rp in result.layers[0].passes}
             for spec in ALL_PASSES:
-                rp = layer.passes.find_pass(spec.name, "")
-                if rp is None:
+                rp = passes.get(spec.name)
+                if rp is None:  # e.g. the compositor asked for a subset
                     continue
                 img = images[spec.key]
-                flat = np.ascontiguousarray(img[::-1].reshape(-1), dtype=np.float32)  # Blender: bottom row first
+                flat = np.ascontiguousarray(
+                    img[::-1].reshape(-1), dtype=np.float32
+                )  # Blender: bottom row first
                 rp.rect.foreach_set(flat)
         finally:
             engine.end_result(result)

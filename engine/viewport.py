@@ -25,7 +25,12 @@ class ViewportSession:
 
     def draw(self, engine: Any, context: Any, depsgraph: Any) -> None:
         region, rv3d = context.region, context.region_data
-        key = (region.width, region.height, tuple(map(tuple, rv3d.view_matrix)), tuple(map(tuple, rv3d.window_matrix)))
+        key = (
+            region.width,
+            region.height,
+            tuple(map(tuple, rv3d.view_matrix)),
+            tuple(map(tuple, rv3d.window_matrix)),
+        )
         if key != self.key:
             try:
                 cam = scene_bridge.viewport_camera(region, rv3d)

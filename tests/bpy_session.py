@@ -15,7 +15,9 @@ import pytest
 bpy = pytest.importorskip("bpy")
 
 REPO = Path(__file__).resolve().parents[1]
-ADDON_MODULE = "near_addon"  # the repo root imported as a package (Blender names it bl_ext.<repo>.near_blender)
+ADDON_MODULE = (
+    "near_addon"  # the repo root imported as a package (Blender names it bl_ext.<repo>.near_blender)
+)
 
 
 def empty_scene():

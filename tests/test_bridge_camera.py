@@ -102,7 +102,9 @@ def test_intrinsics_match_calc_matrix_camera(kind):
             scale_x=r.pixel_aspect_x,
             scale_y=r.pixel_aspect_y,
         )
-        from_gl = camera_from_view_matrices(obj.matrix_world.normalized().inverted(), P, cam.width, cam.height)
+        from_gl = camera_from_view_matrices(
+            obj.matrix_world.normalized().inverted(), P, cam.width, cam.height
+        )
         np.testing.assert_allclose(from_gl.K, cam.K, rtol=2e-5, atol=2e-3)
         np.testing.assert_allclose(from_gl.viewmat, cam.viewmat, atol=1e-5)
         assert from_gl.model == cam.model
