@@ -9,8 +9,7 @@ import pytest
 
 from near_blender import NearError
 from near_blender.render.camera import camera_from_view_matrices
-
-from .bpy_session import bpy, empty_scene, import_addon
+from tests.bpy_session import bpy, empty_scene, import_addon
 
 pytestmark = pytest.mark.bpy
 

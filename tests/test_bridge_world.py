@@ -13,8 +13,7 @@ from near_blender import NearError
 from near_blender.render import envmap as em
 from near_blender.render import exr
 from near_blender.render.camera import look_at
-
-from .bpy_session import bpy, empty_scene, import_addon
+from tests.bpy_session import bpy, empty_scene, import_addon
 
 pytestmark = pytest.mark.bpy
 

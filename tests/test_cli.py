@@ -9,7 +9,9 @@ from near_blender import cli
 
 
 def test_help_lists_all_subcommands():
-    proc = subprocess.run([sys.executable, "-m", "near_blender.cli", "--help"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "near_blender.cli", "--help"], capture_output=True, text=True
+    )
     assert proc.returncode == 0
     for name in ("render", "datagen", "train", "eval", "import-image", "bench"):
         assert name in proc.stdout

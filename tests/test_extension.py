@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .bpy_session import REPO, bpy, empty_scene, import_addon
+from tests.bpy_session import REPO, bpy, empty_scene, import_addon
 
 pytestmark = pytest.mark.bpy
 
