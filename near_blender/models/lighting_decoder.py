@@ -323,7 +323,7 @@ class SLatGaussianRenderer(nn.Module):
 
     @classmethod
     def tiny_config(cls, **overrides: Any) -> dict[str, Any]:
-        """CPU-size: width 64, 2 blocks, 4 heads, K = 4, 8-d colour feature (~0.2M parameters)."""
+        """CPU-size: width 64, 2 blocks, 4 heads, K = 4, 8-d colour feature (~0.16M parameters)."""
         base = cls.paper_config(
             model_channels=64,
             latent_channels=64,

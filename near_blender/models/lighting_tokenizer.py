@@ -176,7 +176,7 @@ class LightingTokenizer(nn.Module):
 
     @classmethod
     def tiny_config(cls, **overrides: Any) -> dict[str, Any]:
-        """CPU-size model for tests and the default CPU stack: 64 tokens x 64, ~0.25M parameters."""
+        """CPU-size model for tests and the default CPU stack: 64 tokens x 64, ~0.2M parameters (64x64 maps)."""
         base = {
             "output_dim": 64,
             "num_tokens": 64,
