@@ -212,6 +212,13 @@ class SLatGaussianRenderer(nn.Module):
     caller picks the dtype). ``representation_config`` takes the published keys (``lr``,
     ``perturb_offset``, ``voxel_size``, ``num_gaussians``, ``3d_filter_kernel_size``,
     ``scaling_bias``, ``opacity_bias``, ``scaling_activation``).
+
+    Ours (defaults = the published behaviour): ``color_feature_dim`` F (32; the paper says 48),
+    ``n_extra_pbr`` / ``n_extra_light`` auxiliary sigmoid channels (1 / 2), ``view_frame``
+    (``"grid01"`` | ``"world"``) and ``view_direction_space`` (``"world"`` | ``"camera"``, see
+    :mod:`.view_embedding`), ``base_color_activation`` (``"sh_dc"`` | ``"sigmoid"``, see
+    :mod:`.gaussian_head`). ``latent_channels`` must equal ``model_channels``: the intrinsic heads
+    read ``LN(h) + e``.
     """
 
     PUBLISHED_NAME = "SLatGaussianRenderer"
@@ -251,6 +258,11 @@ class SLatGaussianRenderer(nn.Module):
             raise NearError(f"Unknown base colour activation {base_color_activation!r}.")
         if resolution < 1 or num_blocks < 0 or model_channels < 1:
             raise NearError("resolution and model_channels must be positive and num_blocks >= 0.")
+        if latent_channels != model_channels:
+            raise NearError(
+                f"latent_channels ({latent_channels}) must equal model_channels ({model_channels}): "
+                "the intrinsic heads add the view embedding to the normalized input features."
+            )
         self.resolution, self.model_channels = resolution, model_channels
         self.latent_channels, self.cond_channels = latent_channels, cond_channels
         self.num_register_tokens, self.pe_mode = num_register_tokens, pe_mode

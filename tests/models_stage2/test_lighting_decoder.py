@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import fields
 from types import SimpleNamespace
@@ -195,6 +196,8 @@ def test_input_errors() -> None:
         lad(feats, regs, tokens, nan_cam, coords=coords)
     with pytest.raises(NearError):
         SLatGaussianRenderer(**SLatGaussianRenderer.tiny_config(view_frame="camera"))
+    with pytest.raises(NearError, match="latent_channels"):
+        SLatGaussianRenderer(**SLatGaussianRenderer.tiny_config(latent_channels=8))
 
 
 def test_empty_item_and_empty_input() -> None:
@@ -222,6 +225,9 @@ def test_state_dict_keys_are_flat_and_published() -> None:
     lad.load_state_dict(sd, strict=True)
     assert lad.view_embedding.ob_views_encoder.weight is lad.ob_views_encoder.weight
     torch.testing.assert_close(lad.view_embedding.ob_views_encoder.weight, sd["ob_views_encoder.weight"])
+    twin = copy.deepcopy(lad).double()  # copies and dtype moves keep the sharing
+    assert twin.view_embedding.ob_views_encoder is twin.ob_views_encoder
+    assert twin.heads.rgb_out_layer is twin.rgb_out_layer and twin.rgb_out_layer.weight.dtype == torch.float64
 
 
 def test_tiny_block_count_formula() -> None:
