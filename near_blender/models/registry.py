@@ -69,14 +69,19 @@ def _record_init_args(cls: type[nn.Module]) -> None:
         orig(self, *args, **kwargs)
         bound = sig.bind(self, *args, **kwargs)
         bound.apply_defaults()
-        params = dict(bound.arguments)
-        params.pop("self", None)
-        for p in sig.parameters.values():  # flatten **kwargs
+        named = dict(bound.arguments)
+        named.pop("self", None)
+        # A subclass forwarding *args / **kwargs to a registered parent: start from what the
+        # parent's (inner) wrapper recorded, which binds those by name, then add our own.
+        inner = getattr(self, "near_config", None)
+        params = dict(inner["args"]) if inner else {}
+        for p in sig.parameters.values():
             if p.kind is inspect.Parameter.VAR_KEYWORD:
-                params.update(params.pop(p.name, {}))
+                params.update(named.pop(p.name, {}))
             elif p.kind is inspect.Parameter.VAR_POSITIONAL:
-                params.pop(p.name, None)
-        # The outermost __init__ finishes last, so its arguments win.
+                named.pop(p.name, None)
+        params.update(named)
+        # The outermost __init__ finishes last, so its view wins.
         object.__setattr__(self, "near_config", {"name": type(self).near_name, "args": params})
 
     __init__._near_wrapped = True  # type: ignore[attr-defined]
