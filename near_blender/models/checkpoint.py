@@ -109,7 +109,7 @@ def build_model(
             return cls(**config["args"])
     except TypeError as e:
         raise NearError(
-            f"Model config for {config['name']} has arguments its class does not accept: {e}"
+            f"Model config for {config['name']} does not fit its constructor: {e}"
         ) from e
 
 
