@@ -16,7 +16,9 @@ from near_blender.pipeline import NearPipeline
 from ._helpers import randomize, sparse_input, tiny_flow
 
 
-def populate_cache(cache: Path, repo_id: str, files: dict[str, Path], ref: str = "main", commit: str = "a" * 40) -> Path:
+def populate_cache(
+    cache: Path, repo_id: str, files: dict[str, Path], ref: str = "main", commit: str = "a" * 40
+) -> Path:
     """Lay files out as huggingface_hub does: models--org--repo/snapshots/<commit>/..., refs/<ref>."""
     root = cache / f"models--{repo_id.replace('/', '--')}"
     snap = root / "snapshots" / commit
@@ -73,7 +75,8 @@ def test_pipeline_from_offline_hub_cache(offline, tmp_path, fmt: str) -> None:  
     args = {
         "models": {"slat_flow_model": "ckpts/flow"},
         "slat_sampler": {"name": "FlowEulerGuidanceIntervalSampler", "args": {"sigma_min": 1e-5},
-                         "params": {"steps": 3, "cfg_strength": 3.0, "cfg_interval": [0.5, 1.0], "rescale_t": 3.0}},
+                         "params": {"steps": 3, "cfg_strength": 3.0, "cfg_interval": [0.5, 1.0],
+                                    "rescale_t": 3.0}},
         "slat_normalization": {"mean": [0.5] * 8, "std": [2.0] * 8},
     }  # fmt: skip
     pfile = tmp_path / f"pipeline.{fmt}"

@@ -62,10 +62,14 @@ def test_homogenizer_starts_equal_to_base_flow_and_uses_z_s() -> None:
 
 def test_lora_targets_exactly_attention_projections() -> None:
     peft_model = attach_lora(homogenizer(), rank=4, alpha=8)
-    expected = sorted(
-        f"blocks.{i}.{a}" for i in range(2)
-        for a in ("self_attn.to_qkv", "self_attn.to_out", "cross_attn.to_q", "cross_attn.to_kv", "cross_attn.to_out")
-    )  # fmt: skip
+    projections = (
+        "self_attn.to_qkv",
+        "self_attn.to_out",
+        "cross_attn.to_q",
+        "cross_attn.to_kv",
+        "cross_attn.to_out",
+    )
+    expected = sorted(f"blocks.{i}.{a}" for i in range(2) for a in projections)
     assert lora_modules(peft_model) == expected
     trainable = {n for n, p in peft_model.named_parameters() if p.requires_grad}
     assert all("lora_" in n or "input_layer.modules_to_save" in n for n in trainable)

@@ -14,7 +14,9 @@ def random_grid(
     coords, feats = [], []
     for _ in range(batch):
         c = torch.randint(1, res - 1, (n, 3), generator=generator)
-        extra = [[0, 0, 0], [res - 1, res - 1, res - 1], [0, res - 1, 3 % res], [res - 1, 0, 0]] if border else []
+        extra = (
+            [[0, 0, 0], [res - 1, res - 1, res - 1], [0, res - 1, 3 % res], [res - 1, 0, 0]] if border else []
+        )
         c = torch.cat([c, torch.tensor(extra, dtype=c.dtype).reshape(-1, 3)], 0)
         c = torch.unique(c, dim=0)
         coords.append(c)

@@ -28,7 +28,9 @@ def grid(seed: int, n: int = 300, res: int = 32) -> SparseTensor:
     return SparseTensor.from_list(cs, [torch.randn(c.shape[0], 3, H, D, generator=g) for c in cs])
 
 
-def masked_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+def masked_reference(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor
+) -> torch.Tensor:
     """Plain softmax attention over all pairs, with disallowed pairs masked out. [N, H, D]."""
     s = torch.einsum("nhd,mhd->hnm", q, k) / math.sqrt(q.shape[-1])
     s = s.masked_fill(~allowed[None], float("-inf"))
@@ -36,10 +38,7 @@ def masked_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed:
 
 
 def window_ids(x: SparseTensor, window: int, shift: int) -> list[tuple[int, ...]]:
-    return [
-        (int(b), *(int((c + shift) // window) for c in xyz))
-        for b, *xyz in x.coords.tolist()
-    ]
+    return [(int(b), *(int((c + shift) // window) for c in xyz)) for b, *xyz in x.coords.tolist()]
 
 
 @pytest.fixture(params=[None, 64], ids=["one-block", "tiny-blocks"])
