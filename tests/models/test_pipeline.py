@@ -102,3 +102,20 @@ def test_unresolvable_models_are_listed_and_subsets_load(tmp_path) -> None:  # n
         NearPipeline.from_pretrained(tmp_path, models=["decoder"])
     with pytest.raises(NearError, match="no pipeline file"):
         NearPipeline.from_pretrained(tmp_path / "ckpts")
+
+
+def test_image_to_slat_with_the_trainable_encoder(tmp_path) -> None:  # noqa: ANN001
+    from near_blender.models.image_encoder import PatchImageEncoder
+
+    pipe = make_pipeline()
+    pipe.models["image_cond_model"] = PatchImageEncoder(embed_dim=16, depth=1, num_heads=2).eval()
+    pipe.save_pretrained(tmp_path)
+    loaded = NearPipeline.from_pretrained(tmp_path)
+    images = torch.rand(1, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    tokens = loaded.encode_image(images)
+    assert tokens.shape == (1, 1 + 64, 16)
+    torch.testing.assert_close(tokens, pipe.encode_image(images))
+    slat = loaded.sample_slat(tokens, coords(), steps=2, model="slat_flow_model_shaded")
+    assert torch.isfinite(slat.feats).all()
+    with pytest.raises(NearError, match="no image encoder"):
+        NearPipeline({}, {}).encode_image(images)
