@@ -78,20 +78,36 @@ class Bins:
         return int(self.pair_inst.shape[0])
 
 
-def block_ranges(means2d: Tensor, radii: Tensor, grid: Grid) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Block index ranges [x0, x1) x [y0, y1) per instance (from gsplat's 16-px tile box)."""
+def block_ranges(
+    means2d: Tensor, radii: Tensor, opacities: Tensor, grid: Grid
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Candidate block ranges [x0, x1) x [y0, y1) per instance.
+
+    Always inside gsplat's 16-px tile box. For opacity <= 1 the extent (``sqrt(2 ln(255 o))``
+    sigmas, uncapped) bounds every pixel with alpha >= 1/255, so the range is further cut to the
+    blocks that touch the extent box (padded by a pixel against rounding).
+    """
     tw = math.ceil(grid.width / GSPLAT_TILE)
     th = math.ceil(grid.height / GSPLAT_TILE)
     f = GSPLAT_TILE // grid.block
-    u = means2d[:, 0] / GSPLAT_TILE
-    v = means2d[:, 1] / GSPLAT_TILE
-    rx = radii[:, 0].to(means2d.dtype) / GSPLAT_TILE
-    ry = radii[:, 1].to(means2d.dtype) / GSPLAT_TILE
-    x0 = torch.floor(u - rx).clamp(0, tw).to(torch.int64) * f
-    x1 = torch.ceil(u + rx).clamp(0, tw).to(torch.int64) * f
-    y0 = torch.floor(v - ry).clamp(0, th).to(torch.int64) * f
-    y1 = torch.ceil(v + ry).clamp(0, th).to(torch.int64) * f
-    return x0, x1.clamp(max=grid.nbx), y0, y1.clamp(max=grid.nby)
+    S = grid.block
+    u, v = means2d[:, 0], means2d[:, 1]
+    rx = radii[:, 0].to(means2d.dtype)
+    ry = radii[:, 1].to(means2d.dtype)
+    x0 = torch.floor((u - rx) / GSPLAT_TILE).clamp(0, tw).to(torch.int64) * f
+    x1 = torch.ceil((u + rx) / GSPLAT_TILE).clamp(0, tw).to(torch.int64) * f
+    y0 = torch.floor((v - ry) / GSPLAT_TILE).clamp(0, th).to(torch.int64) * f
+    y1 = torch.ceil((v + ry) / GSPLAT_TILE).clamp(0, th).to(torch.int64) * f
+    tight = opacities <= 1.0
+    ex0 = torch.floor((u - rx - 1.5) / S).clamp(0, grid.nbx).to(torch.int64)
+    ex1 = torch.floor((u + rx + 0.5) / S).clamp(-1, grid.nbx).to(torch.int64) + 1
+    ey0 = torch.floor((v - ry - 1.5) / S).clamp(0, grid.nby).to(torch.int64)
+    ey1 = torch.floor((v + ry + 0.5) / S).clamp(-1, grid.nby).to(torch.int64) + 1
+    x0 = torch.where(tight, torch.maximum(x0, ex0), x0)
+    x1 = torch.where(tight, torch.minimum(x1, ex1), x1).clamp(max=grid.nbx)
+    y0 = torch.where(tight, torch.maximum(y0, ey0), y0)
+    y1 = torch.where(tight, torch.minimum(y1, ey1), y1).clamp(max=grid.nby)
+    return x0, x1, y0, y1
 
 
 def min_power_over_blocks(
@@ -107,23 +123,20 @@ def min_power_over_blocks(
     x1 = torch.clamp((bx + 1) * S, max=grid.width).to(dt) - 0.5 - mx
     y0 = (by * S).to(dt) + 0.5 - my
     y1 = torch.clamp((by + 1) * S, max=grid.height).to(dt) - 0.5 - my
-    a, b, c = conics.unbind(-1)
-
-    def q(dx: Tensor, dy: Tensor) -> Tensor:
-        return 0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy
-
-    # On an edge x = const the minimum over y is at y* = -b x / c (clamped), and vice versa.
-    best = q(x0, torch.minimum(torch.maximum(-b * x0 / c, y0), y1))
-    best = torch.minimum(best, q(x1, torch.minimum(torch.maximum(-b * x1 / c, y0), y1)))
-    best = torch.minimum(best, q(torch.minimum(torch.maximum(-b * y0 / a, x0), x1), y0))
-    best = torch.minimum(best, q(torch.minimum(torch.maximum(-b * y1 / a, x0), x1), y1))
+    a, b, c = (conics[:, i : i + 1] for i in range(3))
+    X = torch.stack([x0, x1], 1)
+    Y = torch.stack([y0, y1], 1)
+    # on an edge x = X the minimum over y is at y* = -b X / c (clamped), and vice versa
+    dx = torch.cat([X, torch.minimum(torch.maximum(-b * Y / a, x0[:, None]), x1[:, None])], 1)
+    dy = torch.cat([torch.minimum(torch.maximum(-b * X / c, y0[:, None]), y1[:, None]), Y], 1)
+    q = (0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy).amin(1)
     inside = (x0 <= 0) & (x1 >= 0) & (y0 <= 0) & (y1 >= 0)
-    return torch.where(inside, torch.zeros_like(best), best)
+    return q.masked_fill_(inside, 0.0)
 
 
-def pair_counts(means2d: Tensor, radii: Tensor, grid: Grid) -> Tensor:
+def pair_counts(means2d: Tensor, radii: Tensor, opacities: Tensor, grid: Grid) -> Tensor:
     """[M] number of candidate blocks (before the ellipse test) per instance."""
-    x0, x1, y0, y1 = block_ranges(means2d, radii, grid)
+    x0, x1, y0, y1 = block_ranges(means2d, radii, opacities, grid)
     return (x1 - x0).clamp(min=0) * (y1 - y0).clamp(min=0)
 
 
@@ -143,31 +156,35 @@ def bin_instances(
     instances (indexed by ``inst``).
     """
     dev = means2d.device
-    m2 = means2d[inst]
-    x0, x1, y0, y1 = block_ranges(m2, radii[inst], grid)
+    op = opacities.index_select(0, inst)
+    x0, x1, y0, y1 = block_ranges(means2d.index_select(0, inst), radii.index_select(0, inst), op, grid)
     nx = (x1 - x0).clamp(min=0)
-    ny = (y1 - y0).clamp(min=0)
-    counts = nx * ny
+    counts = nx * (y1 - y0).clamp(min=0)
     total = int(counts.sum())
     if total == 0:
         empty = torch.zeros(0, dtype=torch.int64, device=dev)
         return Bins(empty, empty, empty, empty)
     owner = torch.repeat_interleave(torch.arange(inst.shape[0], device=dev), counts, output_size=total)
     first = torch.cumsum(counts, 0) - counts
-    j = torch.arange(total, device=dev) - first[owner]
-    nxo = nx[owner]
-    bx = x0[owner] + j % nxo
-    by = y0[owner] + j // nxo
-    pinst = inst[owner]
+    ints = torch.stack([first, nx, x0, y0, inst], 1).index_select(0, owner)  # [P, 5]
+    j = torch.arange(total, device=dev) - ints[:, 0]
+    bx = ints[:, 2] + j % ints[:, 1]
+    by = ints[:, 3] + torch.div(j, ints[:, 1], rounding_mode="floor")
+    pinst = ints[:, 4]
+    del ints, j
 
-    qmin = min_power_over_blocks(means2d[pinst, 0], means2d[pinst, 1], conics[pinst], bx, by, grid)
-    reach = torch.log(opacities[pinst] * 255.0) + _CULL_MARGIN
-    keep = qmin <= reach
-    pinst, bx, by = pinst[keep], bx[keep], by[keep]
+    # drop blocks where no pixel centre reaches alpha >= 1/255 (they would be skipped anyway)
+    reach = torch.log(op * 255.0) + _CULL_MARGIN
+    g = torch.cat([means2d, conics], 1).index_select(0, pinst)  # [P, 5]
+    qmin = min_power_over_blocks(g[:, 0], g[:, 1], g[:, 2:5], bx, by, grid)
+    keep = (qmin <= reach.index_select(0, owner)).nonzero().squeeze(1)
+    del g, qmin, owner
 
-    block = cam[pinst] * grid.blocks_per_camera + by * grid.nbx + bx
+    pinst = pinst.index_select(0, keep)
+    block = cam.index_select(0, pinst) * grid.blocks_per_camera
+    block += by.index_select(0, keep) * grid.nbx + bx.index_select(0, keep)
     block, order = torch.sort(block, stable=True)
-    pinst = pinst[order]
+    pinst = pinst.index_select(0, order)
     block_ids, count = torch.unique_consecutive(block, return_counts=True)
     start = torch.cumsum(count, 0) - count
     return Bins(pinst, block_ids, start, count)

@@ -46,6 +46,22 @@ class CompositeConfig:
 
 
 @dataclass
+class _Group:
+    """Blocks composited together: their Gaussian lists padded to a multiple of the round size."""
+
+    bid: Tensor  # [G] global block ids
+    cx: Tensor  # [G] block centre x (pixels)
+    cy: Tensor  # [G] block centre y
+    count: Tensor  # [G] list lengths
+    lists: Tensor  # [G, L] instance ids, padded with the dummy id M (L = rounds * K)
+    K: int
+
+    @property
+    def rounds(self) -> int:
+        return self.lists.shape[1] // self.K
+
+
+@dataclass
 class _Plan:
     grid: Grid
     cfg: CompositeConfig
@@ -53,7 +69,7 @@ class _Plan:
     slabs: list[tuple[int, int]]
     cam: Tensor
     radii: Tensor
-    bins: list[Bins] = field(default_factory=list)
+    cache: list[list[_Group]] = field(default_factory=list)
 
 
 def _basis(S: int, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -62,14 +78,6 @@ def _basis(S: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     v, u = torch.meshgrid(c, c, indexing="ij")
     u, v = u.reshape(-1), v.reshape(-1)
     return torch.stack([torch.ones_like(u), u, v, u * u, u * v, v * v])
-
-
-def _block_centres(block_ids: Tensor, grid: Grid, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    local = block_ids % grid.blocks_per_camera
-    S = grid.block
-    cx = (local % grid.nbx).to(dtype) * S + S / 2
-    cy = (local // grid.nbx).to(dtype) * S + S / 2
-    return cx, cy
 
 
 def _coefficients(mx: Tensor, my: Tensor, a: Tensor, b: Tensor, c: Tensor, lno: Tensor) -> Tensor:
@@ -81,6 +89,19 @@ def _coefficients(mx: Tensor, my: Tensor, a: Tensor, b: Tensor, c: Tensor, lno: 
     c2 = b * mx + c * my
     c0 = lno - 0.5 * (mx * c1 + my * c2)
     return torch.stack([c0, c1, c2, -0.5 * a, -b, -0.5 * c], -1)
+
+
+def _coefficient_vjp(mx: Tensor, my: Tensor, coef: Tensor, par: Tensor, g: Tensor) -> Tensor:
+    """Chain d/dcoef [G,K,6] to d/d(mx, my, a, b, c, ln o) [G,K,6] (mx, my block-local)."""
+    a, b, c = par[..., 2], par[..., 3], par[..., 4]
+    g0, g1, g2, g3, g4, g5 = g.unbind(-1)
+    c1, c2 = coef[..., 1], coef[..., 2]
+    d_mx = g1 * a + g2 * b - g0 * c1
+    d_my = g1 * b + g2 * c - g0 * c2
+    d_a = g1 * mx - 0.5 * (g0 * mx * mx + g3)
+    d_b = g1 * my + g2 * mx - g0 * mx * my - g4
+    d_c = g2 * my - 0.5 * (g0 * my * my + g5)
+    return torch.stack([d_mx, d_my, d_a, d_b, d_c, g0], -1)
 
 
 def _image_to_blocks(img: Tensor, grid: Grid) -> Tensor:
@@ -114,6 +135,10 @@ def _alpha_threshold(dtype: torch.dtype) -> float:
     return float(torch.nextafter(t, torch.tensor(0.0, dtype=dtype)))
 
 
+def _round_up(x: int, m: int) -> int:
+    return max(m, (x + m - 1) // m * m)
+
+
 class _Sweep:
     """Shared forward/backward machinery for one rasterization call."""
 
@@ -122,7 +147,7 @@ class _Sweep:
         self.grid = plan.grid
         dt, dev = means2d.dtype, means2d.device
         self.dtype, self.device = dt, dev
-        # instance parameters with one trailing dummy row (padding target)
+        # instance parameters with one trailing dummy row (the padding target)
         M = means2d.shape[0]
         self.M = M
         self.par = torch.zeros(M + 1, 6, dtype=dt, device=dev)  # mx, my, a, b, c, ln(o)
@@ -130,26 +155,30 @@ class _Sweep:
         self.par[:M, 2:5] = conics
         self.par[:M, 5] = torch.log(opac)
         self.par[M, 5] = _DUMMY_LOG_OPACITY
+        self.opac = opac
         self.feats = torch.cat([feats, feats.new_zeros(1, feats.shape[1])], 0)
         self.basis = _basis(self.grid.block, dt, dev)  # [6, P]
         self.athr = _alpha_threshold(dt)
 
-    def bins(self, k: int) -> Bins:
+    def groups(self, k: int) -> list[_Group]:
+        """The block groups of depth slab k (cached for the backward pass when there is one slab)."""
         plan = self.plan
-        if k < len(plan.bins):
-            return plan.bins[k]
+        if k < len(plan.cache):
+            return plan.cache[k]
         i0, i1 = plan.slabs[k]
-        b = bin_instances(
+        bins = bin_instances(
             plan.order[i0:i1], plan.cam, self.par[: self.M, :2], self.par[: self.M, 2:5],
-            torch.exp(self.par[: self.M, 5]), plan.radii, self.grid,
+            self.opac, plan.radii, self.grid,
         )  # fmt: skip
-        if len(plan.slabs) == 1:  # small enough to keep for the backward pass
-            plan.bins.append(b)
-        return b
+        groups = self._make_groups(bins)
+        if len(plan.slabs) == 1:
+            plan.cache.append(groups)
+        return groups
 
-    def groups(self, bins: Bins) -> list[tuple[Tensor, int]]:
-        """Blocks of a slab grouped by similar list length: (indices into bins, round size)."""
-        cfg, P = self.plan.cfg, self.grid.pixels_per_block
+    def _make_groups(self, bins: Bins) -> list[_Group]:
+        cfg, grid, P = self.plan.cfg, self.grid, self.grid.pixels_per_block
+        if bins.count.numel() == 0:
+            return []
         cnt, order = torch.sort(bins.count, descending=True)
         cnt_l = cnt.tolist()
         out = []
@@ -157,50 +186,50 @@ class _Sweep:
         while i < n:
             K = min(cfg.round_size, _round_up(cnt_l[i], 4))
             G = max(1, cfg.chunk // (K * P))
-            out.append((order[i : i + G], K))
+            sel = order[i : i + G]
+            c = cnt[i : i + G]
+            L = _round_up(cnt_l[i], K)
+            st = bins.start.index_select(0, sel)
+            pos = torch.arange(L, device=self.device)
+            valid = pos[None, :] < c[:, None]
+            idx = (st[:, None] + pos[None, :]).clamp_(max=max(bins.num_pairs - 1, 0))
+            lists = bins.pair_inst.index_select(0, idx.view(-1)).view(-1, L)
+            lists = torch.where(valid, lists, self.M)
+            bid = bins.block_ids.index_select(0, sel)
+            local = bid % grid.blocks_per_camera
+            cx = (local % grid.nbx).to(self.dtype) * grid.block + grid.block / 2
+            cy = torch.div(local, grid.nbx, rounding_mode="floor").to(self.dtype) * grid.block
+            cy += grid.block / 2
+            out.append(_Group(bid, cx, cy, c, lists, K))
             i += G
         return out
 
-    def round_inputs(self, bins: Bins, sel: Tensor, r: int, K: int) -> tuple[Tensor, Tensor, Tensor]:
-        """For blocks ``sel`` (indices into bins) and round r: instance ids [G, K] (dummy = M),
-        block centres, and the coefficient matrix [G, K, 6]."""
-        ar = torch.arange(K, device=self.device)
-        pos = r * K + ar  # [K]
-        cnt = bins.count[sel]
-        valid = pos[None, :] < cnt[:, None]
-        idx = torch.where(valid, bins.start[sel, None] + pos[None, :], 0)
-        inst = torch.where(valid, bins.pair_inst[idx], self.M)
-        cx, cy = _block_centres(bins.block_ids[sel], self.grid, self.dtype)
-        p = self.par[inst]  # [G, K, 6]
-        mx = p[..., 0] - cx[:, None]
-        my = p[..., 1] - cy[:, None]
-        coef = _coefficients(mx, my, p[..., 2], p[..., 3], p[..., 4], p[..., 5])
-        return inst, torch.stack([mx, my], -1), coef
-
-    def alphas(self, coef: Tensor) -> Tensor:
-        """ln-alpha polynomial coefficients [G, K, 6] -> alpha [G, K, P] (clamped, skips zeroed)."""
-        G, K, _ = coef.shape
+    def round(self, grp: _Group, live: Tensor, r: int, t_in: Tensor) -> dict[str, Tensor]:
+        """Recompute one round for the blocks ``live`` (indices into the group)."""
+        K = grp.K
+        inst = grp.lists.index_select(0, live)[:, r * K : (r + 1) * K]  # [G, K]
+        G = inst.shape[0]
         P = self.grid.pixels_per_block
-        lna = (coef.reshape(G * K, 6) @ self.basis).view(G, K, P)
-        alpha = torch.exp_(lna).clamp_max_(ALPHA_MAX)
-        return F.threshold(alpha, self.athr, 0.0)
-
-    def transmittance(self, alpha: Tensor, t_in: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(one_minus [G,K,P], U = masked transmittance after each Gaussian [G,K,P], w [G,K,P])."""
-        G, K, P = alpha.shape
+        flat = inst.reshape(-1)
+        p = self.par.index_select(0, flat).view(G, K, 6)
+        mx = p[..., 0] - grp.cx.index_select(0, live)[:, None]
+        my = p[..., 1] - grp.cy.index_select(0, live)[:, None]
+        coef = _coefficients(mx, my, p[..., 2], p[..., 3], p[..., 4], p[..., 5])
+        lna = (coef.view(G * K, 6) @ self.basis).view(G, K, P)
+        alpha = F.threshold(torch.exp_(lna).clamp_max_(ALPHA_MAX), self.athr, 0.0)
         buf = torch.empty(G, K + 1, P, dtype=alpha.dtype, device=alpha.device)
         buf[:, 0] = t_in
         om = buf[:, 1:]
         torch.sub(1.0, alpha, out=om)
-        tc = torch.cumprod(buf, 1)[:, 1:]
-        U = F.threshold(tc, T_STOP, 0.0)
-        w = alpha / om
-        w.mul_(U)
-        return om, U, w
+        U = F.threshold(torch.cumprod(buf, 1)[:, 1:], T_STOP, 0.0)  # masked T after each Gaussian
+        fe = self.feats.index_select(0, flat).view(G, K, -1)
+        return {"inst": inst, "mx": mx, "my": my, "p": p, "coef": coef, "alpha": alpha, "om": om,
+                "U": U, "fe": fe}  # fmt: skip
 
 
-def _round_up(x: int, m: int) -> int:
-    return max(m, (x + m - 1) // m * m)
+def _live_blocks(grp: _Group, live: Tensor, t_g: Tensor, r: int) -> Tensor:
+    keep = (grp.count.index_select(0, live) > r * grp.K) & (t_g.index_select(0, live).amax(1) > 0)
+    return live[keep]
 
 
 def _run_forward(sw: _Sweep) -> tuple[Tensor, Tensor]:
@@ -210,26 +239,20 @@ def _run_forward(sw: _Sweep) -> tuple[Tensor, Tensor]:
     T = _initial_transmittance(grid, sw.dtype, sw.device)
     acc = torch.zeros(nb, Dc, P, dtype=sw.dtype, device=sw.device)
     for k in range(len(sw.plan.slabs)):
-        bins = sw.bins(k)
-        for gsel, K in sw.groups(bins):
-            bid = bins.block_ids[gsel]
-            t_g = T[bid]
-            acc_g = acc[bid]
-            cnt = bins.count[gsel]
-            live = torch.arange(gsel.shape[0], device=sw.device)
-            r = 0
-            while live.numel():
-                live = live[(cnt[live] > r * K) & (t_g[live].amax(1) > 0)]
+        for grp in sw.groups(k):
+            t_g = T.index_select(0, grp.bid)
+            acc_g = acc.index_select(0, grp.bid)
+            live = torch.arange(grp.bid.shape[0], device=sw.device)
+            for r in range(grp.rounds):
+                live = _live_blocks(grp, live, t_g, r)
                 if not live.numel():
                     break
-                inst, _, coef = sw.round_inputs(bins, gsel[live], r, K)
-                alpha = sw.alphas(coef)
-                _, U, w = sw.transmittance(alpha, t_g[live])
-                acc_g[live] += torch.bmm(sw.feats[inst].transpose(1, 2), w)
-                t_g[live] = U[:, -1]
-                r += 1
-            T[bid] = t_g
-            acc[bid] = acc_g
+                d = sw.round(grp, live, r, t_g.index_select(0, live))
+                w = d["alpha"].div_(d["om"]).mul_(d["U"])  # alpha T_before on contributing entries
+                acc_g.index_add_(0, live, torch.bmm(d["fe"].transpose(1, 2), w))
+                t_g.index_copy_(0, live, d["U"][:, -1])
+            T.index_copy_(0, grp.bid, t_g)
+            acc.index_copy_(0, grp.bid, acc_g)
     return acc, T
 
 
@@ -242,61 +265,40 @@ def _run_backward(sw: _Sweep, g_blocks: Tensor, q_total: Tensor) -> tuple[Tensor
     P = grid.pixels_per_block
     g_t = g_blocks.transpose(1, 2).contiguous()  # [nb, Dc, P]
     T = _initial_transmittance(grid, sw.dtype, sw.device)
-    Q = -q_total  # running (sum_{j<=k} w_j q_j) - Q_total
+    Q = -q_total  # running (sum_{j<=k} w_j q_j) - Q_total per pixel
     g_par = torch.zeros_like(sw.par)
     g_feat = torch.zeros_like(sw.feats)
-    basis_t = sw.basis.t().contiguous()  # [P, 6]
     for k in range(len(sw.plan.slabs)):
-        bins = sw.bins(k)
-        for gsel, K in sw.groups(bins):
-            bid = bins.block_ids[gsel]
-            t_g, q_g = T[bid], Q[bid]
-            gb, gbt = g_blocks[bid], g_t[bid]
-            cnt = bins.count[gsel]
-            live = torch.arange(gsel.shape[0], device=sw.device)
-            r = 0
-            while live.numel():
-                live = live[(cnt[live] > r * K) & (t_g[live].amax(1) > 0)]
+        for grp in sw.groups(k):
+            t_g, q_g = T.index_select(0, grp.bid), Q.index_select(0, grp.bid)
+            gbt = g_t.index_select(0, grp.bid)
+            live = torch.arange(grp.bid.shape[0], device=sw.device)
+            for r in range(grp.rounds):
+                live = _live_blocks(grp, live, t_g, r)
                 if not live.numel():
                     break
-                inst, mxy, coef = sw.round_inputs(bins, gsel[live], r, K)
-                alpha = sw.alphas(coef)
-                om, U, w = sw.transmittance(alpha, t_g[live])
-                fe = sw.feats[inst]  # [G, K, Dc]
-                q = torch.bmm(fe, gbt[live])  # [G, K, P]
-                wq = w * q
-                qi = torch.cumsum(wq, 1).add_(q_g[live][:, None, :])  # sum_{j<=k} - Q_total
-                q_g[live] = qi[:, -1]
-                t_g[live] = U[:, -1]
-                # dL/dalpha_k = (U_k q_k + qi_k) / (1 - alpha_k) on contributing, unclamped entries
+                d = sw.round(grp, live, r, t_g.index_select(0, live))
+                alpha, om, U = d["alpha"], d["om"], d["U"]
+                w = alpha / om * U
+                q = torch.bmm(d["fe"], gbt.index_select(0, live))  # [G, K, P]: sum_c f_c g_c
+                qi = torch.cumsum(w * q, 1).add_(q_g.index_select(0, live)[:, None, :])
+                q_g.index_copy_(0, live, qi[:, -1])
+                t_g.index_copy_(0, live, U[:, -1])
+                # dL/dalpha_k = (U_k q_k + sum_{j<=k} w_j q_j - Q_total) / (1 - alpha_k), kept only on
+                # contributing (U > 0) and unclamped (alpha < 0.999) entries; times alpha for ln-alpha
                 ga = torch.addcmul(qi, U, q).div_(om)
-                a_u = F.threshold(alpha.neg(), -ALPHA_MAX, 0.0)  # -alpha where alpha < 0.999
-                live_mask = torch.clamp_max_(U * 1e12, 1.0)
-                ga.mul_(a_u).mul_(live_mask)  # = -dL/dlnalpha
-                G_, K_ = inst.shape
-                g_coef = -(ga.view(G_ * K_, P) @ basis_t).view(G_, K_, 6)
-                g_fe = torch.bmm(w, gb[live])  # [G, K, Dc]
-                g_p = _coefficient_vjp(mxy, coef, sw.par[inst], g_coef)
-                g_par.index_add_(0, inst.reshape(-1), g_p.reshape(-1, 6))
-                g_feat.index_add_(0, inst.reshape(-1), g_fe.reshape(-1, g_fe.shape[-1]))
-                r += 1
-            T[bid] = t_g
-            Q[bid] = q_g
+                ga.mul_(F.threshold(alpha.neg(), -ALPHA_MAX, 0.0))  # * (-alpha) where unclamped
+                ga.mul_(torch.clamp_max_(U * 1e12, 1.0))  # * [U > 0]
+                G_, K_ = d["inst"].shape
+                g_coef = (sw.basis @ ga.view(G_ * K_, P).t()).t().reshape(G_, K_, 6).neg_()
+                g_fe = torch.bmm(gbt.index_select(0, live), w.transpose(1, 2)).transpose(1, 2)
+                g_p = _coefficient_vjp(d["mx"], d["my"], d["coef"], d["p"], g_coef)
+                flat = d["inst"].reshape(-1)
+                g_par.index_add_(0, flat, g_p.view(-1, 6))
+                g_feat.index_add_(0, flat, g_fe.reshape(-1, g_fe.shape[-1]))
+            T.index_copy_(0, grp.bid, t_g)
+            Q.index_copy_(0, grp.bid, q_g)
     return g_par[: sw.M], g_feat[: sw.M]
-
-
-def _coefficient_vjp(mxy: Tensor, coef: Tensor, par: Tensor, g: Tensor) -> Tensor:
-    """Chain d/dcoef [G,K,6] to d/d(mx, my, a, b, c, ln o) [G,K,6] (mx, my block-local)."""
-    mx, my = mxy.unbind(-1)
-    a, b, c = par[..., 2], par[..., 3], par[..., 4]
-    g0, g1, g2, g3, g4, g5 = g.unbind(-1)
-    c1, c2 = coef[..., 1], coef[..., 2]
-    d_mx = g1 * a + g2 * b - g0 * c1
-    d_my = g1 * b + g2 * c - g0 * c2
-    d_a = g1 * mx - 0.5 * (g0 * mx * mx + g3)
-    d_b = g1 * my + g2 * mx - g0 * mx * my - g4
-    d_c = g2 * my - 0.5 * (g0 * my * my + g5)
-    return torch.stack([d_mx, d_my, d_a, d_b, d_c, g0], -1)
 
 
 class _CompositeFn(torch.autograd.Function):
@@ -347,7 +349,12 @@ def composite(
     with torch.no_grad():
         # front to back; ties keep instance order (stable), like gsplat
         order = torch.sort(depths.detach(), stable=True).indices
-        counts = pair_counts(means2d.detach()[order], radii[order], grid)
+        counts = pair_counts(
+            means2d.detach().index_select(0, order),
+            radii.index_select(0, order),
+            opacities.detach().index_select(0, order),
+            grid,
+        )
         slabs = depth_slabs(counts, cfg.pair_budget)
     plan = _Plan(grid, cfg, order, slabs, cam, radii)
     if not slabs:

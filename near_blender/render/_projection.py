@@ -74,6 +74,10 @@ def covariance_3d(quats: Tensor, scales: Tensor) -> Tensor:
     return M @ M.transpose(-1, -2)
 
 
+def _take(x: Tensor, idx: Tensor | None) -> Tensor:
+    return x if idx is None else x.index_select(0, idx)
+
+
 def project_gaussians(
     means: Tensor,
     quats: Tensor,
@@ -94,29 +98,67 @@ def project_gaussians(
     Args:
         means [N, 3], quats [N, 4] (w,x,y,z), scales [N, 3], opacities [N]: world-space Gaussians.
         viewmats [C, 4, 4]: OpenCV world-to-camera; Ks [C, 3, 3]: intrinsics in pixels.
+    Instances come out camera-major, Gaussian index ascending (gsplat's order).
     """
-    R = viewmats[:, :3, :3]
-    t = viewmats[:, :3, 3]
+    parts = [
+        _project_one(
+            c,
+            means,
+            quats,
+            scales,
+            opacities,
+            viewmats[c],
+            Ks[c],
+            width,
+            height,
+            near_plane,
+            far_plane,
+            eps2d,
+            antialiased,
+            ortho,
+        )  # fmt: skip
+        for c in range(viewmats.shape[0])
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    return Projected(*(torch.cat([getattr(p, f) for p in parts]) for f in Projected.__dataclass_fields__))
 
-    # Which instances survive the depth test (no autograd needed for the decision).
-    with torch.no_grad():
-        z_all = torch.einsum("cj,nj->cn", R[:, 2], means) + t[:, 2:3]  # [C, N]
+
+def _project_one(
+    c: int,
+    means: Tensor,
+    quats: Tensor,
+    scales: Tensor,
+    opacities: Tensor,
+    viewmat: Tensor,
+    K: Tensor,
+    width: int,
+    height: int,
+    near_plane: float,
+    far_plane: float,
+    eps2d: float,
+    antialiased: bool,
+    ortho: bool,
+) -> Projected:
+    """Projection into one camera (everything elementwise over the Gaussians in its clip range)."""
+    R, t = viewmat[:3, :3], viewmat[:3, 3]
+    with torch.no_grad():  # depth test first, so nothing behind the camera enters the graph
+        z_all = means @ R[2] + t[2]
         keep = (z_all >= near_plane) & (z_all <= far_plane)
-        cam, gid = keep.nonzero(as_tuple=True)
+        idx = None if bool(keep.all()) else keep.nonzero().squeeze(1)
 
-    Rc = R[cam]  # [M, 3, 3]
-    mean_c = (Rc @ means[gid][..., None])[..., 0] + t[cam]  # [M, 3]
-    cov_w = covariance_3d(quats[gid], scales[gid])
-    cov_c = Rc @ cov_w @ Rc.transpose(-1, -2)  # [M, 3, 3]
-
-    K = Ks[cam]
-    fx, fy, cx, cy = K[:, 0, 0], K[:, 1, 1], K[:, 0, 2], K[:, 1, 2]
+    mean_c = _take(means, idx) @ R.T + t  # [M, 3]
+    RS = quat_to_rotmat(_take(quats, idx)) * _take(scales, idx)[:, None, :]  # [M, 3, 3]
+    M = RS.shape[0]
+    # B = R_cam @ RS: row i of B for all Gaussians, [3, M, 3]; camera covariance is B B^T
+    B = (R @ RS.permute(1, 0, 2).reshape(3, M * 3)).reshape(3, M, 3)
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
     x, y, z = mean_c.unbind(-1)
-    zeros = torch.zeros_like(z)
     if ortho:
         u = fx * x + cx
         v = fy * y + cy
-        J = torch.stack([fx, zeros, zeros, zeros, fy, zeros], -1).reshape(-1, 2, 3)
+        row0 = fx * B[0]
+        row1 = fy * B[1]
     else:
         rz = 1.0 / z
         u = fx * x * rz + cx
@@ -127,18 +169,20 @@ def project_gaussians(
         lim_xn = cx / fx + 0.3 * tan_fovx
         lim_yp = (height - cy) / fy + 0.3 * tan_fovy
         lim_yn = cy / fy + 0.3 * tan_fovy
-        tx = z * torch.minimum(lim_xp, torch.maximum(-lim_xn, x * rz))
-        ty = z * torch.minimum(lim_yp, torch.maximum(-lim_yn, y * rz))
+        tx = z * torch.clamp(x * rz, -lim_xn, lim_xp)
+        ty = z * torch.clamp(y * rz, -lim_yn, lim_yp)
         rz2 = rz * rz
-        J = torch.stack([fx * rz, zeros, -fx * tx * rz2, zeros, fy * rz, -fy * ty * rz2], -1)
-        J = J.reshape(-1, 2, 3)
-    cov2 = J @ cov_c @ J.transpose(-1, -2)  # [M, 2, 2]
-    c00, c01, c11 = cov2[:, 0, 0], 0.5 * (cov2[:, 0, 1] + cov2[:, 1, 0]), cov2[:, 1, 1]
+        # Jacobian rows (fx/z, 0, -fx tx/z²) and (0, fy/z, -fy ty/z²) applied to B
+        row0 = (fx * rz)[:, None] * B[0] - (fx * tx * rz2)[:, None] * B[2]
+        row1 = (fy * rz)[:, None] * B[1] - (fy * ty * rz2)[:, None] * B[2]
+    c00 = (row0 * row0).sum(-1)
+    c01 = (row0 * row1).sum(-1)
+    c11 = (row1 * row1).sum(-1)
     det_orig = c00 * c11 - c01 * c01
     b00, b11 = c00 + eps2d, c11 + eps2d
     det = b00 * b11 - c01 * c01
 
-    op = opacities[gid]
+    op = _take(opacities, idx)
     if antialiased:
         # clamp to a tiny positive value so that sqrt' stays finite for degenerate Gaussians
         # (their opacity becomes ~0 and they are culled below).
@@ -156,10 +200,11 @@ def project_gaussians(
         ud, vd = u.detach(), v.detach()
         ok &= (ud + rx > 0) & (ud - rx < width) & (vd + ry > 0) & (vd - ry < height)
         ok &= torch.isfinite(ud) & torch.isfinite(vd)
-        sel = ok.nonzero(as_tuple=True)[0]
+        sel = ok.nonzero().squeeze(1)
+        gid = sel if idx is None else idx.index_select(0, sel)
 
-    det_s = det[sel]
-    conics = torch.stack([b11[sel] / det_s, -c01[sel] / det_s, b00[sel] / det_s], -1)
-    means2d = torch.stack([u[sel], v[sel]], -1)
-    radii = torch.stack([rx[sel], ry[sel]], -1).to(torch.int64)
-    return Projected(cam[sel], gid[sel], means2d, conics, op[sel], z[sel], radii)
+    inv = 1.0 / det
+    packed = torch.stack([u, v, b11 * inv, -c01 * inv, b00 * inv, op, z], -1).index_select(0, sel)
+    radii = torch.stack([rx, ry], -1).index_select(0, sel).to(torch.int64)
+    cam = torch.full_like(gid, c)
+    return Projected(cam, gid, packed[:, :2], packed[:, 2:5], packed[:, 5], packed[:, 6], radii)

@@ -116,7 +116,10 @@ def _rasterize_torch(
         means, quats, scales, opacities, viewmats, Ks, width, height, near_plane, far_plane,
         eps2d=eps2d, antialiased=(mode == "antialiased"), ortho=(camera_model == "ortho"),
     )  # fmt: skip
-    f = features[proj.gid] if features.dim() == 2 else features[proj.cam, proj.gid]
+    if features.dim() == 2:
+        f = features.index_select(0, proj.gid)
+    else:
+        f = features.reshape(-1, D).index_select(0, proj.cam * features.shape[1] + proj.gid)
     ones = torch.ones_like(proj.depths)[:, None]
     fe = torch.cat([f, proj.depths[:, None], ones], 1)  # features | depth | 1 (-> alpha)
     cfg = config or CompositeConfig()
