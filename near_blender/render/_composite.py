@@ -22,6 +22,8 @@ How it runs (pure torch, vectorized):
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -43,6 +45,9 @@ class CompositeConfig:
     round_size: int = 32  # Gaussians per block per round (max)
     chunk: int = 1 << 18  # (Gaussian, pixel) evaluations per round (memory bound)
     pair_budget: int = 1 << 23  # (Gaussian, block) pairs per depth slab (memory bound)
+    # Below this many (Gaussian, pixel) candidate evaluations run single-threaded: thread wake-ups
+    # cost more than they save on small scenes (and a lot on a busy machine).
+    serial_below: int = 1 << 21
 
 
 @dataclass
@@ -69,7 +74,22 @@ class _Plan:
     slabs: list[tuple[int, int]]
     cam: Tensor
     radii: Tensor
+    serial: bool = False
     cache: list[list[_Group]] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def _threads(serial: bool) -> Iterator[None]:
+    """Run the enclosed torch ops on one intra-op thread when ``serial`` (restored afterwards)."""
+    n = torch.get_num_threads()
+    if not serial or n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def _basis(S: int, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -304,9 +324,10 @@ def _run_backward(sw: _Sweep, g_blocks: Tensor, q_total: Tensor) -> tuple[Tensor
 class _CompositeFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, means2d: Tensor, conics: Tensor, opac: Tensor, feats: Tensor, plan: _Plan):  # type: ignore[override]
-        sw = _Sweep(means2d.detach(), conics.detach(), opac.detach(), feats.detach(), plan)
-        acc, _ = _run_forward(sw)
-        out = _blocks_to_image(acc, plan.grid)  # [C, H, W, Dc]
+        with _threads(plan.serial):
+            sw = _Sweep(means2d.detach(), conics.detach(), opac.detach(), feats.detach(), plan)
+            acc, _ = _run_forward(sw)
+            out = _blocks_to_image(acc, plan.grid)  # [C, H, W, Dc]
         ctx.plan = plan
         ctx.save_for_backward(means2d, conics, opac, feats, out)
         return out
@@ -315,10 +336,11 @@ class _CompositeFn(torch.autograd.Function):
     def backward(ctx, g_out: Tensor):  # type: ignore[override]
         means2d, conics, opac, feats, out = ctx.saved_tensors
         plan: _Plan = ctx.plan
-        sw = _Sweep(means2d.detach(), conics.detach(), opac.detach(), feats.detach(), plan)
-        g_blocks = _image_to_blocks(g_out.contiguous(), plan.grid).contiguous()  # [nb, P, Dc]
-        q_total = _image_to_blocks((g_out * out).sum(-1, keepdim=True), plan.grid)[..., 0]
-        g_par, g_feat = _run_backward(sw, g_blocks, q_total)
+        with _threads(plan.serial):
+            sw = _Sweep(means2d.detach(), conics.detach(), opac.detach(), feats.detach(), plan)
+            g_blocks = _image_to_blocks(g_out.contiguous(), plan.grid).contiguous()  # [nb, P, Dc]
+            q_total = _image_to_blocks((g_out * out).sum(-1, keepdim=True), plan.grid)[..., 0]
+            g_par, g_feat = _run_backward(sw, g_blocks, q_total)
         g_means = g_par[:, :2]
         g_conics = g_par[:, 2:5]
         g_opac = g_par[:, 5] / opac.detach()
@@ -356,7 +378,8 @@ def composite(
             grid,
         )
         slabs = depth_slabs(counts, cfg.pair_budget)
-    plan = _Plan(grid, cfg, order, slabs, cam, radii)
+        serial = int(counts.sum()) * grid.pixels_per_block < cfg.serial_below
+    plan = _Plan(grid, cfg, order, slabs, cam, radii, serial)
     if not slabs:
         C, H, W = grid.cameras, grid.height, grid.width
         return feats.new_zeros(C, H, W, feats.shape[1]) + 0.0 * feats.sum()

@@ -19,7 +19,9 @@ differentiable w.r.t. means, quats, scales, opacities, features, viewmats and Ks
 from __future__ import annotations
 
 import math
-from typing import Literal
+import sys
+import types
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -250,3 +252,14 @@ def _check_tensors(
     if bool((K[:, 0, 0] <= 0).any() or (K[:, 1, 1] <= 0).any()):
         raise NearError("rasterize: Ks must have positive focal lengths fx, fy (pixels).")
     return t["means"], t["quats"], t["scales"], t["opacities"], f, vm, K, bg
+
+
+class _CallableModule(types.ModuleType):
+    """``near_blender.render.rasterize`` is both this module and the function: importing the
+    submodule first binds the module on the package, so calling it forwards to :func:`rasterize`."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor, Tensor]:
+        return rasterize(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
