@@ -60,7 +60,9 @@ def find_blender(explicit: str | None) -> list[str]:
     if explicit:
         p = shutil.which(explicit) or explicit
         if not (os.path.isfile(p) and os.access(p, os.X_OK)):
-            raise NearError(f"--blender {explicit}: not an executable file. Give the path of the blender binary.")
+            raise NearError(
+                f"--blender {explicit}: not an executable file. Give the path of the blender binary."
+            )
         return [p, "-b", "--python-exit-code", "1", "--python"]
     for cand in (os.environ.get("BLENDER"), shutil.which("blender")):
         if cand and os.path.isfile(cand) and os.access(cand, os.X_OK):
@@ -108,7 +110,13 @@ def run(args: argparse.Namespace) -> int:
     with open(log_path, "a", encoding="utf-8") as log:
         log.write("$ " + " ".join(cmd) + "\n")
         proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env, errors="replace"
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            env=env,
+            errors="replace",
         )
         try:
             assert proc.stdout is not None
@@ -122,7 +130,9 @@ def run(args: argparse.Namespace) -> int:
                 if kind == "start" and show_bar:
                     from tqdm import tqdm
 
-                    bar = tqdm(total=ev["renders"], unit="view", desc=f"near datagen {i}/{n}", dynamic_ncols=True)
+                    bar = tqdm(
+                        total=ev["renders"], unit="view", desc=f"near datagen {i}/{n}", dynamic_ncols=True
+                    )
                 elif kind in ("render", "asset") and bar is not None:
                     bar.update(ev["done"] - bar.n)
                     bar.set_postfix_str(ev["id"][:32])
@@ -156,4 +166,3 @@ def run(args: argparse.Namespace) -> int:
     for f in failures[:20]:
         print(f"  {f}", file=sys.stderr)
     return 0
-

@@ -159,7 +159,9 @@ def import_file(path: str, scene: Any) -> list[Any]:
         raise
     except (RuntimeError, OSError, ValueError) as e:
         msg = " ".join(str(e).replace("Error:", "").split())
-        raise NearError(f"{p.name}: Blender cannot import this file ({msg}). Is it complete and of that format?") from None
+        raise NearError(
+            f"{p.name}: Blender cannot import this file ({msg}). Is it complete and of that format?"
+        ) from None
     new = [o for o in bpy.data.objects if o not in before]
     for o in [o for o in new if o.type in DROP_TYPES]:
         bpy.data.objects.remove(o, do_unlink=True)

@@ -69,7 +69,17 @@ class TemporaryScenes:
     """UI: every asset is built in a new scene that is removed afterwards, together with every
     datablock created meanwhile; the artist's scenes, objects and materials are not touched."""
 
-    KINDS = ("objects", "meshes", "materials", "worlds", "lights", "cameras", "images", "node_groups", "curves")
+    KINDS = (
+        "objects",
+        "meshes",
+        "materials",
+        "worlds",
+        "lights",
+        "cameras",
+        "images",
+        "node_groups",
+        "curves",
+    )
 
     @contextlib.contextmanager
     def asset_scene(self) -> Iterator[Any]:
@@ -192,7 +202,13 @@ class DatagenJob:
                 self.ds.append_manifest([status])  # killed between the marker and the manifest line
             self.done += n_renders
             self.counts["skipped"] += 1
-            yield {"event": "asset", "id": src.id, "status": "skipped", "done": self.done, "total": self.total}
+            yield {
+                "event": "asset",
+                "id": src.id,
+                "status": "skipped",
+                "done": self.done,
+                "total": self.total,
+            }
             return
         stage = "source"
         try:
@@ -201,7 +217,9 @@ class DatagenJob:
             stage = "plan"
             tasks = plan_asset(src.id, self.cfg, self.pool, self.holdout)
             adir = self.ds.asset_dir(src.id)
-            kept = set(self.ds.prepare_asset(src.id, keep=[t.file for t in tasks] if self.spec.resume else ()))
+            kept = set(
+                self.ds.prepare_asset(src.id, keep=[t.file for t in tasks] if self.spec.resume else ())
+            )
             adir.mkdir(parents=True, exist_ok=True)
             cams: list[dict[str, Any]] = []
             lights: list[dict[str, Any]] = []
@@ -230,7 +248,13 @@ class DatagenJob:
                             env = lighting.apply(t.lighting)
                             self._render(scene, t, env, adir)
                         self.done += 1
-                        yield {"event": "render", "id": src.id, "file": t.file, "done": self.done, "total": self.total}
+                        yield {
+                            "event": "render",
+                            "id": src.id,
+                            "file": t.file,
+                            "done": self.done,
+                            "total": self.total,
+                        }
                 finally:
                     lighting.close()
             stage = "write"

@@ -71,7 +71,11 @@ class EnvMap:
         return self._irradiance
 
     def manifest_entry(self) -> dict[str, Any]:
-        e: dict[str, Any] = {"id": f"envmap:{self.name}", "kind": "envmap", "source": {"path": str(self.path)}}
+        e: dict[str, Any] = {
+            "id": f"envmap:{self.name}",
+            "kind": "envmap",
+            "source": {"path": str(self.path)},
+        }
         if self.ok:
             e.update(status="done", size=[int(self.radiance.shape[1]), int(self.radiance.shape[0])],
                      file=f"envmaps/{self.name}.exr", error=None)  # fmt: skip
@@ -228,9 +232,9 @@ class Lighting:
                 0.0,
                 float(lighting["rotation_z"]),
             )
-            next(n for n in nodes if n.bl_idname == "ShaderNodeBackground").inputs["Strength"].default_value = float(
-                lighting.get("strength", 1.0)
-            )
+            next(n for n in nodes if n.bl_idname == "ShaderNodeBackground").inputs[
+                "Strength"
+            ].default_value = float(lighting.get("strength", 1.0))
             self.scene.world = world
             return env.environment(float(lighting["rotation_z"]), float(lighting.get("strength", 1.0)))
         raise NearError(f"Unknown lighting type {kind!r}.")
@@ -245,5 +249,7 @@ def env_name_list(envs: list[EnvMap], holdout: tuple[str, ...]) -> tuple[list[st
     missing = [h for h in holdout if h not in {e.name for e in envs}]
     if missing:
         have = ", ".join(sorted(e.name for e in envs)) or "none"
-        raise NearError(f"--holdout-envmaps {' '.join(missing)}: no such map among the environment maps ({have}).")
+        raise NearError(
+            f"--holdout-envmaps {' '.join(missing)}: no such map among the environment maps ({have})."
+        )
     return [n for n in ok if n not in holdout], [n for n in ok if n in holdout]

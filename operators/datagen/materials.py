@@ -22,7 +22,11 @@ _AOV_TAG = "near_aov"
 
 # shader node -> property -> input socket name, or a constant
 _BSDF_INPUTS: dict[str, dict[str, Any]] = {
-    "ShaderNodeBsdfPrincipled": {"base_color": "Base Color", "roughness": "Roughness", "metallic": "Metallic"},
+    "ShaderNodeBsdfPrincipled": {
+        "base_color": "Base Color",
+        "roughness": "Roughness",
+        "metallic": "Metallic",
+    },
     "ShaderNodeBsdfDiffuse": {"base_color": "Color", "roughness": 1.0, "metallic": 0.0},
     "ShaderNodeBsdfAnisotropic": {"base_color": "Color", "roughness": "Roughness", "metallic": 1.0},
     "ShaderNodeBsdfGlossy": {"base_color": "Color", "roughness": "Roughness", "metallic": 1.0},
@@ -100,7 +104,10 @@ def wire_aovs(mat: Any) -> dict[str, Any]:
         aov = nt.nodes.new("ShaderNodeOutputAOV")
         aov[_AOV_TAG] = True
         aov.aov_name = prop
-        aov.location = (out.location.x if out else 0.0, (out.location.y if out else 0.0) - 200 - 120 * len(summary))
+        aov.location = (
+            out.location.x if out else 0.0,
+            (out.location.y if out else 0.0) - 200 - 120 * len(summary),
+        )
         target = aov.inputs["Color" if kind == "COLOR" else "Value"]
         how, what = sources[prop]
         if how == "link":
@@ -150,7 +157,9 @@ def _resolve_shader(nt: Any, node: Any, notes: list[str], depth: int) -> dict[st
             return other if other is not None else {k: ("value", v) for k, v in DEFAULT_PROPS.items()}
         if node.bl_idname == "ShaderNodeMixShader":
             fac = node.inputs[0]
-            factor: tuple[str, Any] = ("link", fac.links[0].from_socket) if fac.is_linked else ("value", fac.default_value)
+            factor: tuple[str, Any] = (
+                ("link", fac.links[0].from_socket) if fac.is_linked else ("value", fac.default_value)
+            )
         else:
             factor = ("value", 0.5)
         return {p: _mix(nt, factor, branches[0][p], branches[1][p], p == "base_color") for p in DEFAULT_PROPS}
@@ -158,7 +167,9 @@ def _resolve_shader(nt: Any, node: Any, notes: list[str], depth: int) -> dict[st
     return {k: ("value", v) for k, v in DEFAULT_PROPS.items()}
 
 
-def _mix(nt: Any, factor: tuple[str, Any], a: tuple[str, Any], b: tuple[str, Any], colour: bool) -> tuple[str, Any]:
+def _mix(
+    nt: Any, factor: tuple[str, Any], a: tuple[str, Any], b: tuple[str, Any], colour: bool
+) -> tuple[str, Any]:
     """A Mix node blending two property sources by ``factor`` (constants fold without a node)."""
     if factor[0] == "value" and a[0] == b[0] == "value":
         f = float(factor[1])
