@@ -1,11 +1,15 @@
 """Per-voxel aggregation of per-view feature maps by back-projection with a depth test.
 
 For every view, the voxel centres are projected with the stack camera (OpenCV convention); a voxel
-is *visible* in a view when its centre lands on a covered pixel (alpha > 0.5) whose rendered depth
-is not more than ``tol`` in front of the centre (``tol`` = one voxel diagonal plus half-float
-rounding), i.e. nothing else of the asset hides it. Features are sampled bilinearly at the
-projected position (feature maps may be coarser than the image, e.g. ViT patch grids) and averaged
-over the views that see the voxel. Voxels that no view sees (deep cavities) fall back to the
+is *visible* in a view when its centre lands on a covered pixel (alpha > 0.5) whose rendered
+surface is not more than one voxel diagonal in front of the centre, measured along that surface's
+normal (Normal pass), i.e. nothing else of the asset hides it. Measuring along the normal keeps
+grazing surfaces visible (their surface point on the centre's ray lies outside the voxel) while a
+real occluder, a separate surface in front, fails the test; the normal factor is capped at 4 so
+that grazing occluders cannot hide behind it. Features are sampled bilinearly at the
+projected position (alpha-weighted for maps of the image's size, which are premultiplied like the
+render passes; coarser maps such as ViT patch grids are sampled as they are) and averaged over the
+views that see the voxel. Voxels that no view sees (deep cavities) fall back to the
 average over all views they project into, which is what TRELLIS does for every voxel.
 """
 
@@ -53,9 +57,18 @@ class Aggregate:
 
 
 def visibility(
-    camera: Camera, points: np.ndarray, depth: np.ndarray, alpha: np.ndarray, tol: float
+    camera: Camera,
+    points: np.ndarray,
+    depth: np.ndarray,
+    alpha: np.ndarray,
+    tol: float,
+    normal: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(visible [N], in_frame [N], uv [N, 2]) of world points in one rendered view."""
+    """(visible [N], in_frame [N], uv [N, 2]) of world points in one rendered view.
+
+    ``depth`` [H, W] is distance along the optical axis (0 = nothing), ``normal`` [H, W, 3] the
+    world normals (optional: without them ``tol`` is applied along the optical axis).
+    """
     uv, z = camera.project(points)
     H, W = depth.shape
     with np.errstate(invalid="ignore"):
@@ -64,7 +77,15 @@ def visibility(
     py = np.clip(np.nan_to_num(uv[:, 1]).astype(np.int64), 0, H - 1)
     d = depth[py, px]
     a = alpha[py, px]
-    visible = in_frame & (a > 0.5) & (d > 0) & (z <= d + tol + 2e-3 * np.abs(z))
+    allow = np.full(len(z), float(tol))
+    if normal is not None:
+        ray = points - camera.position
+        ray /= np.maximum(np.linalg.norm(ray, axis=1, keepdims=True), 1e-12)
+        n = normal[py, px]
+        n = n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+        cos_n = np.clip(np.abs(np.einsum("nc,nc->n", n, ray)), 0.25, 1.0)
+        allow = tol * (ray @ camera.forward) / cos_n  # depth units
+    visible = in_frame & (a > 0.5) & (d > 0) & (z <= d + allow + 2e-3 * np.abs(z))
     return visible, in_frame, uv
 
 
@@ -90,13 +111,19 @@ def accumulate(
     fmap: np.ndarray,
     depth: np.ndarray,
     alpha: np.ndarray,
+    normal: np.ndarray | None = None,
     resolution: int = GRID,
 ) -> np.ndarray:
     """Add one view to ``agg``; returns the visibility mask [N] of this view."""
     pts = voxel_centres(coords, resolution)
     tol = math.sqrt(3.0) / resolution
-    visible, in_frame, uv = visibility(camera, pts, depth, alpha, tol)
-    f = sample_bilinear(np.asarray(fmap, dtype=np.float64), np.nan_to_num(uv), camera.width, camera.height)
+    visible, in_frame, uv = visibility(camera, pts, depth, alpha, tol, normal)
+    uv = np.nan_to_num(uv)
+    fmap = np.asarray(fmap, dtype=np.float64)
+    f = sample_bilinear(fmap, uv, camera.width, camera.height)
+    if fmap.shape[:2] == alpha.shape:  # premultiplied map: alpha-weighted interpolation
+        a = sample_bilinear(np.asarray(alpha, dtype=np.float64)[..., None], uv, camera.width, camera.height)
+        f = f / np.maximum(a, 1e-6)
     agg.sum[visible] += f[visible]
     agg.sumsq[visible] += f[visible] ** 2
     agg.count[visible] += 1

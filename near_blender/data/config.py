@@ -26,7 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .. import NearError
@@ -84,7 +84,6 @@ class DatagenConfig:
     features: str = "colour_normal"
     voxel_resolution: int = 64
     preset: str = "paper"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -123,7 +122,6 @@ class DatagenConfig:
         """The settings that decide the data (the preset name only supplies defaults)."""
         d = self.to_dict()
         d.pop("preset")
-        d.pop("extra")
         return d
 
 
@@ -182,33 +180,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--progress", choices=("bar", "json", "none"), default="bar", help=argparse.SUPPRESS)
 
 
+def preset_config(preset: str = "paper", engine: str = "eevee", **overrides: Any) -> DatagenConfig:
+    """A :class:`DatagenConfig` from a preset; ``overrides`` that are None keep the preset's value."""
+    if preset not in PRESETS:
+        raise NearError(f"Unknown preset {preset!r}; use one of {sorted(PRESETS)}.")
+    if engine not in ENGINES:
+        raise NearError(f"Unknown engine {engine!r}; use one of {sorted(ENGINES)}.")
+    values: dict[str, Any] = {k: v for k, v in PRESETS[preset].items() if k != "samples"}
+    values["samples"] = PRESETS[preset]["samples"][engine]
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    values["holdout_envmaps"] = tuple(sorted(set(values["holdout_envmaps"])))
+    return DatagenConfig(engine=engine, preset=preset, **values)
+
+
 def config_from_args(args: argparse.Namespace) -> DatagenConfig:
     """Resolve the preset and the explicit options into a :class:`DatagenConfig`."""
-    pre = PRESETS[args.preset]
-
-    def pick(name: str) -> Any:
-        v = getattr(args, name, None)
-        return pre[name] if v is None else v
-
-    holdout = pre["holdout_envmaps"] if args.holdout_envmaps is None else tuple(args.holdout_envmaps)
-    samples = args.samples if args.samples is not None else pre["samples"][args.engine]
-    return DatagenConfig(
-        engine=args.engine,
-        resolution=int(pick("resolution")),
-        samples=int(samples),
+    names = (
+        "resolution",
+        "samples",
+        "homog_views",
+        "shaded_views",
+        "cond_views",
+        "input_views",
+        "relit_views",
+    )
+    overrides = {n: getattr(args, n, None) for n in (*names, "relit_lights")}
+    return preset_config(
+        args.preset,
+        args.engine,
+        **overrides,
+        holdout_envmaps=None if args.holdout_envmaps is None else tuple(args.holdout_envmaps),
         denoise=bool(args.denoise),
         seed=int(args.seed),
-        homog_views=int(pick("homog_views")),
-        shaded_views=int(pick("shaded_views")),
-        cond_views=int(pick("cond_views")),
-        input_views=int(pick("input_views")),
-        relit_views=int(pick("relit_views")),
-        relit_lights=int(pick("relit_lights")),
-        holdout_envmaps=tuple(sorted(set(holdout))),
         area_light_size=float(args.area_light_size),
         input_yaw_center_deg=float(args.input_yaw_center_deg),
         features=args.features,
-        preset=args.preset,
     )
 
 

@@ -12,8 +12,8 @@ ch    name                 value
                            (un-premultiplied); from ``homog`` views this is the homogenized
                            appearance (~ base colour for diffuse surfaces), from base-colour views
                            the base colour, from ``shaded`` views the rig-lit colour
-3-5   normal x, y, z       mean world-space unit normal (Normal pass), not re-normalized: its
-                           length drops below 1 where the voxel holds differently facing surfaces
+3-5   normal x, y, z       mean world-space normal (Normal pass), not re-normalized: its length
+                           drops below 1 where the voxel holds differently facing surfaces
 6     view dependence      standard deviation over the seeing views of the luminance: 0 for a
                            Lambertian surface under the uniform white world, larger for glossy
                            ones (a specularity cue)
@@ -44,7 +44,10 @@ class FeatureExtractor(Protocol):
     channels: int  # per-voxel output channels
 
     def view_maps(self, rgb: np.ndarray, normal: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-        """[h, w, C] feature map of one view (rgb [H, W, 3] premultiplied, normal, alpha [H, W])."""
+        """[h, w, C] feature map of one view (rgb [H, W, 3] premultiplied, normal, alpha [H, W]).
+
+        A map of the image's size is taken as premultiplied by alpha (the back-projection divides
+        by the sampled alpha); a map of another size (e.g. a ViT patch grid) is sampled as is."""
         ...
 
     def finalize(self, agg: Aggregate) -> np.ndarray:
@@ -59,13 +62,11 @@ class ColourNormalFeature:
     channels = 8
 
     def view_maps(self, rgb: np.ndarray, normal: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-        a = np.asarray(alpha, dtype=np.float64)[..., None]
-        colour = np.where(a > 1e-3, np.asarray(rgb, dtype=np.float64) / np.maximum(a, 1e-3), 0.0)
-        colour = np.maximum(colour, 0.0)
+        # Premultiplied (coverage-weighted) like the render passes themselves; the back-projection
+        # divides by the sampled alpha, so edge pixels contribute their covered part only.
+        colour = np.maximum(np.asarray(rgb, dtype=np.float64), 0.0)
         n = np.asarray(normal, dtype=np.float64)
-        n = n / np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-8)
-        lum = colour @ LUMA
-        return np.concatenate([colour, n, lum[..., None]], axis=-1)
+        return np.concatenate([colour, n, (colour @ LUMA)[..., None]], axis=-1)
 
     def finalize(self, agg: Aggregate) -> np.ndarray:
         mean = agg.mean()

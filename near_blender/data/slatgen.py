@@ -70,7 +70,7 @@ def build_slats(
                 # Both the colour and the base-colour AOV are coverage-weighted (premultiplied).
                 rgb = view[colour_key][..., :3]
                 fmap = extractor.view_maps(rgb, view["normal"], alpha)
-                accumulate(aggs[name], coords, t.camera, fmap, view["depth"], alpha)
+                accumulate(aggs[name], coords, t.camera, fmap, view["depth"], alpha, view["normal"])
     stats: dict[str, dict[str, Any]] = {}
     for name, agg in aggs.items():
         feats = extractor.finalize(agg)

@@ -47,6 +47,8 @@ class AssetSource:
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"kind": self.kind, "label": self.label}
+        if self.objects:
+            d["objects"] = list(self.objects)
         if self.path is not None:
             d["path"] = self.path
         if self.spec is not None:
@@ -92,6 +94,18 @@ def collect_sources(assets: list[str], procedural: int = 0, seed: int = 0) -> li
             s = AssetSource(f"{s.id}-{short_hash(str(s.path))}", s.kind, s.label, s.path, s.spec, s.error)
         by_id[s.id] = s
     return [by_id[k] for k in sorted(by_id)]
+
+
+def object_sources(names: list[str], blend_file: str = "", each: bool = False) -> list[AssetSource]:
+    """Sources for Blender objects (the UI operator): one asset of all ``names``, or one per object
+    with ``each``. Ids hash the .blend file name and the object names."""
+    groups = [[n] for n in sorted(names)] if each else [sorted(names)]
+    out = []
+    for g in groups:
+        label = g[0] if len(g) == 1 else f"{g[0]} + {len(g) - 1} more"
+        key = Path(blend_file).name + "/" + "/".join(g)
+        out.append(AssetSource(f"obj-{slug(g[0])}-{short_hash(key)}", "objects", label, objects=tuple(g)))
+    return out
 
 
 def _sources_from_item(item: str) -> list[AssetSource]:

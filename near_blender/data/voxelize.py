@@ -75,10 +75,10 @@ def _test_chunk(g: np.ndarray, lo: np.ndarray, ext: np.ndarray, counts: np.ndarr
 
 def triangle_box_overlap(tri: np.ndarray, centre: np.ndarray, half: float) -> np.ndarray:
     """Exact overlap of triangles ``[M, 3, 3]`` with closed axis-aligned cubes (centres ``[M, 3]``,
-    half size ``half``); boolean ``[M]``. Assumes the triangles' bounding boxes meet the cubes."""
+    half size ``half``); boolean ``[M]``."""
     v = tri - centre[:, None, :]
     edges = (v[:, 1] - v[:, 0], v[:, 2] - v[:, 1], v[:, 0] - v[:, 2])
-    ok = np.ones(len(v), dtype=bool)
+    ok = (v.min(axis=1) <= half + _EPS).all(axis=1) & (v.max(axis=1) >= -half - _EPS).all(axis=1)  # box axes
     for e in edges:
         for axis in range(3):
             a = np.zeros_like(e)  # a = e x unit(axis)
