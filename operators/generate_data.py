@@ -124,7 +124,7 @@ class NEAR_OT_generate_training_data(bpy.types.Operator):
     def execute(self, context: Any) -> set[str]:
         try:
             runner = JobRunner(self._make_job(context))
-            if context.window is None:  # background: run to the end
+            if bpy.app.background or context.window is None:  # no event loop: run to the end
                 while runner.step() is not None:
                     pass
                 return self._finish(context, runner)

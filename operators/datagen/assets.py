@@ -19,6 +19,8 @@ from mathutils import Matrix
 
 from near_blender import NearError
 
+from .materials import socket
+
 GEOMETRY_TYPES = {"MESH", "CURVE", "SURFACE", "META", "FONT"}
 DROP_TYPES = {"CAMERA", "LIGHT", "LIGHT_PROBE", "SPEAKER"}  # imported scene dressing we replace
 
@@ -98,17 +100,17 @@ def _procedural_material(spec: dict[str, Any], name: str) -> Any:
         fac = t.outputs["Distance"] if tex["type"] == "voronoi" else t.outputs["Factor"]
         mix = nt.nodes.new("ShaderNodeMix")
         mix.data_type = "RGBA"
-        nt.links.new(fac, mix.inputs["Factor_Float"])
-        mix.inputs["A_Color"].default_value = (*spec["base_color"], 1.0)
-        mix.inputs["B_Color"].default_value = (*tex["color2"], 1.0)
-        nt.links.new(mix.outputs["Result_Color"], bsdf.inputs["Base Color"])
+        nt.links.new(fac, socket(mix.inputs, "Factor_Float"))
+        socket(mix.inputs, "A_Color").default_value = (*spec["base_color"], 1.0)
+        socket(mix.inputs, "B_Color").default_value = (*tex["color2"], 1.0)
+        nt.links.new(socket(mix.outputs, "Result_Color"), bsdf.inputs["Base Color"])
         if tex.get("roughness2") is not None:
             mr = nt.nodes.new("ShaderNodeMix")
             mr.data_type = "FLOAT"
-            nt.links.new(fac, mr.inputs["Factor_Float"])
-            mr.inputs["A_Float"].default_value = float(spec["roughness"])
-            mr.inputs["B_Float"].default_value = float(tex["roughness2"])
-            nt.links.new(mr.outputs["Result_Float"], bsdf.inputs["Roughness"])
+            nt.links.new(fac, socket(mr.inputs, "Factor_Float"))
+            socket(mr.inputs, "A_Float").default_value = float(spec["roughness"])
+            socket(mr.inputs, "B_Float").default_value = float(tex["roughness2"])
+            nt.links.new(socket(mr.outputs, "Result_Float"), bsdf.inputs["Roughness"])
     return mat
 
 
@@ -192,10 +194,11 @@ def copy_objects(names: list[str], scene: Any) -> list[Any]:
         mapping[src.name] = dup
         scene.collection.objects.link(dup)
         for slot in dup.material_slots:
-            if slot.material is not None:
-                if slot.link == "DATA":  # a shared mesh's slots: switch them to the object copy
+            mat = slot.material
+            if mat is not None:
+                if slot.link == "DATA":  # the mesh is shared with the original: override per object
                     slot.link = "OBJECT"
-                slot.material = slot.material.copy()
+                slot.material = mat.copy()
         out.append(dup)
     for dup in out:  # keep parenting inside the copied set, world transforms unchanged
         if dup.parent is not None:

@@ -35,6 +35,11 @@ _BSDF_INPUTS: dict[str, dict[str, Any]] = {
 }
 
 
+def socket(sockets: Any, identifier: str) -> Any:
+    """A node socket by identifier (``sockets["A_Float"]`` looks names up, and Mix names repeat)."""
+    return next(s for s in sockets if s.identifier == identifier)
+
+
 def default_material() -> Any:
     """A plain Principled material (grey 0.8, roughness 0.5) for meshes that have none."""
     mat = bpy.data.materials.get("NeAR Default") or bpy.data.materials.new("NeAR Default")
@@ -181,14 +186,14 @@ def _mix(
     mix.data_type = "RGBA" if colour else "FLOAT"
     suffix = "Color" if colour else "Float"
     for sock_id, src in (("Factor_Float", factor), (f"A_{suffix}", a), (f"B_{suffix}", b)):
-        sock = mix.inputs[sock_id]
+        sock = socket(mix.inputs, sock_id)
         if src[0] == "link":
             nt.links.new(src[1], sock)
         elif colour and sock_id != "Factor_Float":
             sock.default_value = (*tuple(src[1])[:3], 1.0)
         else:
             sock.default_value = float(src[1])
-    return ("link", mix.outputs[f"Result_{suffix}"])
+    return ("link", socket(mix.outputs, f"Result_{suffix}"))
 
 
 def material_report(objects: list[Any]) -> list[dict[str, Any]]:
