@@ -77,6 +77,8 @@ def find_blender(explicit: str | None) -> list[str]:
 
 def build_command(args: argparse.Namespace) -> list[str]:
     prefix = find_blender(args.blender)
+    if len(prefix) > 1 and args.threads > 0:  # a Blender binary: limit its task scheduler too
+        prefix = [prefix[0], "-b", "--threads", str(args.threads), *prefix[2:]]
     forwarded = to_argv(args, skip=("blender", "command", "rest", "progress")) + ["--progress", "json"]
     script = str(script_path())
     if len(prefix) == 1:  # the bpy module: python headless.py ARGS

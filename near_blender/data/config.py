@@ -176,7 +176,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     r.add_argument("--resume", action="store_true", help="keep finished assets and views, redo the rest")
     r.add_argument("--retry-failed", action="store_true", help="with --resume: retry assets that failed")
-    r.add_argument("--threads", type=int, default=0, help="render threads (0 = all cores)")
+    r.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="threads (cores) for Blender (0 = all); e.g. several shards on one machine",
+    )
     r.add_argument("--progress", choices=("bar", "json", "none"), default="bar", help=argparse.SUPPRESS)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -38,9 +39,26 @@ def _script_args(argv: list[str]) -> list[str]:
     return argv[argv.index("--") + 1 :] if "--" in argv else argv[1:]
 
 
+def _limit_threads(argv: list[str]) -> None:
+    """With ``--threads N`` under the bpy module, pin the process to N cores *before* Blender
+    starts its task scheduler, so that all of Blender (not only the render threads) stays on N
+    cores, e.g. several shards on one machine. (A Blender binary gets ``-t N`` instead.)"""
+    if "bpy" in sys.modules or "--threads" not in argv or not hasattr(os, "sched_setaffinity"):
+        return
+    try:
+        n = int(argv[argv.index("--threads") + 1])
+    except (IndexError, ValueError):
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    if 0 < n < len(cpus):
+        os.sched_setaffinity(0, cpus[:n])
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
+    argv = _script_args(sys.argv) if argv is None else argv
+    _limit_threads(argv)
     import bpy  # noqa: F401  (Blender, or the bpy module)
 
     _bootstrap()
@@ -53,8 +71,16 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="near datagen (Blender side)")
     add_arguments(parser)
-    args = parser.parse_args(_script_args(sys.argv) if argv is None else argv)
+    args = parser.parse_args(argv)
     try:
+        try:
+            import OpenEXR  # noqa: F401
+        except ImportError:
+            raise NearError(
+                "This Blender's Python has no OpenEXR package, which the data generator writes its files "
+                "with. Install the near-blender extension (it bundles its wheels) or run with the bpy module "
+                "(pip install bpy==5.0.1 OpenEXR==3.5.3)."
+            ) from None
         cfg = config_from_args(args)
         sources = collect_sources(args.assets, args.procedural, args.seed)
         if not sources:

@@ -129,6 +129,7 @@ class DatagenJob:
         self.holdout: list[str] = []
         self.done = 0
         self.total = 0
+        self._in_manifest: set[str] = set()
         self.counts = {"done": 0, "failed": 0, "skipped": 0}
 
     # -- set-up --------------------------------------------------------------------------------------
@@ -140,8 +141,7 @@ class DatagenJob:
         return g
 
     def _check_fresh(self) -> None:
-        manifest = self.ds.read_manifest()
-        busy = [s.id for s in self.sources if s.id in manifest or self.ds.has_work(s.id)]
+        busy = [s.id for s in self.sources if s.id in self._in_manifest or self.ds.has_work(s.id)]
         if busy:
             raise NearError(
                 f"{self.ds.root} already holds {len(busy)} of these assets (e.g. {busy[0]}). Pass --resume to "
@@ -151,6 +151,7 @@ class DatagenJob:
     def _setup(self) -> list[dict[str, Any]]:
         get_extractor(self.cfg.features)  # fails early (e.g. dinov2 without weights)
         self.ds.ensure_config(self._generation())
+        self._in_manifest = set(self.ds.read_manifest())  # read once (large datasets)
         if not self.spec.resume:
             self._check_fresh()
         envs = load_envmaps(self.spec.envmap_paths)
@@ -198,7 +199,7 @@ class DatagenJob:
         start_done = self.done
         status = self.ds.read_status(src.id)
         if status is not None and (status.get("status") == DONE or not self.spec.retry_failed):
-            if src.id not in self.ds.read_manifest():
+            if src.id not in self._in_manifest:
                 self.ds.append_manifest([status])  # killed between the marker and the manifest line
             self.done += n_renders
             self.counts["skipped"] += 1

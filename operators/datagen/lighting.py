@@ -7,6 +7,7 @@ Environment worlds use exactly the graph the scene bridge reads back
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,10 +139,16 @@ class Lighting:
         self.scene = scene
         self.envs = envs
         self.lights: list[Any] = []
+        self._lights_key: str | None = None  # the light set now in the scene (kept between renders)
 
     # -- worlds ----------------------------------------------------------------------------------
     def _colour_world(self, name: str, colour: Any, strength: float) -> Any:
-        world = bpy.data.worlds.get(name) or bpy.data.worlds.new(name)
+        key = json.dumps([list(colour), strength])
+        world = bpy.data.worlds.get(name)
+        if world is not None and world.get("near_params") == key:
+            return world  # unchanged: no re-sync (EEVEE would re-bake its world probe)
+        world = world or bpy.data.worlds.new(name)
+        world["near_params"] = key
         nt = world.node_tree
         nt.nodes.clear()
         bg = nt.nodes.new("ShaderNodeBackground")
@@ -151,36 +158,36 @@ class Lighting:
         bg.inputs["Strength"].default_value = float(strength)
         return world
 
-    def _env_world(self, env: EnvMap) -> Any:
-        name = f"NeAR env {env.name}"
-        world = bpy.data.worlds.get(name)
-        if world is not None and world.get("near_env_ready"):
-            return world
-        world = world or bpy.data.worlds.new(name)
+    def _env_world(self, env: EnvMap, rotation_z: float, strength: float) -> Any:
+        """The environment world, rebuilt for every render: a render then never depends on which
+        renders came before it (so resumed runs reproduce uninterrupted ones bit for bit)."""
+        world = bpy.data.worlds.get("NeAR environment") or bpy.data.worlds.new("NeAR environment")
         img = bpy.data.images.load(str(env.path), check_existing=True)
         nt = world.node_tree
         nt.nodes.clear()
         coord = nt.nodes.new("ShaderNodeTexCoord")
         mapping = nt.nodes.new("ShaderNodeMapping")
         mapping.vector_type = "POINT"
+        mapping.inputs["Rotation"].default_value = (0.0, 0.0, float(rotation_z))
         tex = nt.nodes.new("ShaderNodeTexEnvironment")
         tex.image = img
         tex.projection = "EQUIRECTANGULAR"
         bg = nt.nodes.new("ShaderNodeBackground")
+        bg.inputs["Strength"].default_value = float(strength)
         out = nt.nodes.new("ShaderNodeOutputWorld")
         nt.links.new(coord.outputs["Generated"], mapping.inputs["Vector"])
         nt.links.new(mapping.outputs["Vector"], tex.inputs["Vector"])
         nt.links.new(tex.outputs["Color"], bg.inputs["Color"])
         nt.links.new(bg.outputs["Background"], out.inputs["Surface"])
         # Cycles' automatic importance map costs ~5 s per render on 2 cores (it is rebuilt whenever
-        # the rotation changes); a fixed 512 map is ~0.2 s and still resolves a sun.
+        # the world changes); a fixed 512 map is ~0.2 s and still resolves a sun.
         world.cycles.sampling_method = "MANUAL"
         world.cycles.sample_map_resolution = 512
-        world["near_env_ready"] = True
         return world
 
     # -- lights ----------------------------------------------------------------------------------
     def _clear_lights(self) -> None:
+        self._lights_key = None
         for obj in self.lights:
             data = obj.data
             bpy.data.objects.remove(obj, do_unlink=True)
@@ -211,30 +218,25 @@ class Lighting:
     def apply(self, lighting: dict[str, Any]) -> Environment | None:
         """Set up ``lighting`` (a spec of ``near_blender.data.sampling``); returns the environment
         for env-lit renders (for the shadow pass), else None."""
-        self._clear_lights()
         kind = lighting["type"]
-        if kind == "uniform":
-            self.scene.world = self._colour_world("NeAR uniform", lighting["color"], lighting["strength"])
-            return None
         if kind == "lights":
             self.scene.world = self._colour_world("NeAR lights world", lighting["world_color"], 1.0)
-            for i, spec in enumerate(lighting["lights"]):
-                self._add_light(spec, i)
+            key = json.dumps(lighting["lights"], sort_keys=True)
+            if key != self._lights_key:  # e.g. the rig stays for all shaded / cond views
+                self._clear_lights()
+                for i, spec in enumerate(lighting["lights"]):
+                    self._add_light(spec, i)
+                self._lights_key = key
+            return None
+        self._clear_lights()
+        if kind == "uniform":
+            self.scene.world = self._colour_world("NeAR uniform", lighting["color"], lighting["strength"])
             return None
         if kind == "envmap":
             env = self.envs.get(lighting["envmap"])
             if env is None or not env.ok:
                 raise NearError(f"Environment map {lighting['envmap']!r} is not available.")
-            world = self._env_world(env)
-            nodes = world.node_tree.nodes
-            next(n for n in nodes if n.bl_idname == "ShaderNodeMapping").inputs["Rotation"].default_value = (
-                0.0,
-                0.0,
-                float(lighting["rotation_z"]),
-            )
-            next(n for n in nodes if n.bl_idname == "ShaderNodeBackground").inputs[
-                "Strength"
-            ].default_value = float(lighting.get("strength", 1.0))
+            world = self._env_world(env, float(lighting["rotation_z"]), float(lighting.get("strength", 1.0)))
             self.scene.world = world
             return env.environment(float(lighting["rotation_z"]), float(lighting.get("strength", 1.0)))
         raise NearError(f"Unknown lighting type {kind!r}.")

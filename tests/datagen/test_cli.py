@@ -1,8 +1,13 @@
 """Acceptance tests of ``near datagen`` end to end (real subprocesses, real Cycles renders).
 
 A micro dataset (2 procedural assets, 2 views, 2 lights, 32 px) is made once; the resumed-after-
-kill run and the three shards must reproduce it exactly (Cycles with a fixed seed and no denoiser
-is deterministic); bad inputs are recorded per asset while the batch goes on.
+kill run and the three shards must reproduce it: the same files, manifests, cameras, lights and
+voxels exactly, and the same pixels. "Same pixels" is checked as bit-identical for >= 99.5 % of
+all values and within one half-float step for the rest: Cycles 5.0.1 on CPU, with its fixed seed,
+no denoiser and one thread, still differs between processes by up to ~4e-5 (float32) on a few
+dozen pixels of a lit render (measured even at 1 sample per pixel and pinned to one core), which
+half-float rounding turns into rare one-step differences. Bad inputs are recorded per asset while
+the batch goes on.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ REPO = Path(__file__).resolve().parents[2]
 SPHERE = "proc:sphere,roughness=1,metallic=0,specular=0,base_color=0.7/0.3/0.2"
 MICRO = ["--procedural", "1", "--assets", SPHERE, "--engine", "cycles", "--resolution", "32", "--samples", "8",
          "--no-denoise", "--homog-views", "2", "--shaded-views", "2", "--cond-views", "2", "--input-views", "2",
-         "--relit-views", "2", "--relit-lights", "2"]  # fmt: skip
+         "--relit-views", "2", "--relit-lights", "2", "--threads", "1"]  # fmt: skip
 EXPECTED_SETS = {"homog": 2, "shaded": 2, "cond": 2, "inputs": 2, "relit": 4}
 
 
@@ -210,7 +215,8 @@ def test_random_lighting_follows_the_configured_ranges_and_is_reproducible(micro
 
 
 def compare_datasets(a: Path, b: Path) -> None:
-    """Same file set, same manifests apart from per-run fields, identical pixels and files."""
+    """Same file set, manifests apart from per-run fields, json and voxel files; pixels (and the
+    SLAT features computed from them) identical up to Cycles' cross-process noise (see above)."""
     skip = {"logs", ".manifest.lock"}
 
     def files(root: Path) -> list[str]:
@@ -219,21 +225,31 @@ def compare_datasets(a: Path, b: Path) -> None:
 
     assert files(a) == files(b)
     assert [strip_run_fields(e) for e in manifest(a)] == [strip_run_fields(e) for e in manifest(b)]
+    same = total = 0
     for rel in files(a):
         pa, pb = a / rel, b / rel
         if rel.endswith(".exr"):
             ca, cb = read_exr_channels(pa), read_exr_channels(pb)
             assert set(ca) == set(cb)
             for k in ca:
-                np.testing.assert_array_equal(ca[k], cb[k], err_msg=f"{rel}:{k}")
+                np.testing.assert_allclose(
+                    ca[k], cb[k], rtol=1e-3, atol=1e-4, err_msg=f"{rel}:{k}"
+                )  # 1 half step
+                same += int((ca[k] == cb[k]).sum())
+                total += ca[k].size
         elif rel.endswith(".npz"):
             za, zb = np.load(pa), np.load(pb)
+            assert za.files == zb.files
             for k in za.files:
-                np.testing.assert_array_equal(za[k], zb[k], err_msg=f"{rel}:{k}")
+                if k == "feats":
+                    np.testing.assert_allclose(za[k], zb[k], rtol=1e-3, atol=1e-4, err_msg=f"{rel}:{k}")
+                else:
+                    np.testing.assert_array_equal(za[k], zb[k], err_msg=f"{rel}:{k}")
         elif rel.endswith("status.json") or rel == "manifest.jsonl":
             continue  # compared without their per-run fields
         else:
             assert pa.read_bytes() == pb.read_bytes(), rel
+    assert same / total >= 0.995, f"only {same / total:.4%} of pixel values are bit-identical"
 
 
 def test_kill_mid_asset_then_resume_equals_an_uninterrupted_run(micro, tmp_path):
@@ -275,8 +291,11 @@ def _fake_blender(tmp_path: Path) -> Path:
     p = tmp_path / "blender"
     p.write_text(
         "#!/bin/sh\n"
-        '[ "$1" = "-b" ] && [ "$2" = "--python-exit-code" ] && [ "$3" = "1" ] && [ "$4" = "--python" ] || exit 97\n'
-        'script="$5"; shift 5\n'
+        '[ "$1" = "-b" ] || exit 96\n'
+        "shift\n"
+        'if [ "$1" = "--threads" ]; then threads="$2"; shift 2; fi\n'
+        '[ "$1" = "--python-exit-code" ] && [ "$2" = "1" ] && [ "$3" = "--python" ] || exit 97\n'
+        'script="$4"; shift 4\n'
         '[ "$1" = "--" ] || exit 98\n'
         "shift\n"
         f'exec "{sys.executable}" "$script" "$@"\n'
@@ -302,7 +321,8 @@ def test_bad_inputs_are_recorded_per_asset_and_the_batch_goes_on(tmp_path):
     r = near("--out", out, "--assets", bad / "broken.glb", bad / "nomesh.gltf", bad / "empty", "proc:cube",
              "--envmaps", envs / "square.exr", envs / "corrupt.exr", studio, "--engine", "cycles", "--resolution",
              "16", "--samples", "2", "--homog-views", "1", "--shaded-views", "0", "--cond-views", "0",
-             "--input-views", "1", "--relit-views", "1", "--relit-lights", "1", "--blender", _fake_blender(tmp_path),
+             "--input-views", "1", "--relit-views", "1", "--relit-lights", "1", "--threads", "1", "--blender",
+             _fake_blender(tmp_path),
              "--progress", "none")  # fmt: skip
     assert r.returncode == 0, r.stderr + r.stdout
     assert "1 done, 3 failed" in r.stdout
