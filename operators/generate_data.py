@@ -146,7 +146,7 @@ class NEAR_OT_generate_training_data(bpy.types.Operator):
             self._stop(context)
             self.report({"WARNING"}, "NeAR training data: cancelled (run it again to resume).")
             return {"CANCELLED"}
-        if event.type != "TIMER" or event.timer is not self._timer:
+        if event.type != "TIMER":
             return {"PASS_THROUGH"}
         try:
             ev = runner.step()

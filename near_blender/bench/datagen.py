@@ -86,7 +86,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         "One render per view and lighting yields every pass (Combined RGBA, depth, normal, base colour / "
         "roughness / metallic AOVs, diffuse light for the shadow pass); 's/view' includes converting "
         "Blender's multi-part EXR into the view file and computing the shadow pass.",
-        "Baseline: the same view rendered once per pass (7 renders, each writing its file).",
+        "Baseline: the same view rendered once per pass (7 renders, each writing its file); switching the "
+        "enabled pass also makes EEVEE recompile the materials, which is part of its larger ratio.",
         f"Samples are the tiny preset's (EEVEE {rows[-1]['samples']}, Cycles {rows[0]['samples']}); "
         "EEVEE runs on CPU through software OpenGL here, its first frame compiles shaders (warm-up column).",
         f"Whole asset, `near datagen --preset tiny --engine cycles` at {64 if quick else 128}²: "
