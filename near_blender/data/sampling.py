@@ -174,26 +174,25 @@ def _params(yaw: float, pitch: float, radius: float, fov: float) -> dict[str, fl
     return {"yaw_deg": float(yaw), "pitch_deg": float(pitch), "radius": float(radius), "fov_deg": float(fov)}
 
 
+def _hammersley_angles(seed: int, asset_id: str, stream: str, n: int) -> list[tuple[float, float]]:
+    """(yaw_deg, pitch_deg) of an ``n``-point Hammersley sphere with a seeded random offset."""
+    rng = stream_rng(seed, asset_id, stream)
+    offset = (float(rng.uniform()), float(rng.uniform()))
+    return [tuple(math.degrees(a) for a in hammersley_yaw_pitch(i, n, offset)) for i in range(n)]
+
+
 def feature_view_params(seed: int, asset_id: str, n: int) -> list[dict[str, float]]:
     """``homog`` / ``shaded`` camera parameters: Hammersley, radius 2, FOV 40 (TRELLIS render.py)."""
-    rng = stream_rng(seed, asset_id, "feature_views")
-    offset = (float(rng.uniform()), float(rng.uniform()))
-    out = []
-    for i in range(n):
-        yaw, pitch = hammersley_yaw_pitch(i, n, offset)
-        out.append(_params(math.degrees(yaw), math.degrees(pitch), FEATURE_RADIUS, FEATURE_FOV_DEG))
-    return out
+    angles = _hammersley_angles(seed, asset_id, "feature_views", n)
+    return [_params(yaw, pitch, FEATURE_RADIUS, FEATURE_FOV_DEG) for yaw, pitch in angles]
 
 
 def cond_view_params(seed: int, asset_id: str, n: int) -> list[dict[str, float]]:
     """``cond`` camera parameters (TRELLIS render_cond.py)."""
-    rng = stream_rng(seed, asset_id, "cond_views")
-    offset = (float(rng.uniform()), float(rng.uniform()))
     out = []
-    for i in range(n):
-        yaw, pitch = hammersley_yaw_pitch(i, n, offset)
+    for i, (yaw, pitch) in enumerate(_hammersley_angles(seed, asset_id, "cond_views", n)):
         fov, r = trellis_fov_radius(stream_rng(seed, asset_id, "cond", i))
-        out.append(_params(math.degrees(yaw), math.degrees(pitch), r, fov))
+        out.append(_params(yaw, pitch, r, fov))
     return out
 
 
