@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from .. import NearError
 from ..utils.atomic import atomic_path
 from .backproject import Aggregate, accumulate
 from .features import FeatureExtractor
 from .sampling import ViewTask
+from .slat_io import save_slat_npz
 from .views import read_view
 
 SLAT_FILES = {
@@ -37,14 +37,8 @@ def save_npz_atomic(path: str | os.PathLike[str], **arrays: np.ndarray) -> None:
 
 
 def save_slat(path: str | os.PathLike[str], coords: np.ndarray, feats: np.ndarray) -> None:
-    """The authors' SLAT ``.npz``: ``coords (N, 3) uint8``, ``feats (N, C) float32``."""
-    c = np.asarray(coords)
-    if c.ndim != 2 or c.shape[1] != 3 or c.min() < 0 or c.max() > 255:
-        raise NearError(f"SLAT coords must be [N, 3] in 0..255, got {c.shape}.")
-    f = np.asarray(feats, dtype=np.float32)
-    if f.shape[0] != c.shape[0]:
-        raise NearError(f"SLAT feats {f.shape} do not match coords {c.shape}.")
-    save_npz_atomic(path, coords=c.astype(np.uint8), feats=f)
+    """The authors' SLAT ``.npz`` (``coords (N, 3) uint8``, ``feats (N, C) float32``), validated."""
+    save_slat_npz(path, coords, feats)
 
 
 def build_slats(

@@ -118,9 +118,7 @@ def _read_envmap_pixels(path: Path) -> np.ndarray:
         pixels = scene_bridge.image_pixels_linear(img, f"environment map {path.name}")
     finally:
         bpy.data.images.remove(img)
-    # Lossy HDR encodings leave tiny negative values (Blender's own studio HDRIs have up to a few
-    # hundred, down to -0.002): clamp those; NaN / Inf mean a broken file and are rejected.
-    pixels = np.where(pixels < 0, 0.0, pixels).astype(np.float32)
+    # Tiny negative values of lossy encodings are clamped there; NaN / Inf are rejected.
     return validate_radiance(pixels, f"environment map {path.name}")
 
 

@@ -20,8 +20,7 @@ from near_blender.data.procedural import SHAPES, parse_procedural_spec, procedur
 from near_blender.data.sources import AssetSource, object_sources
 from near_blender.data.views import read_view
 from near_blender.render.exr import write_exr
-
-from ..bpy_session import bpy, empty_scene, import_addon, studio_hdri
+from tests.bpy_session import bpy, empty_scene, import_addon, studio_hdri
 
 pytestmark = pytest.mark.bpy
 
