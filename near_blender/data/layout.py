@@ -12,6 +12,7 @@
         shaded/NNN.exr         same cameras, TRELLIS three-light rig (RGBA, depth, normal)
         cond/NNN.exr           TRELLIS conditioning cameras, rig (RGBA)
         inputs/NNN.exr         stage-1 inputs, random lighting (RGBA, depth, normal)
+        inputs_holdout/NNN_HHH.exr  the input cameras under the held-out maps (all G-buffers)
         relit/VVV_LLL.exr      stage-2 views x environment maps (all G-buffers + shadow)
         relit_holdout/VVV_HHH.exr  the same views under the held-out maps
         cameras.json, lights.json, asset.json

@@ -28,6 +28,8 @@ Render sets (one render per view and lighting, all passes at once):
   FOV 40 deg; each view under ``relit_lights`` environment maps drawn from the pool with a uniform
   Z rotation (Mapping-node convention of :mod:`near_blender.render.envmap`).
 * ``relit_holdout`` -- the ``relit`` cameras under each held-out map (one random rotation each).
+* ``inputs_holdout`` -- the ``inputs`` cameras under each held-out map (one random rotation each):
+  the ground truth of single-image relighting (an input image relit to a new map, same view).
 
 Randomness: every view draws from its own generator seeded by (seed, asset id, set, index), so
 shards and resumed runs reproduce exactly and adding views never changes earlier ones.
@@ -46,7 +48,7 @@ from .. import NearError
 from ..render.camera import Camera, intrinsics_from_fov, look_at
 from .config import DatagenConfig
 
-SETS = ("homog", "shaded", "cond", "inputs", "relit", "relit_holdout")
+SETS = ("homog", "shaded", "cond", "inputs", "inputs_holdout", "relit", "relit_holdout")
 INPUT_MODES = ("six_area", "hemisphere_area", "envmap")
 
 FEATURE_RADIUS = 2.0
@@ -299,7 +301,7 @@ RIG = {
 
 def count_renders(cfg: DatagenConfig, n_holdout: int) -> int:
     """Number of renders :func:`plan_asset` makes for one asset (without building the plan)."""
-    n = cfg.homog_views + cfg.shaded_views + cfg.cond_views + cfg.input_views
+    n = cfg.homog_views + cfg.shaded_views + cfg.cond_views + cfg.input_views * (1 + n_holdout)
     if cfg.relit_views and (cfg.relit_lights or n_holdout):
         n += cfg.relit_views * (cfg.relit_lights + n_holdout)
     return n
@@ -331,6 +333,12 @@ def plan_asset(asset_id: str, cfg: DatagenConfig, pool: list[str], holdout: list
         p = input_view_params(rng, cfg.input_yaw_center_deg)
         cam_dir = make_camera(p["yaw_deg"], p["pitch_deg"], 1.0, 40.0, 8).position
         add("inputs", i, f"inputs/{i:03d}.exr", p, input_lighting(rng, cam_dir, pool, cfg.area_light_size))
+        for h, name in enumerate(holdout):
+            light = envmap_lighting(
+                stream_rng(seed, asset_id, "inputs_holdout", i, name), [name], "inputs_holdout"
+            )
+            add("inputs_holdout", i * len(holdout) + h, f"inputs_holdout/{i:03d}_{h:03d}.exr", p, light, view=i,
+                light=h)  # fmt: skip
     if cfg.relit_views and (cfg.relit_lights or holdout):
         for v in range(cfg.relit_views):
             p = relit_view_params(stream_rng(seed, asset_id, "relit", v))

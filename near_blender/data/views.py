@@ -52,6 +52,7 @@ SET_PASSES: dict[str, tuple[str, ...]] = {
     "inputs": ("rgba", "depth", "normal"),
     "relit": (*GBUFFER, "shadow", "shadow_weight"),
     "relit_holdout": (*GBUFFER, "shadow", "shadow_weight"),
+    "inputs_holdout": (*GBUFFER, "shadow", "shadow_weight"),
 }
 
 # Blender pass names (as they appear in its multilayer EXR) of what the generator enables.

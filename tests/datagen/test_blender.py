@@ -307,7 +307,7 @@ def test_operator_and_runner_leave_the_scene_untouched_and_resume(tmp_path):
     )
     assert result == {"FINISHED"}
     (entry,) = [json.loads(x) for x in (op_dir / "manifest.jsonl").read_text().splitlines() if '"asset"' in x]
-    assert entry["status"] == "done" and entry["renders"] == 12 + 12 + 4 + 4 + 4 * (4 + 2)
+    assert entry["status"] == "done" and entry["renders"] == 12 + 12 + 4 + 4 * (1 + 2) + 4 * (4 + 2)
     assert {k: sorted(i.name for i in getattr(bpy.data, k)) for k in before} == before
     with pytest.raises(RuntimeError, match="other settings"):  # a folder holds one configuration
         bpy.ops.near.generate_training_data(

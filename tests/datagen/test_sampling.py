@@ -29,7 +29,7 @@ def test_plan_is_reproducible_and_asset_specific():
     a = S.plan_asset("asset-a", CFG, POOL, ["night"])
     b = S.plan_asset("asset-a", CFG, POOL, ["night"])
     c = S.plan_asset("asset-b", CFG, POOL, ["night"])
-    assert len(a) == S.count_renders(CFG, 1) == 5 + 5 + 3 + 4 + 3 * (2 + 1)
+    assert len(a) == S.count_renders(CFG, 1) == 5 + 5 + 3 + 4 * (1 + 1) + 3 * (2 + 1)
     for x, y in zip(a, b, strict=True):
         assert x.file == y.file and x.lighting == y.lighting
         np.testing.assert_array_equal(x.camera.viewmat, y.camera.viewmat)
@@ -66,6 +66,11 @@ def test_every_camera_looks_at_the_origin_with_the_set_conventions():
     shaded = [t for t in tasks if t.set == "shaded"]
     for h, s in zip(homog, shaded, strict=True):
         np.testing.assert_array_equal(h.camera.viewmat, s.camera.viewmat)
+    # inputs_holdout views reuse the input cameras (the relighting ground truth of that image)
+    inputs = {t.index: t for t in tasks if t.set == "inputs"}
+    for t in (t for t in tasks if t.set == "inputs_holdout"):
+        np.testing.assert_array_equal(t.camera.viewmat, inputs[t.meta["view"]].camera.viewmat)
+        assert t.lighting["envmap"] == "night"
     # relit lights of one view share its camera
     relit = [t for t in tasks if t.set in ("relit", "relit_holdout")]
     for t in relit:
