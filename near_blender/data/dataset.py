@@ -112,8 +112,15 @@ class NearDataset:
             for v in cams:
                 meta = {k: v[k] for k in ("view", "light") if k in v}
                 recs.append(
-                    ViewRecord(asset_id, v["file"], v["set"], int(v["index"]), Camera.from_dict(v["camera"]),
-                               lights.get(v["file"], {}), meta)  # fmt: skip
+                    ViewRecord(
+                        asset_id,
+                        v["file"],
+                        v["set"],
+                        int(v["index"]),
+                        Camera.from_dict(v["camera"]),
+                        lights.get(v["file"], {}),
+                        meta,
+                    )  # fmt: skip
                 )
             self._views_cache[asset_id] = recs
         recs = self._views_cache[asset_id]
