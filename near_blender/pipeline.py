@@ -258,6 +258,112 @@ class NearPipeline:
         )  # fmt: skip
         return denormalize(out, self.slat_normalization) if denormalize_output else out
 
+    # ------------------------------------------------------------------ NeAR inference (default model layout)
+    def image_to_slat(
+        self,
+        image_rgba: Any,
+        coords: Any,
+        *,
+        seed: int = 0,
+        steps: int | None = None,
+        progress: Progress | ProgressReporter | None = None,
+        cancel: CancelCheck | None = None,
+    ) -> Any:
+        """Stage 1: a casually lit image + geometry-prior voxels -> the LH-SLAT features.
+
+        ``image_rgba``: ``[H, W, 4]`` float, scene-linear premultiplied RGBA (alpha masks the object);
+        ``coords``: ``[N, 3]`` int voxel coordinates in 0..63. Returns float32 ``[N, C]`` in the
+        stage-2 input space (de-normalized; ``C`` = 8, or 16 with the base-colour SLAT). Runs the base
+        flow (image -> shaded SLAT ``Z_s``) then the homogenizer ((image, ``Z_s``) -> LH-SLAT), as in
+        paper eq. 1. Needs ``image_cond_model``, ``slat_flow_model``, ``lh_slat_flow_model`` and
+        ``args.stage1``.
+        """
+        import numpy as np
+
+        from .train.stage1 import prepare_image
+
+        for need in ("image_cond_model", "slat_flow_model", "lh_slat_flow_model"):
+            if need not in self.models:
+                raise NearError(f"This pipeline has no stage-1 model {need!r}; it has {sorted(self.models)}.")
+        s1 = self.args.get("stage1")
+        if not s1:
+            raise NearError(
+                "This pipeline has no 'stage1' settings (normalization, image size) in its pipeline file."
+            )
+        c = np.asarray(coords)
+        if c.ndim != 2 or c.shape[1] != 3 or len(c) == 0:
+            raise NearError(f"coords must be a non-empty [N, 3] array of voxel indices; got {c.shape}.")
+        rep = as_reporter(progress, cancel)
+        device = self.device
+        img = prepare_image(np.asarray(image_rgba, dtype=np.float32), int(s1["image_size"])).to(device)
+        vox = torch.as_tensor(
+            np.concatenate([np.zeros((len(c), 1), np.int64), c], 1), dtype=torch.int32, device=device
+        )
+        enc = self.models["image_cond_model"]
+        sampler = FlowEulerSampler.from_spec(s1.get("sampler") or self.args.get("slat_sampler"))
+        g = torch.Generator().manual_seed(int(seed))
+        with torch.no_grad():
+            cond = enc.encode(img[None])
+            base = self.models["slat_flow_model"]
+            x = SparseTensor(torch.randn(len(c), int(base.out_channels), generator=g).to(device), vox)
+            z_s = sampler.sample(base, x, cond, steps=steps, progress=rep.sub(0.0, 0.5))
+            lh = self.models["lh_slat_flow_model"]
+            x = SparseTensor(torch.randn(len(c), int(lh.out_channels), generator=g).to(device), vox)
+            z = sampler.sample(lh, x, cond, steps=steps, progress=rep.sub(0.5, 1.0), z_s=z_s)
+        out = denormalize(z, s1["normalization"]["lh"])
+        return out.feats.float().cpu().numpy()
+
+    def stage2(self) -> Any:
+        """The stage-2 stack (:class:`~near_blender.models.relightable.RelightableDecoder`) of this
+        pipeline's ``decoder``, ``renderer``, ``hdri_encoder`` and ``neural_basis`` (built once)."""
+        if getattr(self, "_stage2", None) is None:
+            from .models.relightable import RelightableDecoder
+
+            self._stage2 = RelightableDecoder.from_models(self.models).eval()
+        return self._stage2
+
+    def stage2_inputs(self, coords: Any, feats: Any) -> SparseTensor:
+        """A one-item SparseTensor of stage-2 input features, standardized as in training."""
+        import numpy as np
+
+        s2 = self.args.get("stage2") or {}
+        norm = s2.get("slat_normalization")
+        f = np.asarray(feats, dtype=np.float32)
+        c = np.asarray(coords)
+        if norm is not None:
+            if len(norm["mean"]) != f.shape[1]:
+                raise NearError(
+                    f"The SLAT has {f.shape[1]} channels but this model expects {len(norm['mean'])} "
+                    "(LH-SLAT, plus the base-colour SLAT when the model was trained with it)."
+                )
+            f = (f - np.asarray(norm["mean"], np.float32)) / np.asarray(norm["std"], np.float32)
+        vox = np.concatenate([np.zeros((len(c), 1), np.int32), c.astype(np.int32)], 1)
+        return SparseTensor(torch.from_numpy(f).to(self.device), torch.from_numpy(vox).to(self.device))
+
+    def conditioning(self, env: Any) -> Any:
+        """An :class:`~near_blender.render.conditioning.EnvConditioning` at this model's resolution."""
+        from .render.conditioning import EnvConditioning
+
+        s2 = self.args.get("stage2") or {}
+        return EnvConditioning(env, int(s2.get("env_height", 32)), device=self.device)
+
+    def render_slat(
+        self, coords: Any, feats: Any, env: Any, camera: Any, passes: tuple[str, ...] = ("light", "base")
+    ) -> dict[str, Any]:
+        """Stage 2: an LH-SLAT (object in [-0.5, 0.5]^3) under ``env`` (an Environment) seen by
+        ``camera`` (a :class:`~near_blender.render.camera.Camera`) -> numpy images ``[H, W, C]``
+        (``hdr``, ``alpha``, ``depth``, ``normal``, ``shadow``, ``base_color``, ``roughness``, ``metallic``)."""
+        import numpy as np
+
+        model = self.stage2()
+        slat = self.stage2_inputs(coords, feats)
+        env_in = self.conditioning(env)(camera.viewmat).stacked()[None]
+        vm = torch.as_tensor(np.asarray(camera.viewmat)[None], dtype=torch.float32, device=self.device)
+        K = torch.as_tensor(np.asarray(camera.K)[None], dtype=torch.float32, device=self.device)
+        with torch.no_grad():
+            out = model(slat, env_in, vm, K, camera.width, camera.height, camera.model, passes)
+        return {k: v[0].float().cpu().numpy() for k, v in out.items()}
+
 
 def _is_local_stem(stem: str) -> bool:
     return not (stem.startswith(("/", "~")) or ".." in Path(stem).parts or ":" in stem)

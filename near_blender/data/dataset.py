@@ -133,6 +133,17 @@ class NearDataset:
             self._slat_cache[key] = load_slat_npz(self.asset_dir(asset_id) / f"slat_{kind}.npz")
         return self._slat_cache[key]
 
+    def slat_features(self, asset_id: str, with_bc: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(coords [N, 3], feats [N, 8 or 16]): the LH-SLAT, with the base-colour SLAT's channels
+        appended when ``with_bc`` (the paper's "LH + base color" input, table 3)."""
+        coords, feats = self.slat(asset_id, "lh")
+        if with_bc:
+            c2, f2 = self.slat(asset_id, "bc")
+            if not np.array_equal(coords, c2):
+                raise NearError(f"{asset_id}: slat_lh and slat_bc have different voxels.")
+            feats = np.concatenate([feats, f2], axis=1)
+        return coords, feats
+
     def envmap(self, name: str) -> Environment:
         if name not in self._env_cache:
             self._env_cache[name] = read_envmap(self.root / "envmaps" / f"{name}.exr")

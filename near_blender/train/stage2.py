@@ -22,6 +22,7 @@ from ..models.relightable import MODEL_NAMES, RelightableDecoder, stage2_configs
 from ..render.conditioning import EnvConditioning
 from ..render.tonemap import tonemap_torch
 from ..sparse import SparseTensor
+from ..utils.config_file import read_config_file
 from .losses import Stage2Loss, Stage2Weights, l1
 from .trainer import ItemRandom, TrainConfig, Trainer
 
@@ -41,34 +42,15 @@ class Stage2Config:
 
     @classmethod
     def from_file(cls, path: str | Path) -> Stage2Config:
-        d = _read_config(path)
+        d = read_config_file(path)
         unknown = sorted(set(d) - set(cls.__dataclass_fields__))
         if unknown:
             raise NearError(f"{path}: unknown stage-2 option(s) {unknown}.")
         return cls(**d)
 
 
-def _read_config(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise NearError(f"Config file {p} not found.")
-    text = p.read_text()
-    if p.suffix in (".yaml", ".yml"):
-        import yaml
-
-        return yaml.safe_load(text) or {}
-    return json.loads(text)
-
-
 def slat_channels(ds: NearDataset, asset_id: str, use_bc: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(coords [N, 3] int32, feats [N, 8 or 16]) of an asset's LH-SLAT (+ base-colour SLAT)."""
-    coords, feats = ds.slat(asset_id, "lh")
-    if use_bc:
-        c2, f2 = ds.slat(asset_id, "bc")
-        if not np.array_equal(coords, c2):
-            raise NearError(f"{asset_id}: slat_lh and slat_bc have different voxels.")
-        feats = np.concatenate([feats, f2], axis=1)
-    return coords, feats
+    return ds.slat_features(asset_id, use_bc)
 
 
 def measure_normalization(ds: NearDataset, asset_ids: list[str], use_bc: bool) -> dict[str, list[float]]:

@@ -1,0 +1,370 @@
+"""Stage-1 training (paper 3.4 and A.1): image -> Lighting-Homogenized SLAT, in two steps.
+
+1. **Base flow** ``f_s`` (the role of TRELLIS's pretrained image-to-SLAT flow, trained here because
+   no pretrained one can be downloaded): conditional flow matching from an image rendered under
+   TRELLIS's three-light rig (``cond`` and ``shaded`` views) to the asset's shaded SLAT
+   (``slat_shaded``), with a small trainable image encoder producing the condition tokens.
+2. **Homogenizer** ``f_theta`` = ``f_s`` widened to take ``[x_t, Z_s]`` (zero weights on ``Z_s``, so
+   it starts as ``f_s``) with LoRA adapters (PEFT, rsLoRA) on the attention projections plus the
+   widened input layer, trained with the flow-matching loss of eq. 4 from a casually lit input image
+   (``inputs`` views) and ``Z_s = f_s(image)`` (sampled once per input view with the trained base
+   flow) to the LH-SLAT (``slat_lh`` [+ ``slat_bc``]). The adapters are merged for deployment.
+
+Images enter the encoder as Blender shows them: the premultiplied HDR render tone-mapped with AgX,
+cropped to the alpha bounding box (a 10% margin) and resized to a square (TRELLIS crops the same way).
+SLAT features are standardized per channel with statistics of the training assets.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import NearError
+from ..data.dataset import NearDataset, ViewRecord
+from ..models.flow_matching import interpolate
+from ..models.homogenizer import LHSLatFlowModel, attach_lora, merged_model
+from ..models.image_encoder import PatchImageEncoder
+from ..models.sampler import FlowEulerSampler
+from ..models.slat_flow import SLatFlowModel
+from ..render.tonemap import tonemap_numpy
+from ..sparse import SparseTensor
+from ..utils.atomic import atomic_write_json
+from ..utils.config_file import read_config_file
+from .trainer import ItemRandom, TrainConfig, Trainer
+
+SIGMA_MIN = 1e-5
+
+
+# ---------------------------------------------------------------------------------------------
+# Image preprocessing (shared with inference: NearPipeline.image_to_slat)
+# ---------------------------------------------------------------------------------------------
+
+
+def prepare_image(rgba: np.ndarray, size: int, margin: float = 0.1) -> torch.Tensor:
+    """Premultiplied scene-linear RGBA ``[H, W, 4]`` -> encoder input ``[3, size, size]`` in [0, 1].
+
+    AgX tone mapping (display-referred, as the artist sees the image), then a square crop around the
+    alpha > 0.5 bounding box (``margin`` of its size on each side) resized with antialiasing.
+    """
+    rgba = np.asarray(rgba, dtype=np.float32)
+    if rgba.ndim != 3 or rgba.shape[2] != 4:
+        raise NearError(f"The input image must be RGBA [H, W, 4]; got {rgba.shape}.")
+    alpha = rgba[..., 3]
+    ys, xs = np.nonzero(alpha > 0.5)
+    if len(ys) == 0:
+        raise NearError("The input image has no opaque pixels (alpha > 0.5): remove the background first.")
+    ldr = tonemap_numpy(np.maximum(rgba[..., :3], 0.0)) * alpha[..., None]  # black background
+    cy, cx = (ys.min() + ys.max() + 1) / 2, (xs.min() + xs.max() + 1) / 2
+    half = max(ys.max() + 1 - ys.min(), xs.max() + 1 - xs.min()) * (0.5 + margin)
+    H, W = alpha.shape
+    img = torch.from_numpy(np.ascontiguousarray(ldr)).permute(2, 0, 1)[None]
+    # crop with zero padding via an affine grid (exact square around the object)
+    theta = torch.tensor(
+        [[[half / (W / 2), 0.0, (cx - W / 2) / (W / 2)], [0.0, half / (H / 2), (cy - H / 2) / (H / 2)]]],
+        dtype=torch.float32,
+    )
+    big = max(size * 2, 2)
+    grid = F.affine_grid(theta, [1, 3, big, big], align_corners=False)
+    crop = F.grid_sample(img, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    out = F.interpolate(crop, size=(size, size), mode="area")
+    return out[0].clamp(0.0, 1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Config
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Stage1Config:
+    data: str = "data/default"
+    out: str = "runs/stage1"
+    held_out_fraction: float = 0.2
+    use_bc_slat: bool = True
+    image_size: int = 64
+    encoder: dict[str, Any] = field(
+        default_factory=lambda: {"img_size": 64, "patch_size": 8, "embed_dim": 64, "depth": 2, "num_heads": 4}
+    )
+    flow: dict[str, Any] = field(default_factory=dict)  # SLatFlowModel.tiny_config overrides
+    lora: dict[str, Any] = field(default_factory=lambda: {"rank": 16, "use_rslora": True})
+    base_train: dict[str, Any] = field(
+        default_factory=lambda: {"max_steps": 600, "batch_size": 2, "lr": 3e-4}
+    )
+    lh_train: dict[str, Any] = field(default_factory=lambda: {"max_steps": 600, "batch_size": 2, "lr": 3e-4})
+    zs_steps: int = 10  # Euler steps when sampling Z_s for the homogenizer's training pairs
+    sampler: dict[str, Any] = field(
+        default_factory=lambda: {"steps": 25, "rescale_t": 3.0, "cfg_strength": 0.0}
+    )
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Stage1Config:
+        d = read_config_file(path)
+        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise NearError(f"{path}: unknown stage-1 option(s) {unknown}.")
+        return cls(**d)
+
+    # the Trainer's `train` field name is shared with stage 2's CLI override
+    @property
+    def train(self) -> dict[str, Any]:
+        return self.base_train
+
+    @train.setter
+    def train(self, value: dict[str, Any]) -> None:
+        self.base_train = dict(value)
+        self.lh_train = {**self.lh_train, **{k: v for k, v in value.items() if k == "max_steps"}}
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+
+
+def _norm_stats(feats: list[np.ndarray]) -> dict[str, list[float]]:
+    f = np.concatenate(feats, 0).astype(np.float64)
+    std = f.std(0)
+    return {"mean": f.mean(0).tolist(), "std": np.where(std < 1e-6, 1.0, std).tolist()}
+
+
+def _normalize(f: np.ndarray, norm: dict[str, list[float]]) -> np.ndarray:
+    return ((f - np.asarray(norm["mean"], np.float32)) / np.asarray(norm["std"], np.float32)).astype(
+        np.float32
+    )
+
+
+def lh_target(ds: NearDataset, asset_id: str, use_bc: bool) -> tuple[np.ndarray, np.ndarray]:
+    return ds.slat_features(asset_id, use_bc)
+
+
+class ImageSlatPairs:
+    """Items: (view record, image tensor [3,S,S], coords [N,3], target feats [N,C] normalized)."""
+
+    def __init__(self, ds: NearDataset, records: list[ViewRecord], targets: dict[str, tuple[np.ndarray, np.ndarray]],
+                 size: int) -> None:  # fmt: skip
+        self.ds, self.records, self.targets, self.size = ds, records, targets, size
+        self._img_cache: dict[tuple[str, str], torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def image(self, rec: ViewRecord) -> torch.Tensor:
+        key = (rec.asset_id, rec.file)
+        if key not in self._img_cache:
+            self._img_cache[key] = prepare_image(self.ds.read(rec)["rgba"], self.size)
+        return self._img_cache[key]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        rec = self.records[i]
+        coords, feats = self.targets[rec.asset_id]
+        return {"record": rec, "image": self.image(rec), "coords": coords, "feats": feats}
+
+
+def _sparse(items: list[dict[str, Any]], key: str) -> SparseTensor:
+    coords = [
+        np.concatenate([np.full((len(it["coords"]), 1), b, np.int32), it["coords"]], 1)
+        for b, it in enumerate(items)
+    ]
+    return SparseTensor(
+        feats=torch.from_numpy(np.concatenate([it[key] for it in items]).astype(np.float32)),
+        coords=torch.from_numpy(np.concatenate(coords).astype(np.int32)),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Models being trained
+# ---------------------------------------------------------------------------------------------
+
+
+class ConditionedFlow(nn.Module):
+    """Image encoder + SLAT flow, trained together (the encoder stays frozen in the LoRA phase)."""
+
+    def __init__(self, encoder: nn.Module, flow: nn.Module) -> None:
+        super().__init__()
+        self.encoder, self.flow = encoder, flow
+
+    def forward(self, x: SparseTensor, t: torch.Tensor, images: torch.Tensor, **kw: Any) -> SparseTensor:
+        return self.flow(x, t, self.encoder.encode(images), **kw)
+
+
+def _flow_step(
+    model: nn.Module, items: list[dict[str, Any]], rand: ItemRandom, with_zs: bool
+) -> dict[str, Any]:
+    x0 = _sparse(items, "feats")
+    images = torch.stack([it["image"] for it in items])
+    B = len(items)
+    # per-item times (logit-normal, TRELLIS) and per-voxel noise from the item's own stream
+    t = torch.sigmoid(torch.stack([torch.randn((), generator=g) + 1.0 for g in rand.generators]))
+    mix = torch.stack([torch.rand((), generator=g) for g in rand.generators])
+    u = torch.stack([torch.rand((), generator=g) for g in rand.generators])
+    t = torch.where(mix < 0.5, u, t)  # half uniform times keep the whole path trained
+    noise = torch.cat([torch.randn(len(it["coords"]), x0.feats.shape[1], generator=g)
+                       for it, g in zip(items, rand.generators)])  # fmt: skip
+    t_vox = t[x0.coords[:, 0].long()][:, None]
+    xt, v = interpolate(x0.feats, noise, t_vox, SIGMA_MIN)
+    kw = {}
+    if with_zs:
+        kw["z_s"] = _sparse(items, "z_s")
+    pred = model(x0.replace(xt), 1000.0 * t, images, **kw)
+    loss = F.mse_loss(pred.feats, v)
+    del B
+    return {"total": loss}
+
+
+def _export_flow(model: nn.Module, folder: Path, stem: str, extra: dict[str, Any]) -> None:
+    from ..models.checkpoint import save_pretrained
+
+    folder.mkdir(parents=True, exist_ok=True)
+    enc = model.encoder
+    flow = model.flow
+    if hasattr(flow, "peft_config"):
+        flow = merged_model(copy.deepcopy(flow))  # the EMA copy keeps training: merge a copy
+    save_pretrained(enc, folder, "image_cond_model")
+    save_pretrained(flow, folder, stem)
+    atomic_write_json(folder / f"{stem}.stage1.json", extra)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+
+
+def train_stage1(cfg: Stage1Config, progress: bool = True) -> dict[str, Any]:
+    ds = NearDataset(cfg.data)
+    train_ids, test_ids = ds.split(cfg.held_out_fraction)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    shaded = {a: ds.slat(a, "shaded") for a in train_ids}
+    lh = {a: lh_target(ds, a, cfg.use_bc_slat) for a in train_ids}
+    norm_file = out / "normalization.json"
+    if norm_file.is_file():
+        norms = json.loads(norm_file.read_text())
+    else:
+        norms = {
+            "shaded": _norm_stats([f for _, f in shaded.values()]),
+            "lh": _norm_stats([f for _, f in lh.values()]),
+        }
+        atomic_write_json(norm_file, norms)
+    shaded_n = {a: (c, _normalize(f, norms["shaded"])) for a, (c, f) in shaded.items()}
+    lh_n = {a: (c, _normalize(f, norms["lh"])) for a, (c, f) in lh.items()}
+
+    # ---- 1. base flow: rig-lit image -> shaded SLAT
+    torch.manual_seed(0)
+    enc_args = {**cfg.encoder, "img_size": cfg.image_size}
+    encoder = PatchImageEncoder(**enc_args)
+    flow_args = SLatFlowModel.tiny_config(
+        in_channels=8, out_channels=8, cond_channels=enc_args["embed_dim"], **cfg.flow
+    )
+    base = ConditionedFlow(encoder, SLatFlowModel(**flow_args))
+    recs = [r for a in train_ids for s in ("cond", "shaded") for r in ds.views(a, s)]
+    data = ImageSlatPairs(ds, recs, shaded_n, cfg.image_size)
+    extra = {"normalization": norms, "image_size": cfg.image_size, "train_assets": train_ids, "held_out_assets": test_ids,
+             "config": asdict(cfg)}  # fmt: skip
+    t1 = Trainer(base, data, lambda m, b, r: _flow_step(m, b, r, False), TrainConfig.from_dict(cfg.base_train),
+                 out / "base", collate=list, export_fn=lambda m, f: _export_flow(m, f, "slat_flow_model", extra))  # fmt: skip
+    last_base = t1.fit(progress=progress)
+    base_flow = (t1.ema.model if t1.ema else base).eval()
+
+    # ---- 2. Z_s for every training input view, sampled once with the base flow
+    zs_file = out / "z_s.pt"
+    inputs = [r for a in train_ids for r in ds.views(a, "inputs")]
+    zs: dict[str, np.ndarray] = torch.load(zs_file) if zs_file.is_file() else {}
+    sampler = FlowEulerSampler(sigma_min=SIGMA_MIN, steps=cfg.zs_steps, rescale_t=3.0, cfg_strength=0.0)
+    pairs = ImageSlatPairs(ds, inputs, shaded_n, cfg.image_size)
+    todo = [r for r in inputs if f"{r.asset_id}/{r.file}" not in zs]
+    if todo:
+        from tqdm import tqdm
+
+        for r in tqdm(todo, desc="sampling Z_s", disable=not progress):
+            coords = shaded_n[r.asset_id][0]
+            zs[f"{r.asset_id}/{r.file}"] = sample_normalized(
+                base_flow, pairs.image(r), coords, sampler, seed=0
+            )
+        from ..utils.atomic import atomic_path
+
+        with atomic_path(zs_file) as tmp:
+            torch.save(zs, tmp)
+
+    # ---- 3. homogenizer: (input image, Z_s) -> LH-SLAT, LoRA on the base flow
+    lh_channels = len(norms["lh"]["mean"])
+    lh_flow = homogenizer_from_base(base_flow.flow, out_channels=lh_channels, shaded_channels=8)
+    peft_flow = attach_lora(lh_flow, **cfg.lora)
+    for p in base_flow.encoder.parameters():
+        p.requires_grad_(False)
+    homog = ConditionedFlow(base_flow.encoder, peft_flow)
+    lh_recs = [r for r in inputs]
+    lh_items = _LHPairs(ds, lh_recs, lh_n, zs, cfg.image_size)
+    t2 = Trainer(homog, lh_items, lambda m, b, r: _flow_step(m, b, r, True), TrainConfig.from_dict(cfg.lh_train),
+                 out / "homogenizer", collate=list,
+                 export_fn=lambda m, f: _export_flow(m, f, "lh_slat_flow_model", extra))  # fmt: skip
+    last_lh = t2.fit(progress=progress)
+    return {"base": last_base, "homogenizer": last_lh, "out": str(out), "normalization": str(norm_file)}
+
+
+class _LHPairs(ImageSlatPairs):
+    def __init__(self, ds, records, targets, zs, size) -> None:  # noqa: ANN001
+        super().__init__(ds, records, targets, size)
+        self.zs = zs
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        it = super().__getitem__(i)
+        it["z_s"] = self.zs[f"{it['record'].asset_id}/{it['record'].file}"]
+        return it
+
+
+def homogenizer_from_base(base: SLatFlowModel, out_channels: int, shaded_channels: int) -> LHSLatFlowModel:
+    """The homogenizer ``f_theta`` initialised from the base flow ``f_s`` (paper 3.4).
+
+    Input ``[x_t (out_channels), Z_s (shaded_channels)]``; the base weights fill the first
+    ``base.in_channels`` input columns and ``base.out_channels`` output rows, every new row/column
+    starts at zero (so with ``out_channels == base.out_channels`` it is exactly ``f_s`` at start).
+    """
+    args = dict(base.near_config["args"])
+    args.update(in_channels=out_channels + shaded_channels, out_channels=out_channels)
+    model = LHSLatFlowModel(**args, shaded_channels=shaded_channels)
+    sd = base.state_dict()
+    w_in, w_out, b_out = sd["input_layer.weight"], sd["out_layer.weight"], sd["out_layer.bias"]
+    new_in = w_in.new_zeros(w_in.shape[0], out_channels + shaded_channels)
+    new_in[:, : w_in.shape[1]] = w_in
+    new_out = w_out.new_zeros(out_channels, w_out.shape[1])
+    new_out[: w_out.shape[0]] = w_out
+    new_b = b_out.new_zeros(out_channels)
+    new_b[: b_out.shape[0]] = b_out
+    sd.update({"input_layer.weight": new_in, "out_layer.weight": new_out, "out_layer.bias": new_b})
+    model.load_state_dict(sd, strict=True)
+    return model
+
+
+@torch.no_grad()
+def sample_normalized(
+    model: nn.Module,
+    image: torch.Tensor,
+    coords: np.ndarray,
+    sampler: FlowEulerSampler,
+    seed: int = 0,
+    z_s: np.ndarray | None = None,
+    progress: Any = None,
+    cancel: Any = None,
+) -> np.ndarray:
+    """Sample normalized SLAT features [N, C] on ``coords`` for one image with a ConditionedFlow."""
+    g = torch.Generator().manual_seed(seed)
+    c = torch.from_numpy(
+        np.concatenate([np.zeros((len(coords), 1), np.int32), np.asarray(coords, np.int32)], 1)
+    )
+    flow = model.flow
+    n_out = int(flow.out_channels)
+    x = SparseTensor(torch.randn(len(coords), n_out, generator=g), c)
+    cond = model.encoder.encode(image[None])
+    kw = {}
+    if z_s is not None:
+        kw["z_s"] = x.replace(torch.from_numpy(np.asarray(z_s, np.float32)))
+    out = sampler.sample(flow, x, cond, progress=progress, cancel=cancel, **kw)
+    return out.feats.numpy()
