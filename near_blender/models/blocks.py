@@ -32,6 +32,11 @@ from ..sparse import (
 )
 
 
+def swin_shift(block_index: int, window_size: int = 8) -> int:
+    """TRELLIS' Swin schedule: shift 0 on even blocks, ``window_size // 2`` on odd blocks."""
+    return window_size // 2 * (block_index % 2)
+
+
 class TimestepEmbedder(nn.Module):
     """Embed scalar times ``t [B]`` (the sampler passes 1000 * t) into ``[B, hidden]``.
 

@@ -108,9 +108,7 @@ def build_model(
         with torch.device("meta" if meta else (device or "cpu")):
             return cls(**config["args"])
     except TypeError as e:
-        raise NearError(
-            f"Model config for {config['name']} has arguments its class does not accept: {e}"
-        ) from e
+        raise NearError(f"Model config for {config['name']} does not fit its constructor: {e}") from e
 
 
 def _has_nonpersistent_buffers(model: nn.Module) -> bool:
@@ -139,6 +137,7 @@ def load_model(
     dev = torch.device(device or "cpu")
     if dev.type == "cpu" and cfg["args"].get("use_fp16") and not keep_fp16_on_cpu:
         cfg["args"]["use_fp16"] = False
+    get_model_class(cfg["name"])  # fail fast on unknown classes, before reading large weights
     sd = load_state_dict_file(weights_path)
     model = build_model(cfg, meta=True) if strict else build_model(cfg, device=dev)
     if strict and _has_nonpersistent_buffers(model):

@@ -226,7 +226,7 @@ class SLatFlowModel(nn.Module):
         return cfg
 
     @classmethod
-    def config(cls, name: str, **overrides: Any) -> dict[str, Any]:
+    def named_config(cls, name: str, **overrides: Any) -> dict[str, Any]:
         """Kwargs of a named config: "trellis-image-large" or "tiny"."""
         table = {"trellis-image-large": cls.paper_config, "tiny": cls.tiny_config}
         if name not in table:

@@ -171,7 +171,7 @@ def subm3_torch(x: SparseTensor, weight: torch.Tensor, bias: torch.Tensor | None
     for k, (src, dst) in enumerate(pairs):
         if k == CENTER or dst.numel() == 0:
             continue
-        out = out.index_add(0, dst, feats.index_select(0, src) @ w[:, k].t())
+        out.index_add_(0, dst, feats.index_select(0, src) @ w[:, k].t())
     if bias is not None:
         out = out + bias
     return out
