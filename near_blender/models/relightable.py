@@ -376,17 +376,11 @@ class RelightableDecoder(nn.Module):
         width: int,
         height: int,
         camera_model: str = "pinhole",
+        passes: tuple[str, ...] = ("light", "base"),
     ) -> dict[str, Tensor]:
         """SLAT + conditioning ``[B or 1, 9, H, W]`` + cameras -> images (identical to the cached path)."""
-        return self.decode_view(
-            self.encode_asset(slat),
-            self.encode_lighting(env_input),
-            viewmats,
-            Ks,
-            width,
-            height,
-            camera_model,
-        )
+        asset, lighting = self.encode_asset(slat), self.encode_lighting(env_input)
+        return self.decode_view(asset, lighting, viewmats, Ks, width, height, camera_model, passes)
 
 
 def normalized_alpha(image: Tensor, alpha: Tensor, eps: float = 1e-6) -> Tensor:
