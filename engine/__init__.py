@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import bpy
 
-from . import scene_bridge  # noqa: F401  (re-exported for operators and tests)
+from . import properties, scene_bridge  # noqa: F401  (scene_bridge re-exported for operators/tests)
 from .engine import NearRenderEngine
 
 classes = (NearRenderEngine,)
 
 
 def register() -> None:
+    properties.register()
     for cls in classes:
         bpy.utils.register_class(cls)
 
@@ -18,3 +19,4 @@ def register() -> None:
 def unregister() -> None:
     for cls in reversed(classes):
         bpy.utils.unregister_class(cls)
+    properties.unregister()

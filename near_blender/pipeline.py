@@ -274,7 +274,7 @@ def _load_stem(
 ) -> nn.Module:
     """A model stem: relative to the pipeline folder / repo first, then as a full Hub path."""
     local = folder / stem
-    if local.with_name(local.name + ".json").is_file():
+    if repo_id is None and local.with_name(local.name + ".json").is_file():
         return model_from_pretrained(local, strict=strict, device=device)
     if repo_id is not None:
         try:

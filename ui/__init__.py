@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import bpy
 
+from . import preferences
+
 ENGINE_ID = "NEAR"
 
 # Standard panels that make no sense for a neural renderer (as Cycles excludes some).
@@ -28,11 +30,15 @@ def compatible_panels() -> list[type]:
 
 
 def register() -> None:
+    for cls in preferences.classes:
+        bpy.utils.register_class(cls)
     for panel in compatible_panels():
         panel.COMPAT_ENGINES.add(ENGINE_ID)
 
 
 def unregister() -> None:
+    for cls in reversed(preferences.classes):
+        bpy.utils.unregister_class(cls)
     for panel in bpy.types.Panel.__subclasses__():
         engines = getattr(panel, "COMPAT_ENGINES", None)
         if engines is not None:

@@ -8,6 +8,7 @@ the spconv/torch columns compare the two conv backends on the same input in the 
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -69,7 +70,6 @@ def _forward_peak_child(n: int, backend: str, queue: Any) -> None:
 def forward_peak_mib(n: int, backend: str) -> float:
     """Peak extra resident memory of one forward, measured in a freshly spawned process."""
     import multiprocessing as mp
-    import os
 
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
@@ -166,5 +166,10 @@ def run(quick: bool = False) -> dict[str, Any]:
             },
             {"name": "Parameter counts", "columns": ["model", "parameters"], "rows": params},
         ],
-        "meta": {"quick": quick, "spconv": spconv_available(), "baseline_s": base},
+        "meta": {
+            "quick": quick,
+            "spconv": spconv_available(),
+            "baseline_s": base,
+            "load_average_1min": round(os.getloadavg()[0], 2),
+        },
     }

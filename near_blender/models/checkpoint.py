@@ -157,7 +157,12 @@ def from_pretrained(
     **overrides: Any,
 ) -> nn.Module:
     """Load one model from a local stem (``folder/ckpts/name``) or a Hub path ``org/repo/ckpts/name``."""
-    cfg, weights = resolve_model_files(path, revision=revision, cache_dir=cache_dir)
+    cfg, weights = resolve_model_files(
+        path,
+        revision=revision,
+        cache_dir=cache_dir,
+        check_config=lambda p: get_model_class(read_config(p)["name"]),
+    )
     return load_model(cfg, weights, strict=strict, device=device, **overrides)
 
 

@@ -8,6 +8,7 @@ become :class:`near_blender.NearError` messages that say what is missing and how
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from .. import NearError
@@ -115,12 +116,15 @@ def resolve_model_files(
     path: str | os.PathLike[str],
     revision: str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
+    check_config: Callable[[Path], None] | None = None,
 ) -> tuple[Path, Path]:
     """``(config.json, weights)`` for a checkpoint stem: local ``<stem>.json`` + ``<stem>.safetensors|.pt``,
     else ``org/repo/<path-in-repo>`` on the Hub (safetensors preferred, ``.pt`` fallback)."""
     stem = Path(path)
     cfg = stem.with_name(stem.name + ".json")
     if cfg.is_file():
+        if check_config is not None:
+            check_config(cfg)
         weights = _local_weights(stem)
         if weights is None:
             raise NearError(
@@ -135,6 +139,8 @@ def resolve_model_files(
         )
     repo_id, sub = split_hub_path(str(path))
     cfg_path = hub_download(repo_id, f"{sub}.json", revision, cache_dir)
+    if check_config is not None:  # e.g. reject an unknown class before downloading its weights
+        check_config(cfg_path)
     try:
         weights_path = hub_download(repo_id, f"{sub}.safetensors", revision, cache_dir)
     except NearError as first:

@@ -100,3 +100,20 @@ def test_absent_repo_with_network_off_says_how_to_fix(offline) -> None:  # noqa:
     assert "HF_HUB_OFFLINE=0" in msg and "local folder" in msg
     with pytest.raises(NearError, match="HF_HUB_OFFLINE=1"):
         NearPipeline.from_pretrained("org/absent", cache_dir=offline)
+
+
+def test_unknown_classes_are_reported_before_their_weights_are_fetched(offline, tmp_path) -> None:  # noqa: ANN001
+    _, files = model_files(tmp_path, 4)
+    ss = tmp_path / "ss_dec.json"
+    ss.write_text(json.dumps({"name": "SparseStructureDecoder", "args": {}}))
+    pfile = tmp_path / "pipeline.json"
+    models = {"slat_flow_model": "ckpts/flow", "sparse_structure_decoder": "ckpts/ss_dec"}
+    pfile.write_text(json.dumps({"name": "TrellisImageTo3DPipeline", "args": {"models": models}}))
+    # the decoder's weights are not in the cache: the class check must come first
+    populate_cache(offline, "org/trellis", {**files, "ckpts/ss_dec.json": ss, "pipeline.json": pfile})
+    with pytest.raises(
+        NearError, match=r"sparse_structure_decoder \(SparseStructureDecoder\).*models=\[\.\.\.\]"
+    ):
+        NearPipeline.from_pretrained("org/trellis", cache_dir=offline)
+    pipe = NearPipeline.from_pretrained("org/trellis", cache_dir=offline, models=["slat_flow_model"])
+    assert list(pipe.models) == ["slat_flow_model"]

@@ -1,0 +1,212 @@
+"""Tile binning: which Gaussians each block of pixels must look at, front to back (private).
+
+gsplat assigns a Gaussian to every 16x16 tile that its extent box touches
+(``floor((u - r) / 16) .. ceil((u + r) / 16)``, clamped to the image) and composites each tile's
+list sorted by depth. We reproduce exactly that set, but evaluate it in smaller "blocks" of
+``block x block`` pixels (block divides 16): a (Gaussian, block) pair is kept only when the block
+lies in the Gaussian's 16-px tile box *and* some pixel centre of the block can reach alpha >= 1/255
+(the minimum of the Gaussian's quadratic form over the block's rectangle of pixel centres). Pairs
+dropped by the second test contribute nothing in gsplat either (every pixel would skip them), so
+the result is identical while far fewer (pair, pixel) evaluations are made.
+
+Pairs are ordered by (camera, block, depth); ties in depth keep the instance order (camera-major,
+then Gaussian index), as gsplat's stable radix sort does.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+GSPLAT_TILE = 16
+# Margin (in units of the exponent) for the block culling test, so float rounding can never drop a
+# pair that has a pixel with alpha just above 1/255.
+_CULL_MARGIN = 1e-3
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Block layout of C images of ``width`` x ``height`` pixels."""
+
+    width: int
+    height: int
+    cameras: int
+    block: int
+
+    @property
+    def nbx(self) -> int:
+        return math.ceil(self.width / self.block)
+
+    @property
+    def nby(self) -> int:
+        return math.ceil(self.height / self.block)
+
+    @property
+    def blocks_per_camera(self) -> int:
+        return self.nbx * self.nby
+
+    @property
+    def num_blocks(self) -> int:
+        return self.cameras * self.blocks_per_camera
+
+    @property
+    def pixels_per_block(self) -> int:
+        return self.block * self.block
+
+
+@dataclass
+class Bins:
+    """Sorted (instance, block) pairs of one depth slab.
+
+    Attributes:
+        pair_inst: [P] int64 instance index of each pair, sorted by (block, depth).
+        block_ids: [B] int64 global ids (camera * blocks_per_camera + by * nbx + bx) of the
+            non-empty blocks.
+        start, count: [B] int64 offset and length of each block's run in ``pair_inst``.
+    """
+
+    pair_inst: Tensor
+    block_ids: Tensor
+    start: Tensor
+    count: Tensor
+
+    @property
+    def num_pairs(self) -> int:
+        return int(self.pair_inst.shape[0])
+
+
+def block_ranges(
+    means2d: Tensor, radii: Tensor, opacities: Tensor, grid: Grid
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Candidate block ranges [x0, x1) x [y0, y1) per instance.
+
+    Always inside gsplat's 16-px tile box. For opacity <= 1 the extent (``sqrt(2 ln(255 o))``
+    sigmas, uncapped) bounds every pixel with alpha >= 1/255, so the range is further cut to the
+    blocks that touch the extent box (padded by a pixel against rounding).
+    """
+    tw = math.ceil(grid.width / GSPLAT_TILE)
+    th = math.ceil(grid.height / GSPLAT_TILE)
+    f = GSPLAT_TILE // grid.block
+    S = grid.block
+    u, v = means2d[:, 0], means2d[:, 1]
+    rx = radii[:, 0].to(means2d.dtype)
+    ry = radii[:, 1].to(means2d.dtype)
+    x0 = torch.floor((u - rx) / GSPLAT_TILE).clamp(0, tw).to(torch.int64) * f
+    x1 = torch.ceil((u + rx) / GSPLAT_TILE).clamp(0, tw).to(torch.int64) * f
+    y0 = torch.floor((v - ry) / GSPLAT_TILE).clamp(0, th).to(torch.int64) * f
+    y1 = torch.ceil((v + ry) / GSPLAT_TILE).clamp(0, th).to(torch.int64) * f
+    tight = opacities <= 1.0
+    ex0 = torch.floor((u - rx - 1.5) / S).clamp(0, grid.nbx).to(torch.int64)
+    ex1 = torch.floor((u + rx + 0.5) / S).clamp(-1, grid.nbx).to(torch.int64) + 1
+    ey0 = torch.floor((v - ry - 1.5) / S).clamp(0, grid.nby).to(torch.int64)
+    ey1 = torch.floor((v + ry + 0.5) / S).clamp(-1, grid.nby).to(torch.int64) + 1
+    x0 = torch.where(tight, torch.maximum(x0, ex0), x0)
+    x1 = torch.where(tight, torch.minimum(x1, ex1), x1).clamp(max=grid.nbx)
+    y0 = torch.where(tight, torch.maximum(y0, ey0), y0)
+    y1 = torch.where(tight, torch.minimum(y1, ey1), y1).clamp(max=grid.nby)
+    return x0, x1, y0, y1
+
+
+def min_power_over_blocks(
+    mx: Tensor, my: Tensor, conics: Tensor, bx: Tensor, by: Tensor, grid: Grid
+) -> Tensor:
+    """Minimum of ``0.5 (a dx² + c dy²) + b dx dy`` over each block's pixel-centre rectangle.
+
+    mx, my [P]: Gaussian centres; conics [P, 3]; bx, by [P] block indices. Returns [P].
+    """
+    S = grid.block
+    dt = mx.dtype
+    x0 = (bx * S).to(dt) + 0.5 - mx
+    x1 = torch.clamp((bx + 1) * S, max=grid.width).to(dt) - 0.5 - mx
+    y0 = (by * S).to(dt) + 0.5 - my
+    y1 = torch.clamp((by + 1) * S, max=grid.height).to(dt) - 0.5 - my
+    a, b, c = (conics[:, i : i + 1] for i in range(3))
+    X = torch.stack([x0, x1], 1)
+    Y = torch.stack([y0, y1], 1)
+    # on an edge x = X the minimum over y is at y* = -b X / c (clamped), and vice versa
+    dx = torch.cat([X, torch.minimum(torch.maximum(-b * Y / a, x0[:, None]), x1[:, None])], 1)
+    dy = torch.cat([torch.minimum(torch.maximum(-b * X / c, y0[:, None]), y1[:, None]), Y], 1)
+    q = (0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy).amin(1)
+    inside = (x0 <= 0) & (x1 >= 0) & (y0 <= 0) & (y1 >= 0)
+    return q.masked_fill_(inside, 0.0)
+
+
+def pair_counts(means2d: Tensor, radii: Tensor, opacities: Tensor, grid: Grid) -> Tensor:
+    """[M] number of candidate blocks (before the ellipse test) per instance."""
+    x0, x1, y0, y1 = block_ranges(means2d, radii, opacities, grid)
+    return (x1 - x0).clamp(min=0) * (y1 - y0).clamp(min=0)
+
+
+@torch.no_grad()
+def bin_instances(
+    inst: Tensor,
+    cam: Tensor,
+    means2d: Tensor,
+    conics: Tensor,
+    opacities: Tensor,
+    radii: Tensor,
+    grid: Grid,
+) -> Bins:
+    """Bin the instances ``inst`` [m] (already in front-to-back order) into blocks.
+
+    ``cam``, ``means2d``, ``conics``, ``opacities``, ``radii`` are per-instance arrays over all
+    instances (indexed by ``inst``).
+    """
+    dev = means2d.device
+    op = opacities.index_select(0, inst)
+    x0, x1, y0, y1 = block_ranges(means2d.index_select(0, inst), radii.index_select(0, inst), op, grid)
+    nx = (x1 - x0).clamp(min=0)
+    counts = nx * (y1 - y0).clamp(min=0)
+    total = int(counts.sum())
+    if total == 0:
+        empty = torch.zeros(0, dtype=torch.int64, device=dev)
+        return Bins(empty, empty, empty, empty)
+    owner = torch.repeat_interleave(torch.arange(inst.shape[0], device=dev), counts, output_size=total)
+    first = torch.cumsum(counts, 0) - counts
+    ints = torch.stack([first, nx, x0, y0, inst], 1).index_select(0, owner)  # [P, 5]
+    j = torch.arange(total, device=dev) - ints[:, 0]
+    bx = ints[:, 2] + j % ints[:, 1]
+    by = ints[:, 3] + torch.div(j, ints[:, 1], rounding_mode="floor")
+    pinst = ints[:, 4]
+    del ints, j
+
+    # drop blocks where no pixel centre reaches alpha >= 1/255 (they would be skipped anyway)
+    reach = torch.log(op * 255.0) + _CULL_MARGIN
+    g = torch.cat([means2d, conics], 1).index_select(0, pinst)  # [P, 5]
+    qmin = min_power_over_blocks(g[:, 0], g[:, 1], g[:, 2:5], bx, by, grid)
+    keep = (qmin <= reach.index_select(0, owner)).nonzero().squeeze(1)
+    del g, qmin, owner
+
+    pinst = pinst.index_select(0, keep)
+    block = cam.index_select(0, pinst) * grid.blocks_per_camera
+    block += by.index_select(0, keep) * grid.nbx + bx.index_select(0, keep)
+    block, order = torch.sort(block, stable=True)
+    pinst = pinst.index_select(0, order)
+    block_ids, count = torch.unique_consecutive(block, return_counts=True)
+    start = torch.cumsum(count, 0) - count
+    return Bins(pinst, block_ids, start, count)
+
+
+@torch.no_grad()
+def depth_slabs(counts: Tensor, budget: int) -> list[tuple[int, int]]:
+    """Split instances (in depth order, with candidate pair ``counts``) into contiguous slabs of at
+    most ``budget`` pairs each (a single instance larger than the budget gets its own slab)."""
+    n = int(counts.shape[0])
+    if n == 0:
+        return []
+    csum = torch.cumsum(counts, 0)
+    if int(csum[-1]) <= budget:
+        return [(0, n)]
+    out = []
+    i = 0
+    base = 0
+    while i < n:
+        j = int(torch.searchsorted(csum, base + budget, right=True))
+        j = max(j, i + 1)
+        out.append((i, j))
+        base = int(csum[j - 1])
+        i = j
+    return out

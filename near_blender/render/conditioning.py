@@ -1,0 +1,213 @@
+"""Lighting conditioning (NeAR paper 3.5.2): an HDR environment + a target camera -> three maps.
+
+For an equirect map ``E`` (Blender's layout, :mod:`near_blender.render.envmap`) resampled to
+``height x width`` with :func:`downsample_equirect`:
+
+* ``ldr``  = sRGB(Reinhard(E)) * 2 - 1, in [-1, 1] (per channel ``E / (1 + E)``, then the
+  IEC 61966-2-1 sRGB encoding), as the published lighting tokenizer does;
+* ``log``  = ``log(1 + E) / E_max``. The default normalization is a *fixed* constant,
+  ``E_max = log(1 + 65504)`` (65504 = the largest half-float radiance), so every half-float HDR
+  maps into [0, 1] and absolute brightness is kept across maps (a map twice as bright gives a
+  different ``log`` channel). ``log_norm="max"`` normalizes by the map's own maximum instead;
+  a number sets ``E_max`` directly;
+* ``dirs`` = for every texel, the world direction that sees it (the environment's Mapping rotation
+  applied: texel direction ``t`` is seen from world direction ``Rz(-rotation_z) t``), rotated into the
+  camera frame (OpenCV axes: x right, y down, z forward; the viewmat's rotation).
+
+Rotating the environment or moving the camera changes only ``dirs``; ``ldr`` and ``log`` depend on
+the pixels alone (they are computed once per map and reused).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .. import NearError
+from .envmap import Environment, equirect_directions, sanitize_radiance, validate_radiance
+from .envmap import rotation_z as _rot_z
+
+HALF_MAX = 65504.0
+FIXED_LOG_NORM = math.log1p(HALF_MAX)
+
+
+# ---------------------------------------------------------------------------------------------
+# Area-preserving resampling
+# ---------------------------------------------------------------------------------------------
+
+
+def _overlap_matrix(src_edges: np.ndarray, dst_edges: np.ndarray) -> np.ndarray:
+    """[n_dst, n_src] fraction of each destination cell covered by each source cell, for
+    increasing cell edges in any 1D measure (rows sum to 1)."""
+    lo = np.maximum(dst_edges[:-1, None], src_edges[None, :-1])
+    hi = np.minimum(dst_edges[1:, None], src_edges[None, 1:])
+    overlap = np.clip(hi - lo, 0.0, None)
+    return overlap / (dst_edges[1:] - dst_edges[:-1])[:, None]
+
+
+def downsample_equirect(image: Any, height: int, width: int | None = None) -> np.ndarray:
+    """Resample an equirect map to ``height x width`` (default ``2 * height``), area-preserving.
+
+    Every output pixel is the solid-angle weighted mean of the input over its footprint (box
+    filter in longitude, in ``cos(theta)`` over latitude), so the total radiance
+    ``sum(E * solid_angle)`` is preserved exactly and a one-texel sun is spread, never dropped.
+    Works for any sizes (also upsampling). ``image`` is validated (NaN/Inf/negative -> NearError).
+    """
+    arr = validate_radiance(image, "environment map").astype(np.float64)
+    H, W = arr.shape[:2]
+    width = 2 * height if width is None else width
+    if height < 1 or width < 1:
+        raise NearError(f"Conditioning resolution must be positive, got {width}x{height}.")
+    # latitude bands in mu = cos(theta) (decreasing from the top): use -cos to get increasing edges
+    mu_src = -np.cos(np.linspace(0.0, math.pi, H + 1))
+    mu_dst = -np.cos(np.linspace(0.0, math.pi, height + 1))
+    Ay = _overlap_matrix(mu_src, mu_dst)  # [height, H]
+    Ax = _overlap_matrix(np.linspace(0.0, 1.0, W + 1), np.linspace(0.0, 1.0, width + 1))  # [width, W]
+    out = np.einsum("hH,HWc,wW->hwc", Ay, arr, Ax, optimize=True)
+    return out.astype(np.float32)
+
+
+def total_radiance(image: np.ndarray) -> np.ndarray:
+    """``sum(E * solid_angle)`` per channel [3] of an equirect map (W sr-weighted)."""
+    H, W = image.shape[:2]
+    edges = np.cos(np.linspace(0.0, math.pi, H + 1))
+    omega = (edges[:-1] - edges[1:]) * (2.0 * math.pi / W)
+    return (np.asarray(image, np.float64) * omega[:, None, None]).sum(axis=(0, 1))
+
+
+# ---------------------------------------------------------------------------------------------
+# The three maps
+# ---------------------------------------------------------------------------------------------
+
+
+def srgb_encode(x: np.ndarray) -> np.ndarray:
+    """IEC 61966-2-1 sRGB encoding of linear values in [0, 1]."""
+    x = np.clip(x, 0.0, 1.0)
+    return np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1.0 / 2.4) - 0.055)
+
+
+def reinhard_ldr(E: np.ndarray) -> np.ndarray:
+    """``srgb(E / (1 + E)) * 2 - 1`` in [-1, 1]."""
+    return srgb_encode(E / (1.0 + E)) * 2.0 - 1.0
+
+
+def log_intensity(E: np.ndarray, log_norm: str | float = "fixed") -> tuple[np.ndarray, float]:
+    """(``log(1 + E) / E_max``, ``E_max``); see the module docstring for ``log_norm``."""
+    L = np.log1p(E)
+    if log_norm == "fixed":
+        e_max = FIXED_LOG_NORM
+    elif log_norm == "max":
+        e_max = float(L.max()) if float(L.max()) > 0 else 1.0
+    elif isinstance(log_norm, int | float) and not isinstance(log_norm, bool):
+        e_max = float(log_norm)
+        if not (math.isfinite(e_max) and e_max > 0):
+            raise NearError(f"log_norm must be positive and finite, got {log_norm}.")
+    else:
+        raise NearError(f"log_norm must be 'fixed', 'max' or a positive number, got {log_norm!r}.")
+    return L / e_max, e_max
+
+
+def camera_rotation(viewmat: Any) -> np.ndarray:
+    """World-to-camera rotation [3, 3] (OpenCV axes) of a Camera, or a [4, 4] / [3, 3] matrix."""
+    vm = getattr(viewmat, "viewmat", viewmat)
+    if type(vm).__module__.startswith("torch"):
+        vm = vm.detach().cpu().double().numpy()
+    vm = np.asarray(vm, dtype=np.float64)
+    if vm.shape not in ((4, 4), (3, 3)):
+        raise NearError(f"The camera must be a Camera or a 4x4 world-to-camera matrix, got shape {vm.shape}.")
+    R = vm[:3, :3]
+    if not np.all(np.isfinite(R)) or np.abs(R @ R.T - np.eye(3)).max() > 1e-4:
+        raise NearError(
+            "The camera's world-to-camera rotation is not orthonormal (scaled or sheared camera); "
+            "remove the camera object's scale or pass a proper OpenCV viewmat."
+        )
+    return R
+
+
+@dataclass(frozen=True)
+class ConditioningMaps:
+    """The tokenizer inputs, each a float tensor ``[H, W, 3]`` (top row first)."""
+
+    ldr: Any
+    log: Any
+    dirs: Any
+
+    def stacked(self) -> Any:
+        """``[9, H, W]`` channels-first (ldr, log, dirs), the tokenizer's input layout."""
+        import torch
+
+        return torch.cat([self.ldr, self.log, self.dirs], -1).permute(2, 0, 1).contiguous()
+
+
+class EnvConditioning:
+    """Camera-independent part of the conditioning of one environment, reusable for many views.
+
+    Args:
+        env: an :class:`Environment` (its ``rotation_z`` is used) or a raw equirect ``[H, W, 3]``.
+        height, width: conditioning resolution (width defaults to 2 * height).
+        log_norm: ``"fixed"`` (default), ``"max"`` or a number (see the module docstring).
+        sanitize: repair NaN/Inf/negative pixels with :func:`envmap.sanitize_radiance` (counts in
+            ``self.repairs``) instead of raising :class:`NearError`.
+    """
+
+    def __init__(
+        self,
+        env: Environment | Any,
+        height: int = 256,
+        width: int | None = None,
+        log_norm: str | float = "fixed",
+        sanitize: bool = False,
+        device: Any = None,
+        dtype: Any = None,
+    ):
+        import torch
+
+        self.repairs: dict[str, int] = {}
+        if isinstance(env, Environment):
+            radiance, self.rotation_z = env.radiance, float(env.rotation_z)
+        else:
+            radiance, self.rotation_z = env, 0.0
+            if sanitize:
+                radiance, self.repairs = sanitize_radiance(np.asarray(radiance, dtype=np.float32))
+        self.radiance = downsample_equirect(radiance, int(height), None if width is None else int(width))
+        self.height, self.width = self.radiance.shape[:2]
+        E = self.radiance.astype(np.float64)
+        log, self.log_max = log_intensity(E, log_norm)
+        self.device = device
+        self.dtype = dtype or torch.float32
+        self.ldr = torch.as_tensor(reinhard_ldr(E), dtype=self.dtype, device=device)
+        self.log = torch.as_tensor(log, dtype=self.dtype, device=device)
+        self._texel_dirs = equirect_directions(self.height, self.width)  # [H, W, 3] float64
+
+    def world_directions(self, rotation_z: float | None = None) -> np.ndarray:
+        """[H, W, 3] world direction seeing each texel (float64)."""
+        a = self.rotation_z if rotation_z is None else float(rotation_z)
+        return self._texel_dirs @ _rot_z(-a).T
+
+    def directions(self, viewmat: Any, rotation_z: float | None = None) -> Any:
+        """Camera-space texel directions [H, W, 3] (torch) for a Camera / world-to-camera matrix."""
+        import torch
+
+        R = camera_rotation(viewmat)
+        a = self.rotation_z if rotation_z is None else float(rotation_z)
+        M = R @ _rot_z(-a)
+        return torch.as_tensor(self._texel_dirs @ M.T, dtype=self.dtype, device=self.device)
+
+    def __call__(self, viewmat: Any, rotation_z: float | None = None) -> ConditioningMaps:
+        """The three maps for a camera (``rotation_z`` overrides the environment's rotation)."""
+        return ConditioningMaps(self.ldr, self.log, self.directions(viewmat, rotation_z))
+
+
+def environment_conditioning(
+    env: Environment | Any,
+    viewmat: Any,
+    height: int = 256,
+    width: int | None = None,
+    log_norm: str | float = "fixed",
+    sanitize: bool = False,
+) -> ConditioningMaps:
+    """One-shot :class:`EnvConditioning` for a single camera."""
+    return EnvConditioning(env, height, width, log_norm, sanitize)(viewmat)

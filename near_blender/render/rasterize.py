@@ -1,0 +1,265 @@
+"""``rasterize``: the one Gaussian-splatting entry point of the stack (training, F12, viewport, eval).
+
+Contract (gsplat's ``rasterization`` with ``render_mode="RGB+ED"``):
+
+* Gaussians: ``means [N, 3]`` (world, metres), ``quats [N, 4]`` (w, x, y, z; any non-zero length),
+  ``scales [N, 3]`` (standard deviations, metres), ``opacities [N]`` (values < 1/255, including
+  negative ones, contribute nothing), ``features [N, D]`` or per camera ``[C, N, D]`` (any D >= 1).
+* Cameras: ``viewmats [C, 4, 4]`` OpenCV world-to-camera (x right, y down, z forward), ``Ks [C, 3, 3]``
+  in pixels with pixel centres at +0.5 (:mod:`near_blender.render.camera`), image ``width x height``.
+* Returns ``(features [C, H, W, D], alphas [C, H, W, 1], depths [C, H, W, 1])``: composited features
+  (plus ``(1 - alpha) * background`` when ``backgrounds [C, D]`` is given), accumulated opacity, and
+  the expected camera depth ``sum(w z) / sum(w)`` (0 where alpha == 0).
+
+Backends: ``"gsplat"`` (CUDA tensors only), ``"torch"`` (ours; any device, float32 or float64,
+differentiable w.r.t. means, quats, scales, opacities, features, viewmats and Ks), ``"auto"``
+(gsplat for float32 CUDA tensors when it works, torch otherwise). Both give the same images.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import types
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from .. import NearError
+from ._binning import Grid
+from ._composite import CompositeConfig, composite
+from ._projection import project_gaussians
+
+Mode = Literal["classic", "antialiased"]
+CameraModelName = Literal["pinhole", "ortho"]
+Backend = Literal["auto", "gsplat", "torch"]
+
+_MODES = ("classic", "antialiased")
+_CAMERA_MODELS = ("pinhole", "ortho")
+_BACKENDS = ("auto", "gsplat", "torch")
+
+
+def rasterize(
+    means: Tensor,
+    quats: Tensor,
+    scales: Tensor,
+    opacities: Tensor,
+    features: Tensor,
+    viewmats: Tensor,
+    Ks: Tensor,
+    width: int,
+    height: int,
+    near_plane: float = 0.01,
+    far_plane: float = 1e10,
+    backgrounds: Tensor | None = None,
+    mode: Mode = "classic",
+    camera_model: CameraModelName = "pinhole",
+    backend: Backend = "auto",
+    eps2d: float = 0.3,
+    config: CompositeConfig | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Render N Gaussians into C cameras; see the module docstring for shapes and conventions.
+
+    ``eps2d`` is the low-pass (px²) added to every 2D covariance; ``config`` tunes the torch
+    backend's memory/speed trade-off (never its results).
+    """
+    width, height = _check_size(width, height)
+    if mode not in _MODES:
+        raise NearError(f"Unknown rasterization mode {mode!r}; use 'classic' or 'antialiased'.")
+    if camera_model not in _CAMERA_MODELS:
+        raise NearError(f"Unknown camera model {camera_model!r}; use 'pinhole' or 'ortho'.")
+    if backend not in _BACKENDS:
+        raise NearError(f"Unknown rasterization backend {backend!r}; use 'auto', 'gsplat' or 'torch'.")
+    near_plane, far_plane, eps2d = float(near_plane), float(far_plane), float(eps2d)
+    if not (math.isfinite(near_plane) and math.isfinite(far_plane) and near_plane < far_plane):
+        raise NearError(f"Clip range must be finite with near < far, got ({near_plane}, {far_plane}).")
+    if not (math.isfinite(eps2d) and eps2d >= 0):
+        raise NearError(f"eps2d must be finite and >= 0, got {eps2d}.")
+    means, quats, scales, opacities, features, viewmats, Ks, backgrounds = _check_tensors(
+        means, quats, scales, opacities, features, viewmats, Ks, backgrounds
+    )
+
+    use = _pick_backend(backend, means)
+    if use == "gsplat":
+        from ._raster_gsplat import rasterize_gsplat
+
+        return rasterize_gsplat(
+            means, quats, scales, opacities, features, viewmats, Ks, width, height,
+            near_plane, far_plane, backgrounds, mode, camera_model, eps2d,
+        )  # fmt: skip
+    return _rasterize_torch(
+        means, quats, scales, opacities, features, viewmats, Ks, width, height,
+        near_plane, far_plane, backgrounds, mode, camera_model, eps2d, config,
+    )  # fmt: skip
+
+
+def _rasterize_torch(
+    means: Tensor,
+    quats: Tensor,
+    scales: Tensor,
+    opacities: Tensor,
+    features: Tensor,
+    viewmats: Tensor,
+    Ks: Tensor,
+    width: int,
+    height: int,
+    near_plane: float,
+    far_plane: float,
+    backgrounds: Tensor | None,
+    mode: str,
+    camera_model: str,
+    eps2d: float,
+    config: CompositeConfig | None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    C = viewmats.shape[0]
+    D = features.shape[-1]
+    proj = project_gaussians(
+        means, quats, scales, opacities, viewmats, Ks, width, height, near_plane, far_plane,
+        eps2d=eps2d, antialiased=(mode == "antialiased"), ortho=(camera_model == "ortho"),
+    )  # fmt: skip
+    if features.dim() == 2:
+        f = features.index_select(0, proj.gid)
+    else:
+        f = features.reshape(-1, D).index_select(0, proj.cam * features.shape[1] + proj.gid)
+    ones = torch.ones_like(proj.depths)[:, None]
+    fe = torch.cat([f, proj.depths[:, None], ones], 1)  # features | depth | 1 (-> alpha)
+    cfg = config or CompositeConfig()
+    grid = Grid(width, height, C, cfg.block)
+    out = composite(
+        proj.means2d, proj.conics, proj.opacities, fe, proj.depths, proj.cam, proj.radii, grid, cfg
+    )
+    color, dsum, alpha = out[..., :D], out[..., D : D + 1], out[..., D + 1 :]
+    if backgrounds is not None:
+        color = color + (1.0 - alpha) * backgrounds[:, None, None, :]
+    depth = dsum / alpha.clamp_min(1e-10)
+    return color, alpha, depth
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+# ---------------------------------------------------------------------------------------------
+
+
+def _pick_backend(backend: str, means: Tensor) -> str:
+    if backend == "torch":
+        return "torch"
+    from ._raster_gsplat import gsplat_status
+
+    if backend == "gsplat":
+        if means.device.type != "cuda":
+            raise NearError(
+                "backend='gsplat' needs CUDA tensors, but the Gaussians are on "
+                f"{means.device}. Move them to a CUDA device or use backend='torch'."
+            )
+        if means.dtype != torch.float32:
+            raise NearError(f"backend='gsplat' needs float32 tensors, got {means.dtype}.")
+        reason = gsplat_status()
+        if reason is not None:
+            raise NearError(f"backend='gsplat' is unavailable: {reason}. Use backend='torch'.")
+        return "gsplat"
+    # auto
+    if means.device.type == "cuda" and means.dtype == torch.float32 and gsplat_status() is None:
+        return "gsplat"
+    return "torch"
+
+
+def _check_size(width: object, height: object) -> tuple[int, int]:
+    try:
+        w, h = int(width), int(height)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        raise NearError(f"Image size must be integers, got {width!r} x {height!r}.") from None
+    if w != width or h != height or w < 1 or h < 1:
+        raise NearError(f"Image size must be positive integers, got {width!r} x {height!r}.")
+    if w > 16384 or h > 16384:
+        raise NearError(f"Image size {w}x{h} is too large (at most 16384 per side).")
+    return w, h
+
+
+def _check_tensors(
+    means: object,
+    quats: object,
+    scales: object,
+    opacities: object,
+    features: object,
+    viewmats: object,
+    Ks: object,
+    backgrounds: object,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor | None]:
+    named = {"means": means, "quats": quats, "scales": scales, "opacities": opacities}
+    named |= {"features": features, "viewmats": viewmats, "Ks": Ks}
+    if backgrounds is not None:
+        named["backgrounds"] = backgrounds
+    for name, t in named.items():
+        if not isinstance(t, Tensor):
+            raise NearError(f"rasterize: {name} must be a torch.Tensor, got {type(t).__name__}.")
+    m = named["means"]
+    assert isinstance(m, Tensor)
+    if m.dtype not in (torch.float32, torch.float64):
+        raise NearError(f"rasterize: means must be float32 or float64, got {m.dtype}; convert with .float().")
+    for name, t in named.items():
+        assert isinstance(t, Tensor)
+        if t.device != m.device:
+            raise NearError(
+                f"rasterize: {name} is on {t.device} but means is on {m.device}; "
+                "put all inputs on one device."
+            )
+        if not t.is_floating_point():
+            raise NearError(f"rasterize: {name} must be a floating-point tensor, got {t.dtype}.")
+    t = {k: v.to(m.dtype) for k, v in named.items() if isinstance(v, Tensor)}
+
+    N = t["means"].shape[0] if t["means"].dim() == 2 else -1
+    expect = {"means": (N, 3), "quats": (N, 4), "scales": (N, 3), "opacities": (N,)}
+    if t["means"].dim() != 2 or t["means"].shape[1] != 3:
+        raise NearError(f"rasterize: means must be [N, 3], got {tuple(t['means'].shape)}.")
+    for name, shape in expect.items():
+        if tuple(t[name].shape) != shape:
+            raise NearError(
+                f"rasterize: {name} must have shape {list(shape)} (N = {N} from means), "
+                f"got {list(t[name].shape)}."
+            )
+    vm, K = t["viewmats"], t["Ks"]
+    if vm.dim() != 3 or vm.shape[1:] != (4, 4) or vm.shape[0] < 1:
+        raise NearError(f"rasterize: viewmats must be [C, 4, 4], got {list(vm.shape)}.")
+    C = vm.shape[0]
+    if tuple(K.shape) != (C, 3, 3):
+        raise NearError(
+            f"rasterize: Ks must be [C, 3, 3] = [{C}, 3, 3] (C from viewmats), got {list(K.shape)}."
+        )
+    f = t["features"]
+    ok_f = (f.dim() == 2 and f.shape[0] == N) or (f.dim() == 3 and f.shape[:2] == (C, N))
+    if not ok_f or f.shape[-1] < 1:
+        raise NearError(
+            f"rasterize: features must be [N, D] or [C, N, D] with D >= 1 (N = {N}, C = {C}), "
+            f"got {list(f.shape)}."
+        )
+    D = f.shape[-1]
+    bg = t.get("backgrounds")
+    if bg is not None:
+        if bg.dim() == 1 and bg.shape[0] == D:
+            bg = bg.expand(C, D)
+        if tuple(bg.shape) != (C, D):
+            raise NearError(f"rasterize: backgrounds must be [C, D] = [{C}, {D}], got {list(bg.shape)}.")
+    for name, v in t.items():
+        if not bool(torch.isfinite(v).all()):
+            bad = int((~torch.isfinite(v)).sum())
+            raise NearError(
+                f"rasterize: {name} contains {bad} NaN/Inf value(s); check the model outputs or the "
+                "camera (e.g. a zero-scale camera or a diverged training step)."
+            )
+    if N and bool((torch.linalg.vector_norm(t["quats"], dim=-1) == 0).any()):
+        raise NearError("rasterize: some quats are all zero; a rotation quaternion needs a non-zero length.")
+    if bool((K[:, 0, 0] <= 0).any() or (K[:, 1, 1] <= 0).any()):
+        raise NearError("rasterize: Ks must have positive focal lengths fx, fy (pixels).")
+    return t["means"], t["quats"], t["scales"], t["opacities"], f, vm, K, bg
+
+
+class _CallableModule(types.ModuleType):
+    """``near_blender.render.rasterize`` is both this module and the function: importing the
+    submodule first binds the module on the package, so calling it forwards to :func:`rasterize`."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor, Tensor]:
+        return rasterize(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
