@@ -267,6 +267,10 @@ class RelightableDecoder(nn.Module):
                 raise NearError(f"Model {k!r} is a {type(models[k]).__name__}, expected {want.__name__}.")
         return cls(**{k: models[k] for k in MODEL_NAMES}, **render_options)
 
+    def stage2_models(self) -> dict[str, nn.Module]:
+        """The four models under their published names (e.g. for ``NearPipeline(models=...)``)."""
+        return {k: getattr(self, k) for k in MODEL_NAMES}
+
     # -- once per asset / per lighting ----------------------------------------------------------------
     def encode_asset(self, slat: SparseTensor) -> AssetCache:
         """Run the IAD once: ``slat`` (feats ``[N, latent]``, coords ``[N, 4]``) -> :class:`AssetCache`."""

@@ -14,6 +14,7 @@ import math
 import numpy as np
 import torch
 
+from near_blender.render.conditioning import EnvConditioning
 from near_blender.render.envmap import equirect_directions, pixel_solid_angles
 
 
@@ -70,17 +71,10 @@ def render_sphere(
     return rad.mean(axis=2).astype(np.float32), hit.mean(axis=2, keepdims=False)[..., None].astype(np.float32)
 
 
-def conditioning(env: np.ndarray, height: int, width: int) -> torch.Tensor:
-    """A 9-channel tokenizer input ``[1, 9, h, w]`` for a small map (test stand-in for
-    ``near_blender.render.conditioning``): LDR = sRGB(Reinhard) in [-1, 1], log1p(10 E) / log1p(1000),
-    world directions; nearest-neighbour upsampled to ``h x w``."""
-    H, W, _ = env.shape
-    iy = (np.arange(height) * H) // height
-    ix = (np.arange(width) * W) // width
-    e = env[iy][:, ix]
-    ldr = e / (1.0 + e)
-    srgb = np.where(ldr <= 0.0031308, 12.92 * ldr, 1.055 * np.power(ldr, 1 / 2.4) - 0.055)
-    logc = np.log1p(10.0 * e) / np.log1p(1000.0)
-    dirs = equirect_directions(height, width)
-    x = np.concatenate([2 * srgb - 1, logc, dirs], -1).astype(np.float32)
-    return torch.from_numpy(x).permute(2, 0, 1)[None].contiguous()
+def conditioning(env: np.ndarray, height: int) -> torch.Tensor:
+    """The tokenizer input ``[1, 9, height, 2 height]`` of a map with **world-space** directions (the
+    published inference convention: one encoding per environment, shared by every view), built from
+    :class:`near_blender.render.conditioning.EnvConditioning` (LDR, log, texel directions)."""
+    c = EnvConditioning(env, height=height)
+    dirs = torch.as_tensor(c.world_directions(), dtype=c.ldr.dtype)
+    return torch.cat([c.ldr, c.log, dirs], -1).permute(2, 0, 1)[None].contiguous()

@@ -90,3 +90,22 @@ def test_tokenizer_tied_layers_save_and_load_tied(tmp_path) -> None:
     sd[k1] = sd[k1] + 1.0
     loaded.load_state_dict(sd)
     assert torch.equal(ll[0].linear1.weight, ll[1].linear1.weight)
+
+
+def test_pipeline_round_trip_under_the_published_names(tmp_path) -> None:
+    from near_blender.models.relightable import RelightableDecoder
+    from near_blender.pipeline import NearPipeline
+    from tests.models_stage2._stage2_helpers import camera, sphere_slat, tiny_stack
+
+    stack = tiny_stack(seed=9)
+    NearPipeline(stack.stage2_models(), file_format="yaml").save_pretrained(tmp_path)
+    assert (tmp_path / "pipeline.yaml").exists() and (tmp_path / "ckpts" / "renderer.safetensors").exists()
+    pipe = NearPipeline.from_pretrained(tmp_path)
+    loaded = RelightableDecoder.from_models(pipe.models, backend="torch")
+    slat, env = sphere_slat(0.12), torch.randn(1, 9, 64, 64)
+    vm, K = camera((0.8, 0.6, 0.5), 16, 16)
+    with torch.no_grad():
+        a = stack(slat, env, vm[None], K[None], 16, 16)
+        b = loaded(slat, env, vm[None], K[None], 16, 16)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
