@@ -47,7 +47,6 @@ world-space normal renormalized to unit length, 0 where alpha is 0), ``base_colo
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -61,6 +60,7 @@ from .gaussian_head import RelightableGaussians
 from .intrinsic_decoder import IntrinsicAwareDecoder
 from .lighting_decoder import LADAssetCache, LADLightingCache, SLatGaussianRenderer
 from .lighting_tokenizer import LightingTokenizer
+from .model_config import merge_config
 from .radiance_mlp import RadianceMLP
 from .registry import get_model_class
 
@@ -113,13 +113,12 @@ def stage2_configs(name: str = "near-tiny", **overrides: dict[str, Any]) -> dict
         raise NearError(f"Unknown stage-2 config {name!r}; choose 'near-paper' or 'near-tiny'.")
     out = {}
     for k, cls in classes.items():
-        args = dict(base[k])
-        for key, val in (overrides.get(k) or {}).items():
-            if key == "representation_config" and isinstance(val, dict):
-                args[key] = {**(args.get(key) or {}), **val}
-            else:
-                args[key] = val
-        out[k] = {"name": cls.near_name, "args": copy.deepcopy(args)}  # type: ignore[attr-defined]
+        extra = dict(overrides.get(k) or {})
+        rep = extra.get("representation_config")
+        if isinstance(rep, dict) and isinstance(base[k].get("representation_config"), dict):
+            extra["representation_config"] = {**base[k]["representation_config"], **rep}  # merged
+        args = merge_config(cls, base[k], extra)  # rejects names the constructor does not take
+        out[k] = {"name": cls.near_name, "args": args}  # type: ignore[attr-defined]
     return out
 
 

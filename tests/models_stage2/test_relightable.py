@@ -159,6 +159,8 @@ def test_configs() -> None:
         stage2_configs("near-huge")
     with pytest.raises(NearError, match="encoder"):
         stage2_configs("near-tiny", encoder={})
+    with pytest.raises(NearError, match="num_layerz"):
+        stage2_configs("near-tiny", renderer={"num_layerz": 3})
 
 
 def test_input_errors() -> None:
