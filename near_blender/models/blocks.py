@@ -171,7 +171,25 @@ class SparseMultiHeadAttention(nn.Module):
             self.k_rms_norm = MultiHeadRMSNorm(self.head_dim, num_heads)
         self.to_out = nn.Linear(channels, channels)
 
-    def forward(self, x: SparseTensor, context: torch.Tensor | None = None) -> SparseTensor:
+    def context_kv(self, context: torch.Tensor) -> torch.Tensor:
+        """Keys and values of a dense context, ``[B, L, ctx_channels] -> [B, L, 2, H, D]`` (k RMS-normed
+        if enabled). Compute once and pass as ``forward(x, kv=...)`` to reuse them across calls."""
+        if self._type != "cross":
+            raise NearError("context_kv is only defined for cross-attention.")
+        if context.dim() != 3 or context.shape[-1] != self.ctx_channels:
+            raise NearError(
+                f"Cross-attention needs a dense context [B, L, {self.ctx_channels}]; got {tuple(context.shape)}."
+            )
+        kv = self.to_kv(context).reshape(context.shape[0], context.shape[1], 2, self.num_heads, self.head_dim)
+        if self.qk_rms_norm:
+            k, v = kv.unbind(2)
+            kv = torch.stack([self.k_rms_norm(k), v], dim=2)
+        return kv
+
+    def forward(
+        self, x: SparseTensor, context: torch.Tensor | None = None, kv: torch.Tensor | None = None
+    ) -> SparseTensor:
+        """Self-attention on ``x``, or cross-attention to ``context`` (or its precomputed ``kv``)."""
         H, D = self.num_heads, self.head_dim
         if self._type == "self":
             qkv = self.to_qkv(x.feats).reshape(-1, 3, H, D)
@@ -184,16 +202,15 @@ class SparseMultiHeadAttention(nn.Module):
             else:
                 h = sparse_windowed_self_attention(qkv_s, self.window_size, self.shift_window, self.backend)
         else:
-            if context is None or context.dim() != 3:
-                raise NearError("Cross-attention needs a dense context [B, L, C].")
+            if kv is None:
+                if context is None or context.dim() != 3:
+                    raise NearError("Cross-attention needs a dense context [B, L, C].")
+                kv = self.context_kv(context)
             q = self.to_q(x.feats).reshape(-1, H, D)
-            kv = self.to_kv(context).reshape(context.shape[0], context.shape[1], 2, H, D)
             if self.qk_rms_norm:
                 q = self.q_rms_norm(q)
-                k, v = kv.unbind(2)
-                kv = torch.stack([self.k_rms_norm(k), v], dim=2)
-            h = sparse_cross_attention(x.replace(q), kv, self.backend)
-        return h.replace(self.to_out(h.feats.reshape(h.feats.shape[0], -1)))
+            h = sparse_cross_attention(x.replace(q), kv.to(q.dtype), self.backend)
+        return h.replace(self.to_out(h.feats.reshape(h.feats.shape[0], self.channels)))
 
 
 class SparseFeedForwardNet(nn.Module):

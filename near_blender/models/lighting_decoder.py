@@ -21,7 +21,15 @@ Forward (published data flow):
 4. heads (:mod:`.gaussian_head`): intrinsic heads read ``LN(h) + e`` (the paper's h^v), lighting
    heads read ``LN(x)`` (h^e); decoding into :class:`~.gaussian_head.RelightableGaussians`.
 
-Cross-attention modules use TRELLIS names and layout (``to_q``, ``to_kv`` with k then v, each
+Caching (the paper's real-time path): :meth:`SLatGaussianRenderer.prepare_asset` computes
+everything that depends only on the asset (``input_layer(h)``, ``LN(h)``, the registers' keys and
+values of every block), :meth:`~SLatGaussianRenderer.prepare_lighting` the lighting tokens' keys
+and values of every block; :meth:`~SLatGaussianRenderer.decode` then runs only the per-view part
+(view embedding, queries, FFNs, heads). ``forward`` is exactly ``decode(prepare_asset(...),
+prepare_lighting(...), viewmats)``, so both paths give the same numbers.
+
+The blocks are built from the shared TRELLIS modules of :mod:`.blocks`
+(``SparseMultiHeadAttention``, ``SparseFeedForwardNet``, ``AbsolutePositionEmbedder``). Cross-attention modules use TRELLIS names and layout (``to_q``, ``to_kv`` with k then v, each
 head-major, ``to_out``; all with biases). A block at width 768 holds 9,447,168 parameters; the
 parts outside the blocks (input layer 590,592; view embedding 79,872; heads 2,534,624) hold
 3,205,088 with the published head layout (K = 32, F = 32, 1 + 2 auxiliary channels), so the totals
@@ -40,6 +48,8 @@ import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from .. import NearError
+from ..sparse import LayerNorm32, SparseTensor
+from .blocks import AbsolutePositionEmbedder, SparseFeedForwardNet, SparseMultiHeadAttention
 from .gaussian_head import (
     GaussianHeads,
     GaussianLayout,
@@ -49,6 +59,7 @@ from .gaussian_head import (
     hammersley_offsets,
 )
 from .model_config import adopt_children, merge_config
+from .registry import register_model
 from .view_embedding import (
     ViewEmbedding,
     camera_centres,
@@ -60,25 +71,42 @@ from .view_embedding import (
 )
 
 # ---------------------------------------------------------------------------------------------
-# Varlen grouping
+# Caches (the interactive path: once per asset, once per lighting, then per view)
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class VoxelGroups:
-    """Voxels grouped by batch item: ``order`` sorts them by item (stable), ``inverse`` undoes it."""
+@dataclass
+class LADAssetCache:
+    """View- and light-independent part of the decoder for one asset batch.
 
-    order: Tensor
-    inverse: Tensor
-    counts: tuple[int, ...]
+    ``voxels``: SparseTensor ``[N, C]`` = ``input_layer(h) (+ APE)``, voxels sorted by batch item;
+    ``coords`` ``[N, 4]`` long in the same order; ``h_norm`` ``[N, C_in]`` = ``LN(h)`` (what the
+    intrinsic heads read, plus the view embedding); ``register_kv``: per block the keys/values of
+    the registers ``[B or 1, R, 2, H, D]``; ``inverse``: the permutation back to the caller's
+    voxel order (None when the input was already sorted).
+    """
 
-    @classmethod
-    def from_batch(cls, batch: Tensor, batch_size: int) -> VoxelGroups:
-        order = torch.argsort(batch, stable=True)
-        inverse = torch.empty_like(order)
-        inverse[order] = torch.arange(order.numel(), device=order.device)
-        counts = torch.bincount(batch, minlength=batch_size).tolist() if batch.numel() else [0] * batch_size
-        return cls(order, inverse, tuple(int(c) for c in counts))
+    voxels: SparseTensor
+    coords: Tensor
+    h_norm: Tensor
+    register_kv: list[Tensor]
+    inverse: Tensor | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return self.voxels.batch_size
+
+    @property
+    def num_voxels(self) -> int:
+        return int(self.coords.shape[0])
+
+
+@dataclass
+class LADLightingCache:
+    """Per block the keys/values ``[B or 1, N_L, 2, H, D]`` of the lighting tokens."""
+
+    light_kv: list[Tensor]
+    batch_size: int
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,84 +114,14 @@ class VoxelGroups:
 # ---------------------------------------------------------------------------------------------
 
 
-def layer_norm32(x: Tensor, eps: float = 1e-6) -> Tensor:
-    """Non-affine LayerNorm over the last axis, computed in float32 (TRELLIS ``LayerNorm32``)."""
-    return F.layer_norm(x.float(), x.shape[-1:], eps=eps).to(x.dtype)
-
-
-class MultiHeadRMSNorm(nn.Module):
-    """Per-head RMS norm of q or k: ``normalize(x) * gamma * sqrt(d)``, gamma ``[heads, d]``."""
-
-    def __init__(self, dim: int, heads: int) -> None:
-        super().__init__()
-        self.scale = dim**0.5
-        self.gamma = nn.Parameter(torch.ones(heads, dim))
-
-    def forward(self, x: Tensor) -> Tensor:  # x [..., heads, d]
-        return (F.normalize(x.float(), dim=-1) * self.gamma * self.scale).to(x.dtype)
-
-
-class VoxelCrossAttention(nn.Module):
-    """Voxels ``[N, C]`` attend to their own item's context ``[B, L, C_ctx]`` -> ``[N, C]``."""
-
-    def __init__(
-        self,
-        channels: int,
-        ctx_channels: int,
-        num_heads: int,
-        qkv_bias: bool = True,
-        qk_rms_norm: bool = False,
-    ) -> None:
-        super().__init__()
-        if channels % num_heads != 0:
-            raise NearError(f"Width {channels} does not split into {num_heads} attention heads.")
-        self.channels, self.num_heads, self.head_dim = channels, num_heads, channels // num_heads
-        self.to_q = nn.Linear(channels, channels, bias=qkv_bias)
-        self.to_kv = nn.Linear(ctx_channels, 2 * channels, bias=qkv_bias)
-        self.qk_rms_norm = qk_rms_norm
-        if qk_rms_norm:
-            self.q_rms_norm = MultiHeadRMSNorm(self.head_dim, num_heads)
-            self.k_rms_norm = MultiHeadRMSNorm(self.head_dim, num_heads)
-        self.to_out = nn.Linear(channels, channels)
-
-    def forward(self, x: Tensor, context: Tensor, groups: VoxelGroups) -> Tensor:
-        H, D = self.num_heads, self.head_dim
-        q = self.to_q(x).reshape(-1, H, D)
-        kv = self.to_kv(context).reshape(context.shape[0], context.shape[1], 2, H, D)
-        k, v = kv.unbind(dim=2)  # [B, L, H, D]
-        if self.qk_rms_norm:
-            q, k = self.q_rms_norm(q), self.k_rms_norm(k)
-        q_sorted = q[groups.order].split(list(groups.counts))
-        outs = []
-        for b, qb in enumerate(q_sorted):
-            if qb.shape[0] == 0:
-                outs.append(qb)
-                continue
-            cb = 0 if context.shape[0] == 1 else b
-            o = F.scaled_dot_product_attention(
-                qb.transpose(0, 1)[None], k[cb].transpose(0, 1)[None], v[cb].transpose(0, 1)[None]
-            )  # [1, H, n_b, D]
-            outs.append(o[0].transpose(0, 1))
-        h = torch.cat(outs, dim=0)[groups.inverse].reshape(-1, self.channels)
-        return self.to_out(h)
-
-
-class FeedForward(nn.Module):
-    """``Linear(C, r C) -> GELU(tanh) -> Linear(r C, C)`` (keys ``mlp.0``, ``mlp.2``)."""
-
-    def __init__(self, channels: int, mlp_ratio: float = 4.0) -> None:
-        super().__init__()
-        hidden = int(channels * mlp_ratio)
-        self.mlp = nn.Sequential(
-            nn.Linear(channels, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, channels)
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.mlp(x)
-
-
 class LightingAwareBlock(nn.Module):
-    """Register cross-attention, lighting cross-attention, FFN; pre-LN residuals, no self-attention."""
+    """Register cross-attention, lighting cross-attention, FFN; pre-LN residuals, no self-attention.
+
+    Published order: ``x += register_attn(norm2(x), registers)``, ``x += cross_attn(norm1(x),
+    light_tokens)``, ``x += mlp(norm3(x))`` (non-affine LayerNorms, eps 1e-6, float32). The
+    attention and FFN modules are the shared TRELLIS ones (:mod:`.blocks`); every cross-attention
+    stays within its batch item.
+    """
 
     def __init__(
         self,
@@ -174,27 +132,25 @@ class LightingAwareBlock(nn.Module):
         qk_rms_norm_cross: bool = False,
     ) -> None:
         super().__init__()
-        self.register_attn = VoxelCrossAttention(
-            channels, ctx_channels, num_heads, qk_rms_norm=qk_rms_norm_cross
+        if channels % num_heads != 0:
+            raise NearError(f"Width {channels} does not split into {num_heads} attention heads.")
+        self.norm1 = LayerNorm32(channels, elementwise_affine=False, eps=1e-6)
+        self.norm2 = LayerNorm32(channels, elementwise_affine=False, eps=1e-6)
+        self.norm3 = LayerNorm32(channels, elementwise_affine=False, eps=1e-6)
+        self.register_attn = SparseMultiHeadAttention(
+            channels, num_heads, ctx_channels=ctx_channels, type="cross", qk_rms_norm=qk_rms_norm_cross
         )
-        self.cross_attn = VoxelCrossAttention(
-            channels, ctx_channels, num_heads, qk_rms_norm=qk_rms_norm_cross
+        self.cross_attn = SparseMultiHeadAttention(
+            channels, num_heads, ctx_channels=ctx_channels, type="cross", qk_rms_norm=qk_rms_norm_cross
         )
-        self.mlp = FeedForward(channels, mlp_ratio)
+        self.mlp = SparseFeedForwardNet(channels, mlp_ratio)
 
-    def forward(self, x: Tensor, registers: Tensor, light_tokens: Tensor, groups: VoxelGroups) -> Tensor:
-        x = x + self.register_attn(layer_norm32(x), registers, groups)
-        x = x + self.cross_attn(layer_norm32(x), light_tokens, groups)
-        return x + self.mlp(layer_norm32(x))
-
-
-def absolute_position_embedding(coords_xyz: Tensor, channels: int) -> Tensor:
-    """TRELLIS APE ``[N, channels]``: per axis ``[sin, cos](x / 10000^(k / f))``, f = C // 3 // 2, zero-padded."""
-    f = channels // 3 // 2
-    freqs = 1.0 / (10000.0 ** (torch.arange(f, dtype=torch.float32, device=coords_xyz.device) / f))
-    out = coords_xyz.float()[..., None] * freqs  # [N, 3, f]
-    emb = torch.cat([torch.sin(out), torch.cos(out)], dim=-1).reshape(coords_xyz.shape[0], -1)
-    return F.pad(emb, (0, channels - emb.shape[1]))
+    def forward(self, x: SparseTensor, register_kv: Tensor, light_kv: Tensor) -> SparseTensor:
+        """``x`` ``[N, C]``; keys/values ``[B or 1, L, 2, H, D]`` from ``register_attn.context_kv`` and
+        ``cross_attn.context_kv`` (precomputed once per asset / per lighting)."""
+        x = x + self.register_attn(self.norm2(x), kv=register_kv)
+        x = x + self.cross_attn(self.norm1(x), kv=light_kv)
+        return x + self.mlp(self.norm3(x))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,6 +158,7 @@ def absolute_position_embedding(coords_xyz: Tensor, channels: int) -> Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
+@register_model("SLatGaussianRenderer", "LightingAwareDecoder")
 class SLatGaussianRenderer(nn.Module):
     """The lighting-aware decoder with its Gaussian heads (see the module docstring).
 
@@ -273,6 +230,8 @@ class SLatGaussianRenderer(nn.Module):
         self.rep = RepresentationConfig.from_dict(representation_config)
         self.layout = GaussianLayout(self.rep.num_gaussians, color_feature_dim, n_extra_pbr, n_extra_light)
 
+        if pe_mode == "ape":
+            self.pos_embedder = AbsolutePositionEmbedder(model_channels)
         self.input_layer = nn.Linear(latent_channels, model_channels)
         self.blocks = nn.ModuleList(
             LightingAwareBlock(model_channels, cond_channels, self.num_heads, mlp_ratio, qk_rms_norm_cross)
@@ -358,9 +317,7 @@ class SLatGaussianRenderer(nn.Module):
                     nn.init.zeros_(m.bias)
 
     # -- input handling --------------------------------------------------------------------------
-    def _inputs(
-        self, h: Any, coords: Tensor | None, registers: Tensor, light_tokens: Tensor, viewmats: Tensor
-    ) -> tuple[Tensor, Tensor, int]:
+    def _voxels(self, h: Any, coords: Tensor | None) -> tuple[Tensor, Tensor]:
         if coords is None:
             if not (hasattr(h, "feats") and hasattr(h, "coords")):
                 raise NearError("Give voxel coords [N, 4] with the features, or a SparseTensor-like object.")
@@ -373,66 +330,145 @@ class SLatGaussianRenderer(nn.Module):
                 f"Voxel coords must be integer [N, 4] (batch, x, y, z) matching {h.shape[0]} features, "
                 f"got {tuple(coords.shape)} {coords.dtype}."
             )
-        check_viewmats(viewmats)
-        B = viewmats.shape[0]
-        for name, t in (("registers", registers), ("light tokens", light_tokens)):
-            if t.ndim != 3 or t.shape[-1] != self.cond_channels or t.shape[0] not in (1, B):
-                raise NearError(
-                    f"The {name} must be [B or 1, L, {self.cond_channels}] with B = {B} cameras, "
-                    f"got {tuple(t.shape)}."
-                )
-            if t.shape[1] == 0:
-                raise NearError(f"The {name} are empty; the decoder needs at least one token to attend to.")
+        return h, coords
+
+    def _check_context(self, name: str, t: Tensor, B: int | None) -> None:
+        if t.ndim != 3 or t.shape[-1] != self.cond_channels or (B is not None and t.shape[0] not in (1, B)):
+            want = "B or 1" if B is None else f"{B} or 1"
+            raise NearError(
+                f"The {name} must be [{want}, L, {self.cond_channels}] (one set per batch item/camera), "
+                f"got {tuple(t.shape)}."
+            )
+        if t.shape[1] == 0:
+            raise NearError(f"The {name} are empty; the decoder needs at least one token to attend to.")
+
+    # -- cached parts ------------------------------------------------------------------------------
+    def prepare_asset(
+        self, h: Any, registers: Tensor, coords: Tensor | None = None, batch_size: int | None = None
+    ) -> LADAssetCache:
+        """Everything of the decoder that depends only on the asset (IAD output): computed once per asset.
+
+        ``h`` ``[N, C_in]`` with ``coords [N, 4]`` (or a SparseTensor-like object), ``registers``
+        ``[B or 1, R, C_ctx]``. ``batch_size`` is the number of items (cameras) the cache will be
+        decoded for (default: the SparseTensor's batch size, else ``max(batch) + 1``).
+        """
+        if batch_size is None and coords is None and isinstance(getattr(h, "batch_size", None), int):
+            batch_size = int(h.batch_size)
+        h, coords = self._voxels(h, coords)
+        if batch_size is None:
+            batch_size = int(coords[:, 0].max()) + 1 if coords.numel() else 1
+        B = batch_size
+        self._check_context("registers", registers, B)
         if coords.numel() and coords.device.type != "meta":
             b, xyz = coords[:, 0], coords[:, 1:]
             if int(b.min()) < 0 or int(b.max()) >= B:
                 raise NearError(f"Voxel batch indices must lie in 0..{B - 1} (one camera per item).")
             if int(xyz.min()) < 0 or int(xyz.max()) >= self.resolution:
                 raise NearError(f"Voxel coords must lie in 0..{self.resolution - 1}.")
-        return h, coords.long(), B
+        coords = coords.long()
+        batch = coords[:, 0]
+        inverse = None
+        if batch.numel() > 1 and bool((batch[1:] < batch[:-1]).any()):
+            order = torch.argsort(batch, stable=True)
+            inverse = torch.empty_like(order)
+            inverse[order] = torch.arange(order.numel(), device=order.device)
+            h, coords = h[order], coords[order]
+        x0 = self.input_layer(h)
+        if self.pe_mode == "ape":
+            x0 = x0 + self.pos_embedder(coords[:, 1:]).to(x0.dtype)
+        voxels = SparseTensor(x0, coords.int(), batch_size=B)
+        registers = registers.to(x0.dtype)
+        return LADAssetCache(
+            voxels=voxels,
+            coords=coords,
+            h_norm=F.layer_norm(h.float(), h.shape[-1:], eps=1e-5).to(h.dtype),
+            register_kv=[blk.register_attn.context_kv(registers) for blk in self.blocks],
+            inverse=inverse,
+        )
+
+    def prepare_lighting(self, light_tokens: Tensor) -> LADLightingCache:
+        """The keys/values of the lighting tokens ``[B or 1, N_L, C_ctx]`` for every block (once per lighting)."""
+        self._check_context("light tokens", light_tokens, None)
+        dtype = self.input_layer.weight.dtype
+        return LADLightingCache(
+            light_kv=[blk.cross_attn.context_kv(light_tokens.to(dtype)) for blk in self.blocks],
+            batch_size=int(light_tokens.shape[0]),
+        )
 
     # -- forward -----------------------------------------------------------------------------------
     def lighting_features(
-        self, h: Any, registers: Tensor, light_tokens: Tensor, viewmats: Tensor, coords: Tensor | None = None
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """``(h [N, C_in], coords [N, 4], view embedding e [N, C], h_e [N, C])`` before the heads."""
-        h, coords, B = self._inputs(h, coords, registers, light_tokens, viewmats)
-        batch = coords[:, 0]
-        centres = voxel_centres(coords[:, 1:], self.resolution, self.view_frame, h.dtype)
-        dirs, dists = view_rays(centres, batch, viewmats, self.view_direction_space)
+        self, asset: LADAssetCache, lighting: LADLightingCache, viewmats: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """``(view embedding e [N, C], h_e [N, C])`` in the cache's (batch-sorted) voxel order."""
+        check_viewmats(viewmats)
+        B = asset.batch_size
+        if viewmats.shape[0] != B:
+            raise NearError(
+                f"Got {viewmats.shape[0]} cameras for an asset batch of {B} items; give one camera per item."
+            )
+        if lighting.batch_size not in (1, B):
+            raise NearError(
+                f"The light tokens hold {lighting.batch_size} lightings for {B} batch items; give 1 or {B}."
+            )
+        x0 = asset.voxels
+        centres = voxel_centres(asset.coords[:, 1:], self.resolution, self.view_frame, x0.dtype)
+        dirs, dists = view_rays(centres, asset.coords[:, 0], viewmats, self.view_direction_space)
         e = self.view_embedding(dirs, dists)
-        x = self.input_layer(h)
-        if self.pe_mode == "ape":
-            x = x + absolute_position_embedding(coords[:, 1:], self.model_channels).to(x.dtype)
-        x = x + e
-        groups = VoxelGroups.from_batch(batch, B)
-        registers, light_tokens = registers.to(x.dtype), light_tokens.to(x.dtype)
-        for block in self.blocks:
-            if self.use_checkpoint and self.training:
-                x = torch.utils.checkpoint.checkpoint(
-                    block, x, registers, light_tokens, groups, use_reentrant=False
+        x = x0.replace(x0.feats + e)
+        for block, reg_kv, light_kv in zip(self.blocks, asset.register_kv, lighting.light_kv):
+            if self.use_checkpoint and self.training and torch.is_grad_enabled():
+                feats = torch.utils.checkpoint.checkpoint(
+                    lambda f, r, l, blk=block, t=x: blk(t.replace(f), r, l).feats,
+                    x.feats,
+                    reg_kv,
+                    light_kv,
+                    use_reentrant=False,
                 )
+                x = x.replace(feats)
             else:
-                x = block(x, registers, light_tokens, groups)
-        return h, coords, e, x
+                x = block(x, reg_kv, light_kv)
+        return e, x.feats
 
-    def forward(
-        self, h: Any, registers: Tensor, light_tokens: Tensor, viewmats: Tensor, coords: Tensor | None = None
+    def decode(
+        self, asset: LADAssetCache, lighting: LADLightingCache, viewmats: Tensor
     ) -> RelightableGaussians:
-        """Relightable Gaussians for every voxel (K each), seen by ``viewmats[batch]`` under the lights."""
-        h, coords, e, h_e = self.lighting_features(h, registers, light_tokens, viewmats, coords)
-        raw = self.heads(layer_norm32(h, eps=1e-5) + e, layer_norm32(h_e, eps=1e-5))
-        return decode_gaussians(
+        """Relightable Gaussians of a prepared asset under a prepared lighting, seen by ``viewmats [B, 4, 4]``.
+
+        The Gaussians come in the voxel order of the input given to :meth:`prepare_asset`.
+        """
+        e, h_e = self.lighting_features(asset, lighting, viewmats)
+        raw = self.heads(asset.h_norm + e, F.layer_norm(h_e.float(), h_e.shape[-1:], eps=1e-5).to(h_e.dtype))
+        g = decode_gaussians(
             raw,
-            coords,
+            asset.coords,
             self.rep,
             self.layout,
             self.offset_perturbation,
-            camera_centres(viewmats.to(h.dtype)),
+            camera_centres(viewmats.to(h_e.dtype)),
             orient_offset=frame_offset(self.view_frame),
             resolution=self.resolution,
             base_color_activation=self.base_color_activation,
         )
+        if asset.inverse is not None:
+            K = self.layout.num_gaussians
+            idx = (asset.inverse[:, None] * K + torch.arange(K, device=asset.inverse.device)).reshape(-1)
+            g = g.select(idx)
+        return g
+
+    def forward(
+        self, h: Any, registers: Tensor, light_tokens: Tensor, viewmats: Tensor, coords: Tensor | None = None
+    ) -> RelightableGaussians:
+        """Relightable Gaussians for every voxel (K each), seen by ``viewmats[batch]`` under the lights.
+
+        ``h`` ``[N, C_in]`` with ``coords`` ``[N, 4]`` (or a SparseTensor), ``registers``
+        ``[B or 1, R, C_ctx]``, ``light_tokens`` ``[B or 1, N_L, C_ctx]``, ``viewmats [B, 4, 4]``.
+        Same as ``decode(prepare_asset(...), prepare_lighting(...), viewmats)``.
+        """
+        check_viewmats(viewmats)
+        self._check_context("registers", registers, viewmats.shape[0])
+        self._check_context("light tokens", light_tokens, viewmats.shape[0])
+        asset = self.prepare_asset(h, registers, coords, batch_size=viewmats.shape[0])
+        return self.decode(asset, self.prepare_lighting(light_tokens), viewmats)
 
     # -- accounting ----------------------------------------------------------------------------------
     def block_parameters(self) -> int:

@@ -44,6 +44,7 @@ from .. import NearError
 from .convnext import convnext_stages
 from .encodings import FourierFeatures
 from .model_config import merge_config
+from .registry import register_model
 from .rope_transformer import RoPETransformer
 
 
@@ -93,6 +94,7 @@ class DirectionGatedFusion(nn.Module):
         return fused + self.residual_proj(visual)
 
 
+@register_model("Hdri_Encoder", "LightingTokenizer")
 class LightingTokenizer(nn.Module):
     """Environment map conditioning ``[B, 9, H, W]`` -> lighting tokens ``[B, num_tokens, output_dim]``.
 

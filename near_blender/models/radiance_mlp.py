@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from .. import NearError
 from .encodings import nerf_encoding, nerf_encoding_dim
 from .model_config import merge_config
+from .registry import register_model
 
 ACTIVATIONS = ("sine", "relu", "silu", "gelu")
 
@@ -43,6 +44,7 @@ class Sine(nn.Module):
         return torch.sin(self.w0 * x)
 
 
+@register_model("NeuralBasis", "RadianceMLP")
 class RadianceMLP(nn.Module):
     """``forward(features [M, F], normals [M, 3]) -> [M, output_dim]`` (see the module docstring).
 

@@ -170,6 +170,8 @@ def _sdpa_varlen(
 def _sdpa_single(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """One sequence ``q [Lq, H, D]``, ``k/v [Lk, H, D]``; queries chunked to bound memory."""
     H, lk = q.shape[1], k.shape[0]
+    if q.shape[0] == 0:
+        return q.new_zeros(0, H, v.shape[-1])
     kt, vt = k.transpose(0, 1)[None], v.transpose(0, 1)[None]
     chunk = max(1, SDPA_BLOCK_ELEMENTS // max(1, H * lk))
     outs = []

@@ -12,13 +12,9 @@ import pytest
 import torch
 
 from near_blender import NearError
+from near_blender.models.blocks import AbsolutePositionEmbedder
 from near_blender.models.gaussian_head import RelightableGaussians
-from near_blender.models.lighting_decoder import (
-    SLatGaussianRenderer,
-    VoxelCrossAttention,
-    VoxelGroups,
-    absolute_position_embedding,
-)
+from near_blender.models.lighting_decoder import SLatGaussianRenderer
 from near_blender.models.param_count import count_parameters
 from near_blender.render.camera import look_at
 
@@ -116,22 +112,49 @@ def test_voxel_order_does_not_matter() -> None:
     torch.testing.assert_close(out.means, ref.means[idx])
 
 
-def test_cross_attention_matches_per_item_reference() -> None:
-    torch.manual_seed(1)
-    attn = VoxelCrossAttention(16, 12, num_heads=2).double()
-    x = torch.randn(9, 16, dtype=torch.float64)
+def test_block_cross_attention_matches_per_item_reference() -> None:
+    """The block's register attention (shared TRELLIS module) against a per-voxel loop; voxels
+    given interleaved across items must attend to their own item's context only."""
+    lad = _model().double()
+    attn = lad.blocks[0].register_attn
+    x = torch.randn(9, C, dtype=torch.float64)
     batch = torch.tensor([1, 0, 2, 1, 1, 0, 2, 2, 1])
-    ctx = torch.randn(3, 5, 12, dtype=torch.float64)
-    out = attn(x, ctx, VoxelGroups.from_batch(batch, 3))
-    q = attn.to_q(x).view(9, 2, 8)
+    ctx = torch.randn(3, 5, C, dtype=torch.float64)
+    order = torch.argsort(batch, stable=True)
+    from near_blender.sparse import SparseTensor
+
+    coords = torch.cat([batch[order, None], torch.zeros(9, 3, dtype=torch.long)], 1)
+    out = torch.empty(9, C, dtype=torch.float64)
+    out[order] = attn(SparseTensor(x[order], coords, batch_size=3), kv=attn.context_kv(ctx)).feats
+    H, D = attn.num_heads, attn.head_dim
+    q = attn.to_q(x).view(9, H, D)
     kv = attn.to_kv(ctx)
-    k, v = kv[..., :16].view(3, 5, 2, 8), kv[..., 16:].view(3, 5, 2, 8)  # k first, then v, head-major
-    ref = torch.empty(9, 2, 8, dtype=torch.float64)
+    k, v = kv[..., :C].view(3, 5, H, D), kv[..., C:].view(3, 5, H, D)  # k first, then v, head-major
+    ref = torch.empty(9, H, D, dtype=torch.float64)
     for i in range(9):
         b = int(batch[i])
-        w = torch.softmax(torch.einsum("hd,lhd->hl", q[i], k[b]) / math.sqrt(8), dim=-1)
+        w = torch.softmax(torch.einsum("hd,lhd->hl", q[i], k[b]) / math.sqrt(D), dim=-1)
         ref[i] = torch.einsum("hl,lhd->hd", w, v[b])
-    torch.testing.assert_close(out, attn.to_out(ref.reshape(9, 16)))
+    torch.testing.assert_close(out, attn.to_out(ref.reshape(9, C)))
+
+
+def test_cached_parts_equal_the_full_forward() -> None:
+    lad = _model(pe_mode="ape")
+    feats, coords, regs, tokens, vms = _inputs()
+    perm = torch.randperm(coords.shape[0], generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        full = lad(feats[perm], regs, tokens, vms, coords=coords[perm])
+        asset = lad.prepare_asset(feats[perm], regs, coords=coords[perm], batch_size=2)
+        light = lad.prepare_lighting(tokens)
+        views = [lad.decode(asset, light, vms) for _ in range(2)]
+    assert asset.inverse is not None and asset.num_voxels == coords.shape[0]
+    for g in views:
+        for f in fields(full):
+            assert torch.equal(getattr(g, f.name), getattr(full, f.name)), f.name
+    with pytest.raises(NearError, match="one camera per item"):
+        lad.decode(asset, light, vms[:1])
+    with pytest.raises(NearError, match="lightings"):
+        lad.decode(asset, lad.prepare_lighting(torch.randn(3, L, C)), vms)
 
 
 def test_sparse_tensor_like_input_and_register_broadcast() -> None:
@@ -160,7 +183,7 @@ def test_options_change_the_output() -> None:
 
 
 def test_ape_layout() -> None:
-    e = absolute_position_embedding(torch.tensor([[0, 0, 0], [1, 2, 3]]), 20)
+    e = AbsolutePositionEmbedder(20)(torch.tensor([[0, 0, 0], [1, 2, 3]]))
     assert e.shape == (2, 20)
     f = 20 // 3 // 2  # 3 frequencies per axis
     torch.testing.assert_close(e[0, :18], torch.tensor(([0.0] * f + [1.0] * f) * 3))

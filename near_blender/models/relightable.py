@@ -1,0 +1,401 @@
+"""Stage-2 assembly: LH-SLAT + lighting conditioning + camera -> HDR image and PBR maps
+(paper 3.5 and A.2; the four published models ``decoder``, ``renderer``, ``hdri_encoder``,
+``neural_basis``).
+
+Data flow, with the caching API of the interactive path (the paper's real-time path)::
+
+    encode_asset(slat)          once per asset:        IAD -> h, registers; LAD asset cache
+                                                       (input_layer(h), LN(h), register K/V)
+    encode_lighting(env_input)  once per lighting:     tokenizer -> light tokens; LAD light K/V
+    decode_view(asset, light, viewmats, Ks, W, H)  per view:  view embedding + LAD blocks +
+                                                       heads + radiance MLP + 2 rasterizations
+
+``forward(slat, env_input, viewmats, Ks, W, H)`` is exactly ``decode_view(encode_asset(slat),
+encode_lighting(env_input), ...)``: the full path and the cached path run the same operations on
+the same numbers and give identical images.
+
+Conventions: the object lives in [-0.5, 0.5]^3, Z up; SLAT coords index the 64^3 grid of that
+box; cameras are OpenCV world-to-camera ``viewmats [B, 4, 4]`` with intrinsics ``Ks [B, 3, 3]`` in
+pixels (pixel centres at +0.5). One camera per batch item: the Gaussians of item ``b`` are
+rasterized with camera ``b`` only. ``env_input [B or 1, 9, H, W]`` is the tokenizer's conditioning
+(LDR, log-HDR, directions; built by :mod:`near_blender.render.conditioning`, not here). Whether
+the directions are in world space (the published inference, environment rotation applied to
+them) or in camera space (the paper's text) is decided by who builds ``env_input``; with camera
+space the lighting must be encoded per camera (one map per batch item).
+
+Rendering (two passes through :func:`near_blender.render.rasterize`):
+
+* the **light pass** splats the Gaussians with their light-specific scales and features
+  ``[radiance (3), shadow (1), normal (3)]``: radiance from the radiance MLP (HDR, linear),
+  shadow from the lighting head, normal = shortest axis of the light-specific scale (world space,
+  facing the camera);
+* the **base pass** splats them with their base (intrinsic) scales and features
+  ``[base colour (3), roughness (1), metallic (1)]``.
+
+Gaussians whose opacity is below 1/255 (including the negative opacities the tanh activation
+allows) are dropped before rasterizing and before the radiance MLP: the rasterizer skips them
+anyway (``alpha = o exp(-power) < 1/255``), so this changes neither the images nor the gradients.
+
+Returned images (all ``[B, H, W, X]`` float, over a black background, i.e. **premultiplied by
+alpha**: a pixel holds ``sum_i w_i f_i`` with compositing weights ``w_i``; divide by ``alpha``
+for the un-premultiplied surface value): ``hdr`` (3, linear HDR radiance), ``shadow`` (1),
+``alpha`` (1, accumulated opacity of the light pass), ``depth`` (1, expected camera-space depth
+of the light pass, 0 where alpha is 0), ``normal`` (3, **not** premultiplied: the composited
+world-space normal renormalized to unit length, 0 where alpha is 0), ``base_color`` (3),
+``roughness`` (1), ``metallic`` (1) and ``alpha_base`` (1, accumulated opacity of the base pass).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .. import NearError
+from ..sparse import SparseTensor
+from .gaussian_head import RelightableGaussians
+from .intrinsic_decoder import IntrinsicAwareDecoder
+from .lighting_decoder import LADAssetCache, LADLightingCache, SLatGaussianRenderer
+from .lighting_tokenizer import LightingTokenizer
+from .model_config import merge_config
+from .radiance_mlp import RadianceMLP
+from .registry import get_model_class
+
+MODEL_NAMES = ("decoder", "renderer", "hdri_encoder", "neural_basis")
+MIN_OPACITY = 1.0 / 255.0
+IMAGE_KEYS = (
+    "hdr",
+    "shadow",
+    "alpha",
+    "depth",
+    "normal",
+    "base_color",
+    "roughness",
+    "metallic",
+    "alpha_base",
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Configs
+# ---------------------------------------------------------------------------------------------
+
+
+def stage2_configs(name: str = "near-tiny", **overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{model name: {"name": class name, "args": kwargs}}`` of the four stage-2 models.
+
+    ``"near-paper"``: width 768, IAD 12 blocks, LAD 6 blocks, 4096 light tokens x 768, 16
+    registers, K = 32 Gaussians per voxel, 32-d colour feature (the published sizes).
+    ``"near-tiny"``: the CPU default (width 64, IAD 2 blocks, LAD 2 blocks, 64 light tokens,
+    16 registers, K = 4, 8-d colour feature; conditioning maps of 64x64 or more), sized so that
+    a 20k-voxel asset renders at 256^2 through the cached path on 2 CPU cores (see
+    ``benchmarks/decoder.md``). ``overrides`` maps a model name to constructor overrides, e.g.
+    ``stage2_configs("near-tiny", decoder={"register_mode": "aggregate"})``.
+    """
+    unknown = set(overrides) - set(MODEL_NAMES)
+    if unknown:
+        raise NearError(f"Unknown stage-2 model name(s) {sorted(unknown)}; use {list(MODEL_NAMES)}.")
+    classes = {
+        "decoder": IntrinsicAwareDecoder,
+        "renderer": SLatGaussianRenderer,
+        "hdri_encoder": LightingTokenizer,
+        "neural_basis": RadianceMLP,
+    }
+    if name == "near-paper":
+        base = {k: cls.paper_config() for k, cls in classes.items()}
+    elif name == "near-tiny":
+        base = {k: cls.tiny_config() for k, cls in classes.items()}
+        base["renderer"]["num_register_tokens"] = base["decoder"]["num_register_tokens"]
+    else:
+        raise NearError(f"Unknown stage-2 config {name!r}; choose 'near-paper' or 'near-tiny'.")
+    out = {}
+    for k, cls in classes.items():
+        extra = dict(overrides.get(k) or {})
+        rep = extra.get("representation_config")
+        if isinstance(rep, dict) and isinstance(base[k].get("representation_config"), dict):
+            extra["representation_config"] = {**base[k]["representation_config"], **rep}  # merged
+        args = merge_config(cls, base[k], extra)  # rejects names the constructor does not take
+        out[k] = {"name": cls.near_name, "args": args}  # type: ignore[attr-defined]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Caches
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class AssetCache:
+    """Everything computed once per asset: the IAD output and the LAD's asset-only part.
+
+    ``slat`` the input SLAT; ``features`` the intrinsic features h (SparseTensor ``[N, C]``);
+    ``registers`` ``[B, R, C]``; ``lad`` the lighting-aware decoder's asset cache.
+    """
+
+    slat: SparseTensor
+    features: SparseTensor
+    registers: Tensor
+    lad: LADAssetCache
+
+    @property
+    def batch_size(self) -> int:
+        return self.slat.batch_size
+
+    @property
+    def num_voxels(self) -> int:
+        return len(self.slat)
+
+    def detach(self) -> AssetCache:
+        """A copy cut from the autograd graph (for interactive use after a training step)."""
+        lad = self.lad
+        return AssetCache(
+            self.slat.detach(),
+            self.features.detach(),
+            self.registers.detach(),
+            LADAssetCache(
+                lad.voxels.detach(),
+                lad.coords,
+                lad.h_norm.detach(),
+                [t.detach() for t in lad.register_kv],
+                lad.inverse,
+            ),
+        )
+
+
+@dataclass
+class LightingCache:
+    """Everything computed once per lighting: tokens ``[B or 1, N_L, C]`` and the LAD's K/V."""
+
+    tokens: Tensor
+    lad: LADLightingCache
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.tokens.shape[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# The assembly
+# ---------------------------------------------------------------------------------------------
+
+
+class RelightableDecoder(nn.Module):
+    """Tokenizer + IAD + LAD (with heads) + radiance MLP + rasterization (module docstring).
+
+    Sub-modules carry the published model names: ``decoder`` (IAD), ``renderer`` (LAD),
+    ``hdri_encoder`` (tokenizer), ``neural_basis`` (radiance MLP); each is saved and loaded on its
+    own through :func:`~near_blender.models.save_pretrained` / ``from_pretrained`` (or a
+    :class:`~near_blender.pipeline.NearPipeline` holding them under these names).
+
+    Rasterization settings (constructor): ``mode`` ("classic" | "antialiased"), ``backend``
+    ("auto" | "torch" | "gsplat"), ``near_plane``, ``far_plane``.
+    """
+
+    def __init__(
+        self,
+        decoder: IntrinsicAwareDecoder,
+        renderer: SLatGaussianRenderer,
+        hdri_encoder: LightingTokenizer,
+        neural_basis: RadianceMLP,
+        mode: str = "classic",
+        backend: str = "auto",
+        near_plane: float = 0.01,
+        far_plane: float = 1e10,
+    ) -> None:
+        super().__init__()
+        self.decoder, self.renderer = decoder, renderer
+        self.hdri_encoder, self.neural_basis = hdri_encoder, neural_basis
+        self.mode, self.backend = mode, backend
+        self.near_plane, self.far_plane = float(near_plane), float(far_plane)
+        self._check_compatible()
+
+    def _check_compatible(self) -> None:
+        iad, lad, tok, mlp = self.decoder, self.renderer, self.hdri_encoder, self.neural_basis
+        problems = []
+        if iad.model_channels != lad.latent_channels:
+            problems.append(f"IAD width {iad.model_channels} != LAD latent_channels {lad.latent_channels}")
+        if iad.model_channels != lad.cond_channels:
+            problems.append(
+                f"IAD registers width {iad.model_channels} != LAD cond_channels {lad.cond_channels}"
+            )
+        if tok.output_dim != lad.cond_channels:
+            problems.append(f"tokenizer output_dim {tok.output_dim} != LAD cond_channels {lad.cond_channels}")
+        if mlp.input_dim != lad.layout.color_feature_dim:
+            problems.append(
+                f"radiance MLP input_dim {mlp.input_dim} != LAD colour feature {lad.layout.color_feature_dim}"
+            )
+        if iad.resolution != lad.resolution:
+            problems.append(f"IAD resolution {iad.resolution} != LAD resolution {lad.resolution}")
+        if problems:
+            raise NearError("The stage-2 models do not fit together: " + "; ".join(problems) + ".")
+
+    # -- construction ------------------------------------------------------------------------------
+    @classmethod
+    def from_configs(
+        cls, configs: Mapping[str, Mapping[str, Any]], **render_options: Any
+    ) -> RelightableDecoder:
+        """Build from ``{model name: {"name", "args"}}`` (e.g. :func:`stage2_configs`)."""
+        missing = [k for k in MODEL_NAMES if k not in configs]
+        if missing:
+            raise NearError(f"Stage-2 configs lack {missing}; need {list(MODEL_NAMES)}.")
+        models = {k: get_model_class(configs[k]["name"])(**configs[k]["args"]) for k in MODEL_NAMES}
+        return cls(**models, **render_options)
+
+    @classmethod
+    def from_config_name(cls, name: str = "near-tiny", **render_options: Any) -> RelightableDecoder:
+        """Build a randomly initialised stack of a named size (``"near-tiny"`` / ``"near-paper"``)."""
+        return cls.from_configs(stage2_configs(name), **render_options)
+
+    @classmethod
+    def from_models(cls, models: Mapping[str, nn.Module], **render_options: Any) -> RelightableDecoder:
+        """Assemble from loaded models under the published names (e.g. ``NearPipeline.models``)."""
+        missing = [k for k in MODEL_NAMES if k not in models]
+        if missing:
+            raise NearError(f"The pipeline lacks the stage-2 model(s) {missing}; need {list(MODEL_NAMES)}.")
+        expected = {
+            "decoder": IntrinsicAwareDecoder,
+            "renderer": SLatGaussianRenderer,
+            "hdri_encoder": LightingTokenizer,
+            "neural_basis": RadianceMLP,
+        }
+        for k, want in expected.items():
+            if not isinstance(models[k], want):
+                raise NearError(f"Model {k!r} is a {type(models[k]).__name__}, expected {want.__name__}.")
+        return cls(**{k: models[k] for k in MODEL_NAMES}, **render_options)
+
+    def stage2_models(self) -> dict[str, nn.Module]:
+        """The four models under their published names (e.g. for ``NearPipeline(models=...)``)."""
+        return {k: getattr(self, k) for k in MODEL_NAMES}
+
+    # -- once per asset / per lighting ----------------------------------------------------------------
+    def encode_asset(self, slat: SparseTensor) -> AssetCache:
+        """Run the IAD once: ``slat`` (feats ``[N, latent]``, coords ``[N, 4]``) -> :class:`AssetCache`."""
+        h, registers = self.decoder(slat)
+        lad = self.renderer.prepare_asset(h, registers, batch_size=slat.batch_size)
+        return AssetCache(slat, h, registers, lad)
+
+    def encode_lighting(self, env_input: Tensor) -> LightingCache:
+        """Run the tokenizer once: ``env_input [B or 1, 9, H, W]`` -> :class:`LightingCache`."""
+        tokens = self.hdri_encoder(env_input)
+        return LightingCache(tokens, self.renderer.prepare_lighting(tokens))
+
+    # -- per view ---------------------------------------------------------------------------------
+    def gaussians(self, asset: AssetCache, lighting: LightingCache, viewmats: Tensor) -> RelightableGaussians:
+        """The relightable Gaussians of every item, seen by ``viewmats [B, 4, 4]`` under the lighting."""
+        return self.renderer.decode(asset.lad, lighting.lad, viewmats)
+
+    def decode_view(
+        self,
+        asset: AssetCache,
+        lighting: LightingCache,
+        viewmats: Tensor,
+        Ks: Tensor,
+        width: int,
+        height: int,
+        camera_model: str = "pinhole",
+        passes: tuple[str, ...] = ("light", "base"),
+    ) -> dict[str, Tensor]:
+        """Images of the prepared asset under the prepared lighting (see the module docstring)."""
+        B = asset.batch_size
+        if Ks.ndim != 3 or Ks.shape != (B, 3, 3):
+            raise NearError(
+                f"Intrinsics must be [B, 3, 3] with B = {B} (one camera per item), got {tuple(Ks.shape)}."
+            )
+        if viewmats.ndim != 3 or viewmats.shape[0] != B:
+            raise NearError(
+                f"Cameras must be [B, 4, 4] with B = {B} (one camera per item), got {tuple(viewmats.shape)}."
+            )
+        g = self.gaussians(asset, lighting, viewmats)
+        return self.render_gaussians(g, viewmats, Ks, width, height, camera_model, passes)
+
+    def render_gaussians(
+        self,
+        g: RelightableGaussians,
+        viewmats: Tensor,
+        Ks: Tensor,
+        width: int,
+        height: int,
+        camera_model: str = "pinhole",
+        passes: tuple[str, ...] = ("light", "base"),
+    ) -> dict[str, Tensor]:
+        """Radiance MLP + the rasterization passes, item ``b`` with camera ``b``.
+
+        ``passes``: ``"light"`` (hdr, shadow, alpha, depth, normal) and/or ``"base"`` (base_color,
+        roughness, metallic, alpha_base); leaving one out skips its rasterization (e.g. a viewport
+        that shows only the HDR image, or a loss on HDR and alpha only).
+        """
+        from ..render.rasterize import rasterize
+
+        unknown = set(passes) - {"light", "base"}
+        if unknown or not passes:
+            raise NearError(f"passes must be a non-empty subset of ('light', 'base'), got {passes}.")
+        B = viewmats.shape[0]
+        if g.means.shape[0] and int(g.batch.max()) >= B:
+            raise NearError(f"The Gaussians span more batch items than the {B} camera(s) given.")
+        dtype = g.means.dtype
+        viewmats, Ks = viewmats.to(dtype), Ks.to(dtype)
+        keep = g.opacities >= MIN_OPACITY
+        outs: dict[str, list[Tensor]] = {}
+        for b in range(B):
+            gb = g.select(keep & (g.batch == b))
+            common = dict(
+                viewmats=viewmats[b : b + 1], Ks=Ks[b : b + 1], width=width, height=height,
+                near_plane=self.near_plane, far_plane=self.far_plane, mode=self.mode,
+                camera_model=camera_model, backend=self.backend,
+            )  # fmt: skip
+            maps: list[tuple[str, Tensor]] = []
+            if "light" in passes:
+                radiance = self.neural_basis.radiance(gb.color_feature, gb.normals)
+                feats = torch.cat([radiance, gb.shadow[:, None], gb.normals], dim=-1)
+                lf, la, ld = rasterize(gb.means, gb.quats, gb.light_scales, gb.opacities, feats, **common)
+                n = lf[..., 4:7]
+                norm = n.norm(dim=-1, keepdim=True)
+                normal = torch.where(norm > 1e-12, n / norm.clamp_min(1e-12), torch.zeros_like(n))
+                maps += [("hdr", lf[..., 0:3]), ("shadow", lf[..., 3:4]), ("alpha", la), ("depth", ld)]
+                maps += [("normal", normal)]
+            if "base" in passes:
+                feats = torch.cat([gb.base_color, gb.roughness[:, None], gb.metallic[:, None]], dim=-1)
+                bf, ba, _ = rasterize(gb.means, gb.quats, gb.scales, gb.opacities, feats, **common)
+                maps += [
+                    ("base_color", bf[..., 0:3]),
+                    ("roughness", bf[..., 3:4]),
+                    ("metallic", bf[..., 4:5]),
+                ]
+                maps += [("alpha_base", ba)]
+            for key, val in maps:
+                outs.setdefault(key, []).append(val)
+        return {k: torch.cat(v, dim=0) for k, v in outs.items()}
+
+    # -- the full path ------------------------------------------------------------------------------
+    def forward(
+        self,
+        slat: SparseTensor,
+        env_input: Tensor,
+        viewmats: Tensor,
+        Ks: Tensor,
+        width: int,
+        height: int,
+        camera_model: str = "pinhole",
+        passes: tuple[str, ...] = ("light", "base"),
+    ) -> dict[str, Tensor]:
+        """SLAT + conditioning ``[B or 1, 9, H, W]`` + cameras -> images (identical to the cached path)."""
+        asset, lighting = self.encode_asset(slat), self.encode_lighting(env_input)
+        return self.decode_view(asset, lighting, viewmats, Ks, width, height, camera_model, passes)
+
+
+def normalized_alpha(image: Tensor, alpha: Tensor, eps: float = 1e-6) -> Tensor:
+    """Un-premultiply a composited map: ``image / alpha`` where ``alpha > eps``, else 0."""
+    return torch.where(alpha > eps, image / alpha.clamp_min(eps), torch.zeros_like(image))
+
+
+__all__ = [
+    "AssetCache",
+    "LightingCache",
+    "RelightableDecoder",
+    "stage2_configs",
+    "normalized_alpha",
+    "MODEL_NAMES",
+]
