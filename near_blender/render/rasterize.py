@@ -27,9 +27,7 @@ import torch
 from torch import Tensor
 
 from .. import NearError
-from ._binning import Grid
-from ._composite import CompositeConfig, composite
-from ._projection import project_gaussians
+from ._composite import CompositeConfig
 
 Mode = Literal["classic", "antialiased"]
 CameraModelName = Literal["pinhole", "ortho"]
@@ -88,52 +86,12 @@ def rasterize(
             means, quats, scales, opacities, features, viewmats, Ks, width, height,
             near_plane, far_plane, backgrounds, mode, camera_model, eps2d,
         )  # fmt: skip
-    return _rasterize_torch(
+    from ._raster_torch import rasterize_torch
+
+    return rasterize_torch(
         means, quats, scales, opacities, features, viewmats, Ks, width, height,
         near_plane, far_plane, backgrounds, mode, camera_model, eps2d, config,
     )  # fmt: skip
-
-
-def _rasterize_torch(
-    means: Tensor,
-    quats: Tensor,
-    scales: Tensor,
-    opacities: Tensor,
-    features: Tensor,
-    viewmats: Tensor,
-    Ks: Tensor,
-    width: int,
-    height: int,
-    near_plane: float,
-    far_plane: float,
-    backgrounds: Tensor | None,
-    mode: str,
-    camera_model: str,
-    eps2d: float,
-    config: CompositeConfig | None,
-) -> tuple[Tensor, Tensor, Tensor]:
-    C = viewmats.shape[0]
-    D = features.shape[-1]
-    proj = project_gaussians(
-        means, quats, scales, opacities, viewmats, Ks, width, height, near_plane, far_plane,
-        eps2d=eps2d, antialiased=(mode == "antialiased"), ortho=(camera_model == "ortho"),
-    )  # fmt: skip
-    if features.dim() == 2:
-        f = features.index_select(0, proj.gid)
-    else:
-        f = features.reshape(-1, D).index_select(0, proj.cam * features.shape[1] + proj.gid)
-    ones = torch.ones_like(proj.depths)[:, None]
-    fe = torch.cat([f, proj.depths[:, None], ones], 1)  # features | depth | 1 (-> alpha)
-    cfg = config or CompositeConfig()
-    grid = Grid(width, height, C, cfg.block)
-    out = composite(
-        proj.means2d, proj.conics, proj.opacities, fe, proj.depths, proj.cam, proj.radii, grid, cfg
-    )
-    color, dsum, alpha = out[..., :D], out[..., D : D + 1], out[..., D + 1 :]
-    if backgrounds is not None:
-        color = color + (1.0 - alpha) * backgrounds[:, None, None, :]
-    depth = dsum / alpha.clamp_min(1e-10)
-    return color, alpha, depth
 
 
 # ---------------------------------------------------------------------------------------------
