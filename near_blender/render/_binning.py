@@ -110,28 +110,30 @@ def block_ranges(
     return x0, x1, y0, y1
 
 
-def min_power_over_blocks(
-    mx: Tensor, my: Tensor, conics: Tensor, bx: Tensor, by: Tensor, grid: Grid
-) -> Tensor:
-    """Minimum of ``0.5 (a dx² + c dy²) + b dx dy`` over each block's pixel-centre rectangle.
+def row_spans(
+    mx: Tensor, my: Tensor, conics: Tensor, level: Tensor, by: Tensor, grid: Grid
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Pixel x-range ``[xl, xr]`` where the ellipse ``power <= level`` meets the pixel-centre rows
+    of block row ``by``, and whether it meets them at all. All per (instance, row) [R].
 
-    mx, my [P]: Gaussian centres; conics [P, 3]; bx, by [P] block indices. Returns [P].
+    With ``det = a c - b²`` and ``dy`` the offset from the centre, the ellipse spans
+    ``dx = (-b dy ± sqrt(2 a level - det dy²)) / a``; over a band of rows the left end is a convex
+    function of ``dy`` with its minimum at ``dy* = b sqrt(2 level / (det c))`` (the right end
+    mirrors it), so each end is evaluated once at the clamped optimum.
     """
     S = grid.block
-    dt = mx.dtype
-    x0 = (bx * S).to(dt) + 0.5 - mx
-    x1 = torch.clamp((bx + 1) * S, max=grid.width).to(dt) - 0.5 - mx
-    y0 = (by * S).to(dt) + 0.5 - my
-    y1 = torch.clamp((by + 1) * S, max=grid.height).to(dt) - 0.5 - my
-    a, b, c = (conics[:, i : i + 1] for i in range(3))
-    X = torch.stack([x0, x1], 1)
-    Y = torch.stack([y0, y1], 1)
-    # on an edge x = X the minimum over y is at y* = -b X / c (clamped), and vice versa
-    dx = torch.cat([X, torch.minimum(torch.maximum(-b * Y / a, x0[:, None]), x1[:, None])], 1)
-    dy = torch.cat([torch.minimum(torch.maximum(-b * X / c, y0[:, None]), y1[:, None]), Y], 1)
-    q = (0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy).amin(1)
-    inside = (x0 <= 0) & (x1 >= 0) & (y0 <= 0) & (y1 >= 0)
-    return q.masked_fill_(inside, 0.0)
+    a, b, c = conics.unbind(-1)
+    det = a * c - b * b
+    y0 = (by * S).to(mx.dtype) + 0.5 - my
+    y1 = torch.clamp((by + 1) * S, max=grid.height).to(mx.dtype) - 0.5 - my
+    ext = torch.sqrt(2.0 * level * a / det)  # half height of the ellipse
+    lo, hi = torch.maximum(y0, -ext), torch.minimum(y1, ext)
+    t = b * torch.sqrt(2.0 * level / (det * c))
+    dl = torch.minimum(torch.maximum(t, lo), hi)
+    dr = torch.minimum(torch.maximum(-t, lo), hi)
+    xl = (-b * dl - torch.sqrt(torch.clamp(2.0 * a * level - det * dl * dl, min=0.0))) / a
+    xr = (-b * dr + torch.sqrt(torch.clamp(2.0 * a * level - det * dr * dr, min=0.0))) / a
+    return mx + xl, mx + xr, lo <= hi
 
 
 def pair_counts(means2d: Tensor, radii: Tensor, opacities: Tensor, grid: Grid) -> Tensor:
@@ -153,41 +155,50 @@ def bin_instances(
     """Bin the instances ``inst`` [m] (already in front-to-back order) into blocks.
 
     ``cam``, ``means2d``, ``conics``, ``opacities``, ``radii`` are per-instance arrays over all
-    instances (indexed by ``inst``).
+    instances (indexed by ``inst``). Candidate blocks come row by row: in each block row of the
+    instance's box, only the blocks that the ellipse ``alpha >= 1/255`` actually reaches.
     """
     dev = means2d.device
+    S = grid.block
     op = opacities.index_select(0, inst)
-    x0, x1, y0, y1 = block_ranges(means2d.index_select(0, inst), radii.index_select(0, inst), op, grid)
-    nx = (x1 - x0).clamp(min=0)
-    counts = nx * (y1 - y0).clamp(min=0)
-    total = int(counts.sum())
+    m2 = means2d.index_select(0, inst)
+    x0, x1, y0, y1 = block_ranges(m2, radii.index_select(0, inst), op, grid)
+    ny = (y1 - y0).clamp(min=0) * (x1 > x0)
+    n_rows = int(ny.sum())
+    if n_rows == 0:
+        return _empty_bins(dev)
+    # one entry per (instance, block row)
+    owner = torch.repeat_interleave(torch.arange(inst.shape[0], device=dev), ny, output_size=n_rows)
+    first = torch.cumsum(ny, 0) - ny
+    by = y0.index_select(0, owner) + torch.arange(n_rows, device=dev) - first.index_select(0, owner)
+    level = torch.log(op * 255.0) + _CULL_MARGIN
+    g = torch.cat([m2, conics.index_select(0, inst), level[:, None]], 1).index_select(0, owner)
+    xl, xr, meets = row_spans(g[:, 0], g[:, 1], g[:, 2:5], g[:, 5], by, grid)
+    # blocks whose pixel-centre columns [bx S + 0.5, bx S + S - 0.5] meet [xl, xr], in the tile box
+    bx0 = torch.ceil((xl + 0.5) / S - 1.0 - 1e-6).to(torch.int64)
+    bx1 = torch.floor((xr - 0.5) / S + 1e-6).to(torch.int64) + 1
+    bx0 = torch.maximum(bx0, x0.index_select(0, owner))
+    bx1 = torch.minimum(bx1, x1.index_select(0, owner))
+    nx = (bx1 - bx0).clamp(min=0) * meets
+    total = int(nx.sum())
     if total == 0:
-        empty = torch.zeros(0, dtype=torch.int64, device=dev)
-        return Bins(empty, empty, empty, empty)
-    owner = torch.repeat_interleave(torch.arange(inst.shape[0], device=dev), counts, output_size=total)
-    first = torch.cumsum(counts, 0) - counts
-    ints = torch.stack([first, nx, x0, y0, inst], 1).index_select(0, owner)  # [P, 5]
-    j = torch.arange(total, device=dev) - ints[:, 0]
-    bx = ints[:, 2] + j % ints[:, 1]
-    by = ints[:, 3] + torch.div(j, ints[:, 1], rounding_mode="floor")
-    pinst = ints[:, 4]
-    del ints, j
-
-    # drop blocks where no pixel centre reaches alpha >= 1/255 (they would be skipped anyway)
-    reach = torch.log(op * 255.0) + _CULL_MARGIN
-    g = torch.cat([means2d, conics], 1).index_select(0, pinst)  # [P, 5]
-    qmin = min_power_over_blocks(g[:, 0], g[:, 1], g[:, 2:5], bx, by, grid)
-    keep = (qmin <= reach.index_select(0, owner)).nonzero().squeeze(1)
-    del g, qmin, owner
-
-    pinst = pinst.index_select(0, keep)
-    block = cam.index_select(0, pinst) * grid.blocks_per_camera
-    block += by.index_select(0, keep) * grid.nbx + bx.index_select(0, keep)
-    block, order = torch.sort(block, stable=True)
+        return _empty_bins(dev)
+    row = torch.repeat_interleave(torch.arange(n_rows, device=dev), nx, output_size=total)
+    rfirst = torch.cumsum(nx, 0) - nx
+    inst_cam = cam.index_select(0, inst) * grid.blocks_per_camera
+    row_base = inst_cam.index_select(0, owner) + by * grid.nbx + bx0 - rfirst  # block id - pair index
+    block = row_base.index_select(0, row) + torch.arange(total, device=dev)
+    pinst = inst.index_select(0, owner.index_select(0, row))
+    block, order = torch.sort(block, stable=True)  # pairs were generated front to back
     pinst = pinst.index_select(0, order)
     block_ids, count = torch.unique_consecutive(block, return_counts=True)
     start = torch.cumsum(count, 0) - count
     return Bins(pinst, block_ids, start, count)
+
+
+def _empty_bins(dev: torch.device) -> Bins:
+    empty = torch.zeros(0, dtype=torch.int64, device=dev)
+    return Bins(empty, empty, empty, empty)
 
 
 @torch.no_grad()
