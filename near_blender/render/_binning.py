@@ -62,7 +62,7 @@ class Bins:
     """Sorted (instance, block) pairs of one depth slab.
 
     Attributes:
-        pair_inst: [P] int64 instance index of each pair, sorted by (block, depth).
+        pair_inst: [P] int32 instance (depth rank) of each pair, sorted by (block, depth).
         block_ids: [B] int64 global ids (camera * blocks_per_camera + by * nbx + bx) of the
             non-empty blocks.
         start, count: [B] int64 offset and length of each block's run in ``pair_inst``.
@@ -81,7 +81,7 @@ class Bins:
 def block_ranges(
     means2d: Tensor, radii: Tensor, opacities: Tensor, grid: Grid
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Candidate block ranges [x0, x1) x [y0, y1) per instance.
+    """Candidate block ranges [x0, x1) x [y0, y1) per instance (int32).
 
     Always inside gsplat's 16-px tile box. For opacity <= 1 the extent (``sqrt(2 ln(255 o))``
     sigmas, uncapped) bounds every pixel with alpha >= 1/255, so the range is further cut to the
@@ -94,15 +94,16 @@ def block_ranges(
     u, v = means2d[:, 0], means2d[:, 1]
     rx = radii[:, 0].to(means2d.dtype)
     ry = radii[:, 1].to(means2d.dtype)
-    x0 = torch.floor((u - rx) / GSPLAT_TILE).clamp(0, tw).to(torch.int64) * f
-    x1 = torch.ceil((u + rx) / GSPLAT_TILE).clamp(0, tw).to(torch.int64) * f
-    y0 = torch.floor((v - ry) / GSPLAT_TILE).clamp(0, th).to(torch.int64) * f
-    y1 = torch.ceil((v + ry) / GSPLAT_TILE).clamp(0, th).to(torch.int64) * f
+    i32 = torch.int32
+    x0 = torch.floor((u - rx) / GSPLAT_TILE).clamp(0, tw).to(i32) * f
+    x1 = torch.ceil((u + rx) / GSPLAT_TILE).clamp(0, tw).to(i32) * f
+    y0 = torch.floor((v - ry) / GSPLAT_TILE).clamp(0, th).to(i32) * f
+    y1 = torch.ceil((v + ry) / GSPLAT_TILE).clamp(0, th).to(i32) * f
     tight = opacities <= 1.0
-    ex0 = torch.floor((u - rx - 1.5) / S).clamp(0, grid.nbx).to(torch.int64)
-    ex1 = torch.floor((u + rx + 0.5) / S).clamp(-1, grid.nbx).to(torch.int64) + 1
-    ey0 = torch.floor((v - ry - 1.5) / S).clamp(0, grid.nby).to(torch.int64)
-    ey1 = torch.floor((v + ry + 0.5) / S).clamp(-1, grid.nby).to(torch.int64) + 1
+    ex0 = torch.floor((u - rx - 1.5) / S).clamp(0, grid.nbx).to(i32)
+    ex1 = torch.floor((u + rx + 0.5) / S).clamp(-1, grid.nbx).to(i32) + 1
+    ey0 = torch.floor((v - ry - 1.5) / S).clamp(0, grid.nby).to(i32)
+    ey1 = torch.floor((v + ry + 0.5) / S).clamp(-1, grid.nby).to(i32) + 1
     x0 = torch.where(tight, torch.maximum(x0, ex0), x0)
     x1 = torch.where(tight, torch.minimum(x1, ex1), x1).clamp(max=grid.nbx)
     y0 = torch.where(tight, torch.maximum(y0, ey0), y0)
@@ -143,57 +144,55 @@ def pair_counts(means2d: Tensor, radii: Tensor, opacities: Tensor, grid: Grid) -
 
 
 @torch.no_grad()
-def bin_instances(
-    inst: Tensor,
-    cam: Tensor,
-    means2d: Tensor,
-    conics: Tensor,
-    opacities: Tensor,
-    radii: Tensor,
-    grid: Grid,
-) -> Bins:
-    """Bin the instances ``inst`` [m] (already in front-to-back order) into blocks.
+def bin_instances(r0: int, r1: int, table: Tensor, cam: Tensor, radii: Tensor, grid: Grid) -> Bins:
+    """Bin the instances of depth ranks ``[r0, r1)`` into blocks.
 
-    ``cam``, ``means2d``, ``conics``, ``opacities``, ``radii`` are per-instance arrays over all
-    instances (indexed by ``inst``). Candidate blocks come row by row: in each block row of the
-    instance's box, only the blocks that the ellipse ``alpha >= 1/255`` actually reaches.
+    Instances are numbered by depth rank (front to back), so every per-instance array is ordered
+    that way: ``table`` [M, 6] = (u, v, a, b, c, opacity), ``cam`` [M], ``radii`` [M, 2]. Candidate
+    blocks come row by row: in each block row of an instance's box, only the blocks that its ellipse
+    ``alpha >= 1/255`` reaches. Pair lists hold ranks (int32), so they are depth sorted for free.
     """
-    dev = means2d.device
+    dev = table.device
     S = grid.block
-    op = opacities.index_select(0, inst)
-    m2 = means2d.index_select(0, inst)
-    x0, x1, y0, y1 = block_ranges(m2, radii.index_select(0, inst), op, grid)
+    i32 = torch.int32
+    if grid.num_blocks >= 2**31 - 1 or r1 >= 2**31 - 1:  # pragma: no cover - absurd sizes
+        raise ValueError("too many blocks or Gaussians for int32 bins")
+    t = table[r0:r1]
+    x0, x1, y0, y1 = block_ranges(t[:, :2], radii[r0:r1], t[:, 5], grid)
     ny = (y1 - y0).clamp(min=0) * (x1 > x0)
     n_rows = int(ny.sum())
     if n_rows == 0:
         return _empty_bins(dev)
     # one entry per (instance, block row)
-    owner = torch.repeat_interleave(torch.arange(inst.shape[0], device=dev), ny, output_size=n_rows)
-    first = torch.cumsum(ny, 0) - ny
-    by = y0.index_select(0, owner) + torch.arange(n_rows, device=dev) - first.index_select(0, owner)
-    level = torch.log(op * 255.0) + _CULL_MARGIN
-    g = torch.cat([m2, conics.index_select(0, inst), level[:, None]], 1).index_select(0, owner)
+    owner = torch.repeat_interleave(torch.arange(r1 - r0, device=dev, dtype=i32), ny, output_size=n_rows)
+    first = torch.cumsum(ny, 0, dtype=i32) - ny
+    by = (y0 - first).index_select(0, owner) + torch.arange(n_rows, device=dev, dtype=i32)
+    level = torch.log(t[:, 5] * 255.0) + _CULL_MARGIN
+    g = torch.cat([t[:, :5], level[:, None]], 1).index_select(0, owner)
     xl, xr, meets = row_spans(g[:, 0], g[:, 1], g[:, 2:5], g[:, 5], by, grid)
+    del g
     # blocks whose pixel-centre columns [bx S + 0.5, bx S + S - 0.5] meet [xl, xr], in the tile box
-    bx0 = torch.ceil((xl + 0.5) / S - 1.0 - 1e-6).to(torch.int64)
-    bx1 = torch.floor((xr - 0.5) / S + 1e-6).to(torch.int64) + 1
+    bx0 = torch.ceil((xl + 0.5) / S - 1.0 - 1e-6).clamp_(-1, grid.nbx).to(i32)
+    bx1 = torch.floor((xr - 0.5) / S + 1e-6).clamp_(-1, grid.nbx).to(i32) + 1
     bx0 = torch.maximum(bx0, x0.index_select(0, owner))
     bx1 = torch.minimum(bx1, x1.index_select(0, owner))
     nx = (bx1 - bx0).clamp(min=0) * meets
     total = int(nx.sum())
     if total == 0:
         return _empty_bins(dev)
-    row = torch.repeat_interleave(torch.arange(n_rows, device=dev), nx, output_size=total)
-    rfirst = torch.cumsum(nx, 0) - nx
-    inst_cam = cam.index_select(0, inst) * grid.blocks_per_camera
-    row_base = inst_cam.index_select(0, owner) + by * grid.nbx + bx0 - rfirst  # block id - pair index
-    block = row_base.index_select(0, row) + torch.arange(total, device=dev)
-    pinst = inst.index_select(0, owner.index_select(0, row))
+    row = torch.repeat_interleave(torch.arange(n_rows, device=dev, dtype=i32), nx, output_size=total)
+    rfirst = torch.cumsum(nx, 0, dtype=i32) - nx
+    # block id = camera offset + by * nbx + bx; bx runs bx0, bx0 + 1, ... within a row
+    base = (cam[r0:r1].to(i32) * grid.blocks_per_camera).index_select(0, owner)
+    base += by * grid.nbx + bx0 - rfirst
+    block = base.index_select(0, row) + torch.arange(total, device=dev, dtype=i32)
+    pinst = (owner + r0).index_select(0, row)
+    del row, base
     block, order = torch.sort(block, stable=True)  # pairs were generated front to back
     pinst = pinst.index_select(0, order)
     block_ids, count = torch.unique_consecutive(block, return_counts=True)
     start = torch.cumsum(count, 0) - count
-    return Bins(pinst, block_ids, start, count)
+    return Bins(pinst, block_ids.to(torch.int64), start, count)
 
 
 def _empty_bins(dev: torch.device) -> Bins:

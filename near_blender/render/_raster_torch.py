@@ -67,10 +67,12 @@ class _RasterizeFn(torch.autograd.Function):
             ones = torch.ones_like(proj.depths)[:, None]
             fe = torch.cat([f, proj.depths[:, None], ones], 1)  # features | depth | 1 (-> alpha)
         grid = Grid(opts.width, opts.height, viewmats.shape[0], opts.cfg.block)
-        plan = make_plan(proj.means2d, proj.opacities, proj.depths, proj.cam, proj.radii, grid, opts.cfg,
-                         opts.threads)  # fmt: skip
+        plan = make_plan(
+            proj.means2d, proj.conics, proj.opacities, proj.depths, proj.cam, proj.radii, grid, opts.cfg,
+            opts.threads,
+        )  # fmt: skip
         projected = [proj.means2d, proj.conics, proj.opacities, fe]
-        out = composite_forward(*(t.detach() for t in projected), plan)
+        out = composite_forward(fe.detach(), plan)
         if any(needs):
             ctx.plan = plan
             ctx.graph = (leaves, projected)
@@ -82,7 +84,7 @@ class _RasterizeFn(torch.autograd.Function):
         (out,) = ctx.saved_tensors
         leaves, projected = ctx.graph
         with intra_op_threads(1):
-            grads = composite_backward(*(t.detach() for t in projected), out, g_out, ctx.plan)
+            grads = composite_backward(projected[2].detach(), projected[3].detach(), out, g_out, ctx.plan)
             wanted = [x for x in leaves if x.requires_grad]
             pairs = [(t, g) for t, g in zip(projected, grads) if t.requires_grad]
             got: tuple = tuple(None for _ in wanted)
