@@ -159,7 +159,7 @@ def bin_instances(r0: int, r1: int, table: Tensor, cam: Tensor, radii: Tensor, g
         raise ValueError("too many blocks or Gaussians for int32 bins")
     t = table[r0:r1]
     x0, x1, y0, y1 = block_ranges(t[:, :2], radii[r0:r1], t[:, 5], grid)
-    ny = (y1 - y0).clamp(min=0) * (x1 > x0)
+    ny = (y1 - y0).clamp(min=0).masked_fill_(x1 <= x0, 0)
     n_rows = int(ny.sum())
     if n_rows == 0:
         return _empty_bins(dev)
@@ -167,16 +167,25 @@ def bin_instances(r0: int, r1: int, table: Tensor, cam: Tensor, radii: Tensor, g
     owner = torch.repeat_interleave(torch.arange(r1 - r0, device=dev, dtype=i32), ny, output_size=n_rows)
     first = torch.cumsum(ny, 0, dtype=i32) - ny
     by = (y0 - first).index_select(0, owner) + torch.arange(n_rows, device=dev, dtype=i32)
-    level = torch.log(t[:, 5] * 255.0) + _CULL_MARGIN
-    g = torch.cat([t[:, :5], level[:, None]], 1).index_select(0, owner)
-    xl, xr, meets = row_spans(g[:, 0], g[:, 1], g[:, 2:5], g[:, 5], by, grid)
-    del g
-    # blocks whose pixel-centre columns [bx S + 0.5, bx S + S - 0.5] meet [xl, xr], in the tile box
-    bx0 = torch.ceil((xl + 0.5) / S - 1.0 - 1e-6).clamp_(-1, grid.nbx).to(i32)
-    bx1 = torch.floor((xr - 0.5) / S + 1e-6).clamp_(-1, grid.nbx).to(i32) + 1
-    bx0 = torch.maximum(bx0, x0.index_select(0, owner))
-    bx1 = torch.minimum(bx1, x1.index_select(0, owner))
-    nx = (bx1 - bx0).clamp(min=0) * meets
+    bx0 = x0.index_select(0, owner)
+    bx1 = x1.index_select(0, owner)
+    # rows of a box wider or taller than one block: keep only the blocks the ellipse reaches
+    # (a one-block box is kept as is; it is almost always reached, and an unreached block only
+    # costs evaluations that come out as alpha < 1/255)
+    test = ((x1 - x0 > 1) | (ny > 1)).index_select(0, owner).nonzero().squeeze(1)
+    if test.numel():
+        level = torch.log(t[:, 5] * 255.0) + _CULL_MARGIN
+        g = torch.cat([t[:, :5], level[:, None]], 1).index_select(0, owner.index_select(0, test))
+        xl, xr, meets = row_spans(g[:, 0], g[:, 1], g[:, 2:5], g[:, 5], by.index_select(0, test), grid)
+        del g
+        # blocks whose pixel-centre columns [bx S + 0.5, bx S + S - 0.5] meet [xl, xr]
+        lo = torch.ceil((xl + 0.5) / S - 1.0 - 1e-6).clamp_(-1, grid.nbx).to(i32)
+        hi = torch.floor((xr - 0.5) / S + 1e-6).clamp_(-1, grid.nbx).to(i32) + 1
+        lo = torch.maximum(lo, bx0.index_select(0, test))
+        hi = torch.minimum(hi, bx1.index_select(0, test)).masked_fill_(~meets, -1)
+        bx0.index_copy_(0, test, lo)
+        bx1.index_copy_(0, test, hi)
+    nx = (bx1 - bx0).clamp_(min=0)
     total = int(nx.sum())
     if total == 0:
         return _empty_bins(dev)
