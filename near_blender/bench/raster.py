@@ -23,11 +23,13 @@ from __future__ import annotations
 import math
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
 
 from ..render import rasterize
+from ..render._composite import intra_op_threads
 from ..render._projection import project_gaussians
 from ..render.camera import orbit_camera
 
@@ -91,10 +93,12 @@ def _forward_backward(scene: dict[str, torch.Tensor], res: int) -> None:
 
 
 @torch.no_grad()
-def dense_rasterize(
-    scene: dict[str, torch.Tensor], res: int, px_chunk: int = 1024, g_chunk: int = 1024
-) -> Any:
-    """Every pixel against every visible Gaussian (depth sorted), chunked; returns features [H, W, D]."""
+def dense_rasterize(scene: dict[str, torch.Tensor], res: int, px_chunk: int = 512, g_chunk: int = 512) -> Any:
+    """Every pixel against every visible Gaussian (depth sorted), chunked; returns features [H, W, D].
+
+    Pixel chunks are shared by as many threads as torch uses, each op single-threaded: the same
+    parallelism as the rasterizer's compositing workers.
+    """
     vm, K = camera(res)
     p = project_gaussians(
         scene["means"], scene["quats"], scene["scales"], scene["opacities"], vm, K, res, res, 0.01, 1e10
@@ -107,7 +111,8 @@ def dense_rasterize(
     ys, xs = torch.meshgrid(torch.arange(res) + 0.5, torch.arange(res) + 0.5, indexing="ij")
     xs, ys = xs.reshape(-1), ys.reshape(-1)
     out = torch.zeros(res * res, f.shape[1])
-    for p0 in range(0, res * res, px_chunk):
+
+    def chunk(p0: int) -> None:
         x, y = xs[p0 : p0 + px_chunk, None], ys[p0 : p0 + px_chunk, None]
         T = torch.ones(x.shape[0], 1)
         for g0 in range(0, mx.shape[0], g_chunk):
@@ -120,6 +125,13 @@ def dense_rasterize(
             w = alpha * t_after / (1 - alpha) * (t_after > 1e-4)
             out[p0 : p0 + px_chunk] += w @ f[sl]
             T = torch.where(t_after[:, -1:] > 1e-4, t_after[:, -1:], 0.0)
+
+    threads = torch.get_num_threads()
+    with (
+        intra_op_threads(1),
+        ThreadPoolExecutor(threads, initializer=torch.set_num_threads, initargs=(1,)) as ex,
+    ):
+        list(ex.map(chunk, range(0, res * res, px_chunk)))
     return out.view(res, res, -1)
 
 

@@ -45,11 +45,12 @@ _DUMMY_LOG_OPACITY = -1.0e4  # padding entries: exp(-1e4) == 0
 class CompositeConfig:
     """Tuning knobs (results do not depend on them)."""
 
-    block: int = 8  # pixels per block side; divides 16
+    block: int = 4  # pixels per block side; divides 16
     round_start: int = 16  # list entries per block in the first round (then doubling)
     round_max: int = 256  # largest round
-    chunk: int = 1 << 20  # (Gaussian, pixel) evaluations per batch (memory bound)
-    pair_budget: int = 1 << 23  # (Gaussian, block) pairs per depth slab (memory bound)
+    chunk: int = 1 << 19  # (Gaussian, pixel) evaluations per batch (memory bound)
+    pair_budget: int = 1 << 23  # candidate (Gaussian, block) pairs binned at once (memory bound)
+    cache_pairs: int = 1 << 25  # keep the bins for backward up to this many pairs (int32 each)
     # Worker threads for the compositing (None: torch.get_num_threads()). Each runs its torch ops on
     # one intra-op thread and pulls independent jobs (groups of blocks) from a shared queue, which
     # degrades gracefully on a busy machine, unlike per-op OpenMP teams.
@@ -92,7 +93,7 @@ class _Plan:
     radii: Tensor  # [M, 2] by rank
     slabs: list[tuple[int, int]]  # rank ranges
     workers: int = 1
-    bins: list[Bins] = field(default_factory=list)  # kept for backward when there is one slab
+    bins: dict[int, Bins] = field(default_factory=dict)  # kept for backward (see cache_pairs)
     jobs: list[list[_Job]] = field(default_factory=list)  # per slab, batches recorded by forward
 
 
@@ -246,14 +247,14 @@ class _Sweep:
         self.athr = _alpha_threshold(dt)
 
     def bins(self, k: int) -> Bins:
-        """Bins of depth slab k (kept for the backward pass when there is a single slab)."""
+        """Bins of depth slab k (kept for the backward pass while they fit ``cache_pairs``)."""
         plan = self.plan
-        if k < len(plan.bins):
+        if k in plan.bins:
             return plan.bins[k]
         r0, r1 = plan.slabs[k]
         bins = bin_instances(r0, r1, plan.table, plan.cam, plan.radii, self.grid)
-        if len(plan.slabs) == 1:
-            plan.bins.append(bins)
+        if sum(b.num_pairs for b in plan.bins.values()) + bins.num_pairs <= plan.cfg.cache_pairs:
+            plan.bins[k] = bins
         return bins
 
     def batch(self, bins: Bins, b: _Batch, state: Tensor) -> dict[str, Tensor]:

@@ -133,11 +133,17 @@ def test_worker_threads_give_the_same_gradients() -> None:
     scene = random_scene(rng, 300, 3)
     vm, K = torch.eye(4, dtype=torch.float64)[None], _t(pinhole_K(W, H, 40.0), torch.float64)[None]
     grads = []
-    for cfg in (CompositeConfig(workers=1), CompositeConfig(workers=3, serial_below=0, chunk=1 << 11)):
+    configs = (
+        CompositeConfig(workers=1),
+        CompositeConfig(workers=3, serial_below=0, chunk=1 << 11),
+        CompositeConfig(block=8, pair_budget=500, cache_pairs=0),  # slabs re-binned in backward
+    )
+    for cfg in configs:
         x = [_t(scene[k], torch.float64).requires_grad_(True)
              for k in ("means", "quats", "scales", "opacities", "features")]  # fmt: skip
         c, a, d = rasterize(*x, vm, K, W, H, backend="torch", config=cfg)
         (c.square().sum() + a.sum() + 0.1 * d.sum()).backward()
         grads.append([t.grad for t in x])
-    for g1, g2 in zip(*grads):
-        assert torch.allclose(g1, g2, rtol=1e-10, atol=1e-12)
+    for other in grads[1:]:
+        for g1, g2 in zip(grads[0], other):
+            assert torch.allclose(g1, g2, rtol=1e-10, atol=1e-12)
