@@ -358,7 +358,7 @@ def _run_backward(sw: _Sweep, g_blocks: Tensor, q_total: Tensor) -> tuple[Tensor
                 g_coef = (sw.basis @ ga.view(G * K, P).t()).t().reshape(G, K, 6).neg_()
                 g_fe = torch.bmm(gbt, w.transpose(1, 2)).transpose(1, 2)  # [G, K, Dc]
                 g_p = _coefficient_vjp(d["mx"], d["my"], d["coef"], d["p"], g_coef)
-                flat = d["inst"].reshape(-1)
+                flat = d["inst"].reshape(-1).long()  # int64: index_add_ is much slower with int32
                 g_par[wid].index_add_(0, flat, g_p.view(-1, 6))
                 g_feat[wid].index_add_(0, flat, g_fe.reshape(-1, g_fe.shape[-1]))
 
