@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import sys
 import types
+import warnings
 from typing import Any, Literal
 
 import torch
@@ -80,12 +81,18 @@ def rasterize(
 
     use = _pick_backend(backend, means)
     if use == "gsplat":
-        from ._raster_gsplat import rasterize_gsplat
+        from ._raster_gsplat import mark_failed, rasterize_gsplat
 
-        return rasterize_gsplat(
-            means, quats, scales, opacities, features, viewmats, Ks, width, height,
-            near_plane, far_plane, backgrounds, mode, camera_model, eps2d,
-        )  # fmt: skip
+        try:
+            return rasterize_gsplat(
+                means, quats, scales, opacities, features, viewmats, Ks, width, height,
+                near_plane, far_plane, backgrounds, mode, camera_model, eps2d,
+            )  # fmt: skip
+        except NearError as e:
+            if backend == "gsplat":
+                raise
+            mark_failed(str(e))  # auto: use the torch backend from now on
+            warnings.warn(f"{e} Falling back to the torch backend.", RuntimeWarning, stacklevel=2)
     from ._raster_torch import rasterize_torch
 
     return rasterize_torch(
