@@ -48,7 +48,7 @@ bench: setup
 	$(PY) -m near_blender.cli bench all --out benchmarks
 
 extension: setup
-	$(PY) -m near_blender.tools.build_extension --out dist
+	$(PY) tools/build_extension.py --out dist
 
 default-model: setup
 	$(PY) -m near_blender.cli train default-model

@@ -73,6 +73,7 @@ def test_rotation_moves_a_patch_counter_clockwise():
         (np.full((8, 16, 3), np.nan, np.float32), "NaN"),
         (np.full((8, 16, 3), np.inf, np.float32), "Inf"),
         (-np.ones((8, 16, 3), np.float32), "negative"),
+        (np.full((8, 16, 3), -0.5, np.float32) + np.eye(8, 16, dtype=np.float32)[..., None], "negative"),
         (np.ones((8, 8, 3), np.float32), "twice as wide"),
         (np.ones((8, 16), np.float32), "shape"),
     ],
@@ -80,6 +81,13 @@ def test_rotation_moves_a_patch_counter_clockwise():
 def test_bad_maps_give_clear_errors(bad, msg):
     with pytest.raises(NearError, match=msg):
         em.Environment(bad)
+
+
+def test_tiny_negatives_of_lossy_encodings_are_clamped():
+    img = np.ones((8, 16, 3), np.float32)
+    img[0, :4, 0] = -0.002  # as in Blender's bundled studio HDRIs
+    env = em.Environment(img)
+    assert env.radiance.min() == 0.0 and env.radiance[0, 0, 0] == 0.0
 
 
 def test_sanitize_is_documented_and_counts():

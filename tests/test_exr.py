@@ -59,3 +59,27 @@ def test_read_envmap_validates(tmp_path):
     exr.write_exr(tmp_path / "ok.exr", np.full((8, 16, 3), 2.0, np.float32))
     env = exr.read_envmap(tmp_path / "ok.exr", strength=1.5)
     np.testing.assert_allclose(env.radiance, 3.0)
+
+
+def test_multipart_files_as_blender_5_writes_them(tmp_path):
+    import OpenEXR
+
+    rgb = np.ones((4, 6), np.float32)
+    z = np.full((4, 6), 3.0, np.float32)
+    parts = [
+        OpenEXR.Part(
+            {"name": "ViewLayer.Combined"}, {f"ViewLayer.Combined.{c}": rgb * i for i, c in enumerate("RGB")}
+        ),
+        OpenEXR.Part({"name": "ViewLayer.Depth"}, {"ViewLayer.Depth.Z": z}),
+    ]
+    with OpenEXR.File(parts) as f:
+        f.write(str(tmp_path / "mp.exr"))
+    ch = exr.read_exr_channels(tmp_path / "mp.exr")
+    assert set(ch) == {
+        "ViewLayer.Combined.R",
+        "ViewLayer.Combined.G",
+        "ViewLayer.Combined.B",
+        "ViewLayer.Depth.Z",
+    }
+    np.testing.assert_array_equal(ch["ViewLayer.Depth.Z"], z)
+    np.testing.assert_array_equal(exr.read_exr(tmp_path / "mp.exr", "ViewLayer.Combined")[..., 2], rgb * 2)

@@ -124,11 +124,17 @@ def rotate_equirect(image: np.ndarray, angle: float) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 
+NEGATIVE_TOLERANCE = 0.01  # radiance; see validate_radiance
+
+
 def validate_radiance(image: Any, where: str = "environment map") -> np.ndarray:
     """Check an HDR map and return it as float32 ``[H, W, 3]``; raise :class:`NearError` if bad.
 
     Accepts ``[H, W, 3]`` or ``[H, W, 4]`` (alpha dropped). Rejects other shapes, maps that are not
-    2:1, and NaN, Inf or negative values (naming how many there are and the fix).
+    2:1, NaN or Inf values and clearly negative radiance (naming how many there are and the fix).
+    Slightly negative values, which lossy HDR encodings leave behind (Blender's own bundled studio
+    HDRIs have hundreds, down to -0.0022), are clamped to 0: anything no lower than
+    ``-NEGATIVE_TOLERANCE``.
     """
     arr = np.asarray(image)
     if arr.ndim != 3 or arr.shape[2] not in (3, 4):
@@ -141,13 +147,18 @@ def validate_radiance(image: Any, where: str = "environment map") -> np.ndarray:
             "tall (e.g. 1024x512). Use a lat-long HDRI, not a cube map or a cropped image."
         )
     nan, inf = int(np.isnan(arr).sum()), int(np.isinf(arr).sum())
-    neg = int((arr < 0).sum())
-    if nan or inf or neg:
-        raise NearError(
-            f"The {where} has {nan} NaN, {inf} Inf and {neg} negative values; HDR radiance must be "
-            "finite and non-negative. Re-export the HDRI, or clean it with "
-            "near_blender.render.envmap.sanitize_radiance()."
-        )
+    fix = "Re-export the HDRI, or clean it with near_blender.render.envmap.sanitize_radiance()."
+    if nan or inf:
+        raise NearError(f"The {where} has {nan} NaN and {inf} Inf values; HDR radiance must be finite. {fix}")
+    low = float(arr.min()) if arr.size else 0.0
+    if low < 0:
+        if low < -NEGATIVE_TOLERANCE:
+            neg = int((arr < 0).sum())
+            raise NearError(
+                f"The {where} has {neg} negative values (down to {low:.4g}); HDR radiance must be "
+                f"non-negative. {fix}"
+            )
+        arr = np.maximum(arr, 0.0)
     return arr
 
 

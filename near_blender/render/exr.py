@@ -31,9 +31,17 @@ def _open(path: str | os.PathLike[str], header_only: bool = False) -> Any:
 
 
 def read_exr_channels(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """All channels of the first part: name -> [H, W] float32 (half and uint are converted)."""
+    """All channels of all parts: name -> [H, W] float32 (half and uint are converted).
+
+    Blender 5.0 writes multilayer EXRs as multi-part files (one part per pass), so every part is
+    read and the channel names (``ViewLayer.Depth.Z``, ...) are merged.
+    """
+    out: dict[str, np.ndarray] = {}
     with _open(path) as f:
-        return {name: np.asarray(ch.pixels).astype(np.float32, copy=False) for name, ch in f.channels().items()}
+        for part in f.parts:
+            for name, ch in part.channels.items():
+                out[name] = np.asarray(ch.pixels).astype(np.float32, copy=False)
+    return out
 
 
 def read_exr_header(path: str | os.PathLike[str]) -> dict[str, Any]:

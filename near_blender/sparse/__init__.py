@@ -1,1 +1,71 @@
-"""sparse package (see ../shared/design/architecture.md)."""
+"""Sparse voxel machinery: ``SparseTensor``, submanifold conv (spconv | torch), per-voxel layers,
+down/up-sampling and batch-safe attention (full, Swin windows, cross to dense context)."""
+
+from .attention import (
+    attention_backend,
+    dense_attention,
+    get_attention_backend,
+    resolve_attention_backend,
+    set_attention_backend,
+    sparse_cross_attention,
+    sparse_self_attention,
+    sparse_windowed_self_attention,
+    varlen_attention,
+    window_partition,
+)
+from .conv import (
+    SparseConv3d,
+    SubMConv3d,
+    conv_backend,
+    get_conv_backend,
+    resolve_backend,
+    set_conv_backend,
+    spconv_available,
+    subm3_pairs,
+)
+from .nn import (
+    LayerNorm32,
+    SparseDownsample,
+    SparseGELU,
+    SparseLayerNorm,
+    SparseLinear,
+    SparseSiLU,
+    SparseUpsample,
+    layer_norm_feats,
+    sparse_downsample,
+    sparse_upsample,
+)
+from .tensor import SparseTensor, sparse_cat
+
+__all__ = [
+    "SparseTensor",
+    "sparse_cat",
+    "SubMConv3d",
+    "SparseConv3d",
+    "conv_backend",
+    "set_conv_backend",
+    "get_conv_backend",
+    "resolve_backend",
+    "spconv_available",
+    "subm3_pairs",
+    "SparseLinear",
+    "LayerNorm32",
+    "SparseLayerNorm",
+    "SparseGELU",
+    "SparseSiLU",
+    "SparseDownsample",
+    "SparseUpsample",
+    "sparse_downsample",
+    "sparse_upsample",
+    "layer_norm_feats",
+    "attention_backend",
+    "set_attention_backend",
+    "get_attention_backend",
+    "resolve_attention_backend",
+    "varlen_attention",
+    "sparse_self_attention",
+    "sparse_windowed_self_attention",
+    "sparse_cross_attention",
+    "window_partition",
+    "dense_attention",
+]

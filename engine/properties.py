@@ -1,0 +1,67 @@
+"""Blender properties of the NeAR engine: per-object asset data and per-scene render settings.
+
+Large per-asset data (the LH-SLAT) lives in a sidecar ``.npz`` next to the .blend, referenced by a
+(relative) path here; only small settings are stored inside the .blend.
+"""
+
+from __future__ import annotations
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+
+
+class NearAssetProperties(bpy.types.PropertyGroup):
+    """Marks an object as a NeAR asset. The object's transform places the canonical asset box
+    [-0.5, 0.5]^3 (Z up) in the scene."""
+
+    is_asset: BoolProperty(name="NeAR Asset", default=False)  # type: ignore[valid-type]
+    sidecar: StringProperty(  # type: ignore[valid-type]
+        name="LH-SLAT",
+        description="Sidecar .npz holding the asset's Lighting-Homogenized SLAT (relative to the .blend)",
+        subtype="FILE_PATH",
+    )
+    source_image: StringProperty(name="Source Image", subtype="FILE_PATH")  # type: ignore[valid-type]
+    model_id: StringProperty(  # type: ignore[valid-type]
+        name="Model", description="Model that produced the LH-SLAT (for reproducibility)"
+    )
+
+
+class NearSceneProperties(bpy.types.PropertyGroup):
+    """Render settings of the NeAR engine (Render Properties > NeAR)."""
+
+    antialiased: BoolProperty(  # type: ignore[valid-type]
+        name="Anti-aliased Splats",
+        description="gsplat's antialiased mode (opacity compensated for the screen-space blur)",
+        default=False,
+    )
+    max_batch_voxels: IntProperty(  # type: ignore[valid-type]
+        name="Voxel Chunk", description="Voxels decoded at once (memory bound)", default=200_000, min=1000
+    )
+    background_strength: FloatProperty(  # type: ignore[valid-type]
+        name="Background Strength",
+        description="Multiplier of the world seen directly by the camera (lighting is unaffected)",
+        default=1.0,
+        min=0.0,
+    )
+    preview_scale: EnumProperty(  # type: ignore[valid-type]
+        name="Viewport Resolution",
+        items=[("1", "Full", ""), ("2", "1/2", ""), ("4", "1/4", "")],
+        default="2",
+    )
+
+
+classes = (NearAssetProperties, NearSceneProperties)
+
+
+def register() -> None:
+    for cls in classes:
+        bpy.utils.register_class(cls)
+    bpy.types.Object.near_asset = PointerProperty(type=NearAssetProperties)
+    bpy.types.Scene.near = PointerProperty(type=NearSceneProperties)
+
+
+def unregister() -> None:
+    del bpy.types.Scene.near
+    del bpy.types.Object.near_asset
+    for cls in reversed(classes):
+        bpy.utils.unregister_class(cls)

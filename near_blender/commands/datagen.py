@@ -1,0 +1,170 @@
+"""``near datagen``: render NeAR training data with EEVEE Next / Cycles (resumable, shardable).
+
+::
+
+    near datagen --out DIR [--assets PATH ...] [--procedural N] [--preset tiny|paper]
+                 [--engine eevee|cycles] [--resolution R] [--shard i/N] [--resume] [--blender PATH]
+
+The work happens in Blender: this command runs ``operators/datagen/headless.py`` with
+``blender -b --python-exit-code 1 --python headless.py -- ARGS`` when a Blender binary is given
+(``--blender``), named by ``$BLENDER`` or on ``PATH``, else with this Python's ``bpy`` module
+(``python headless.py ARGS``). One process per shard: a farm runs ``--shard i/N`` for i = 0..N-1
+(e.g. a SLURM array with ``--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT --resume``).
+Blender's own output goes to ``DIR/logs/``; the progress bar shows renders and ETA.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from .. import NearError
+from ..data.config import add_arguments as add_datagen_arguments
+from ..data.config import config_from_args, parse_shard, to_argv
+from ..data.sources import collect_sources
+
+EVENT_PREFIX = "NEAR_EVENT "
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_datagen_arguments(parser)
+    parser.add_argument(
+        "--blender",
+        default=None,
+        metavar="PATH",
+        help="Blender executable (default: $BLENDER, then 'blender' on PATH, then the bpy module)",
+    )
+
+
+def script_path() -> Path:
+    """The Blender-side script (in the extension's ``operators/datagen``)."""
+    import near_blender
+
+    p = Path(near_blender.__file__).resolve().parents[1] / "operators" / "datagen" / "headless.py"
+    if not p.is_file():
+        raise NearError(
+            f"The Blender-side data generator script is missing ({p}). `near datagen` runs from a source "
+            "checkout of near-blender (it needs the extension's operators/ folder next to near_blender/)."
+        )
+    return p
+
+
+def find_blender(explicit: str | None) -> list[str]:
+    """Command prefix that runs a Python script in Blender: a Blender binary or the bpy module."""
+    if explicit:
+        p = shutil.which(explicit) or explicit
+        if not (os.path.isfile(p) and os.access(p, os.X_OK)):
+            raise NearError(
+                f"--blender {explicit}: not an executable file. Give the path of the blender binary."
+            )
+        return [p, "-b", "--python-exit-code", "1", "--python"]
+    for cand in (os.environ.get("BLENDER"), shutil.which("blender")):
+        if cand and os.path.isfile(cand) and os.access(cand, os.X_OK):
+            return [cand, "-b", "--python-exit-code", "1", "--python"]
+    if importlib.util.find_spec("bpy") is not None:
+        return [sys.executable]
+    raise NearError(
+        "No Blender found: pass --blender PATH, set $BLENDER, put blender on PATH, or install the bpy "
+        "module in this Python (pip install bpy==5.0.1)."
+    )
+
+
+def build_command(args: argparse.Namespace) -> list[str]:
+    prefix = find_blender(args.blender)
+    if len(prefix) > 1 and args.threads > 0:  # a Blender binary: limit its task scheduler too
+        prefix = [prefix[0], "-b", "--threads", str(args.threads), *prefix[2:]]
+    forwarded = to_argv(args, skip=("blender", "command", "rest", "progress")) + ["--progress", "json"]
+    script = str(script_path())
+    if len(prefix) == 1:  # the bpy module: python headless.py ARGS
+        return [*prefix, script, *forwarded]
+    return [*prefix, script, "--", *forwarded]
+
+
+def _check(args: argparse.Namespace) -> None:
+    """Fail fast (before Blender starts) on options that cannot work."""
+    parse_shard(args.shard)
+    config_from_args(args)
+    if not collect_sources(args.assets, args.procedural, args.seed):
+        raise NearError("Nothing to render: give --assets PATH ... and/or --procedural N.")
+    if args.retry_failed and not args.resume:
+        raise NearError("--retry-failed needs --resume.")
+
+
+def run(args: argparse.Namespace) -> int:
+    _check(args)
+    cmd = build_command(args)
+    out = Path(args.out)
+    i, n = parse_shard(args.shard)
+    log_path = out / "logs" / f"datagen-shard-{i}-of-{n}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    show_bar = getattr(args, "progress", "bar") != "none"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    failures: list[str] = []
+    summary: dict = {}
+    bar = None
+    tail: list[str] = []
+    with open(log_path, "a", encoding="utf-8") as log:
+        log.write("$ " + " ".join(cmd) + "\n")
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            env=env,
+            errors="replace",
+        )
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if not line.startswith(EVENT_PREFIX):
+                    log.write(line)
+                    tail = (tail + [line.rstrip()])[-40:]
+                    continue
+                ev = json.loads(line[len(EVENT_PREFIX) :])
+                kind = ev.get("event")
+                if kind == "start" and show_bar:
+                    from tqdm import tqdm
+
+                    bar = tqdm(
+                        total=ev["renders"], unit="view", desc=f"near datagen {i}/{n}", dynamic_ncols=True
+                    )
+                elif kind in ("render", "asset") and bar is not None:
+                    bar.update(ev["done"] - bar.n)
+                    bar.set_postfix_str(ev["id"][:32])
+                if kind == "asset" and ev.get("status") == "failed":
+                    failures.append(f"{ev['id']}: {ev['error']}")
+                    if bar is not None:
+                        bar.write(f"failed: {ev['id']}: {ev['error']}")
+                elif kind == "envmap" and ev.get("status") == "failed":
+                    failures.append(f"{ev['name']}: {ev['error']}")
+                elif kind == "end":
+                    summary = ev
+            code = proc.wait()
+        except KeyboardInterrupt:
+            proc.terminate()
+            proc.wait()
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+    if code != 0:
+        errors = [t.split("error: ", 1)[1] for t in tail if t.startswith("near datagen: error: ")]
+        if errors:
+            raise NearError(errors[-1])
+        shown = "\n".join(tail[-15:])
+        raise NearError(f"Blender exited with status {code} (full log: {log_path}):\n{shown}")
+    if summary:
+        print(
+            f"near datagen: {summary.get('done', 0)} done, {summary.get('failed', 0)} failed, "
+            f"{summary.get('skipped', 0)} skipped in {summary.get('seconds', 0):.0f} s -> {out}"
+        )
+    for f in failures[:20]:
+        print(f"  {f}", file=sys.stderr)
+    return 0

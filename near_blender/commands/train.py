@@ -1,0 +1,61 @@
+"""``near train stage1|stage2|default-model``: train the two stages (single process or torchrun)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("stage", choices=["stage1", "stage2", "default-model"], help="what to train")
+    parser.add_argument("--config", help="JSON or YAML config (see configs/); overrides come after it")
+    parser.add_argument("--data", help="dataset folder made by `near datagen`")
+    parser.add_argument("--out", help="run folder (checkpoints, metrics.jsonl, model/)")
+    parser.add_argument("--steps", type=int, help="total optimizer steps")
+    parser.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..train.trainer import init_distributed_from_env
+
+    init_distributed_from_env()
+    if args.stage == "stage2":
+        from ..train.stage2 import Stage2Config, train_stage2
+
+        cfg = Stage2Config.from_file(args.config) if args.config else Stage2Config()
+        _override(cfg, args)
+        if args.no_resume:
+            _clear(cfg.out)
+        result = train_stage2(cfg, progress=not args.no_progress)
+    elif args.stage == "stage1":
+        from ..train.stage1 import Stage1Config, train_stage1
+
+        cfg = Stage1Config.from_file(args.config) if args.config else Stage1Config()
+        _override(cfg, args)
+        if args.no_resume:
+            _clear(cfg.out)
+        result = train_stage1(cfg, progress=not args.no_progress)
+    else:
+        from ..train.default_model import build_default_model
+
+        result = build_default_model(progress=not args.no_progress)
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def _override(cfg, args: argparse.Namespace) -> None:
+    if args.data:
+        cfg.data = args.data
+    if args.out:
+        cfg.out = args.out
+    if args.steps:
+        cfg.train = {**cfg.train, "max_steps": args.steps}
+
+
+def _clear(out: str) -> None:
+    from pathlib import Path
+
+    ck = Path(out) / "checkpoints" / "last.pt"
+    if ck.is_file():
+        ck.unlink()

@@ -1,0 +1,146 @@
+"""The built-in procedural asset library (specs only; ``operators/datagen/assets.py`` builds them).
+
+A spec is a JSON-ready dict, so it is recorded verbatim in ``asset.json`` and the manifest:
+
+``{"shape": str, "smooth": bool, "dims": [x, y, z], "rotation_z_deg": float,
+"material": {"base_color": [r, g, b] (linear), "roughness": 0.05..1, "metallic": 0|1,
+"specular": Specular IOR Level, "texture": None | {"type", "scale", "color2", "roughness2"}}}``
+
+Textures are Blender procedural textures on object coordinates mixing ``base_color`` and
+``color2`` (and, when ``roughness2`` is set, ``roughness`` and ``roughness2``) by the texture's
+factor, so that the base-colour / roughness AOVs vary over the surface.
+"""
+
+from __future__ import annotations
+
+import colorsys
+from typing import Any
+
+import numpy as np
+
+SHAPES = (
+    "cube",
+    "uv_sphere",
+    "ico_sphere",
+    "cylinder",
+    "cone",
+    "torus",
+    "suzanne",
+    "bevel_cube",
+    "subdiv_cube",
+    "subdiv_suzanne",
+)
+ALIASES = {"sphere": "uv_sphere", "monkey": "suzanne", "box": "cube"}
+TEXTURES = ("noise", "checker", "voronoi", "wave")
+
+
+def srgb_to_linear(c: float) -> float:
+    return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+
+def _random_colour(rng: np.random.Generator) -> list[float]:
+    h, s, v = rng.uniform(0, 1), rng.uniform(0.2, 0.9), rng.uniform(0.3, 0.95)
+    return [round(srgb_to_linear(c), 6) for c in colorsys.hsv_to_rgb(h, s, v)]
+
+
+def procedural_spec(index: int, seed: int = 0) -> dict[str, Any]:
+    """The ``index``-th asset of the seeded library: shape, proportions, Principled material.
+
+    Roughness is uniform in [0.05, 1], metallic is 0 or 1 (30 % metals), half of the assets get a
+    procedural texture. Deterministic in (index, seed).
+    """
+    rng = np.random.default_rng([int(seed), 7919, int(index)])
+    shape = SHAPES[int(rng.integers(len(SHAPES)))]
+    texture = None
+    if rng.uniform() < 0.5:
+        texture = {
+            "type": TEXTURES[int(rng.integers(len(TEXTURES)))],
+            "scale": round(float(rng.uniform(2.0, 8.0)), 4),
+            "color2": _random_colour(rng),
+            "roughness2": round(float(rng.uniform(0.05, 1.0)), 4) if rng.uniform() < 0.5 else None,
+        }
+    return {
+        "shape": shape,
+        "smooth": shape not in ("cube", "bevel_cube"),
+        "dims": [round(float(v), 4) for v in rng.uniform(0.6, 1.0, 3)],
+        "rotation_z_deg": round(float(rng.uniform(0.0, 360.0)), 3),
+        "material": {
+            "base_color": _random_colour(rng),
+            "roughness": round(float(rng.uniform(0.05, 1.0)), 4),
+            "metallic": 1.0 if rng.uniform() < 0.3 else 0.0,
+            "specular": 0.5,
+            "texture": texture,
+        },
+    }
+
+
+def parse_procedural_spec(text: str) -> dict[str, Any]:
+    """``proc:SHAPE[,key=value...]`` -> spec (defaults: grey 0.8, roughness 0.5, no texture).
+
+    Keys: ``base_color=r/g/b`` (linear), ``roughness``, ``metallic``, ``specular``, ``smooth=0|1``,
+    ``dims=x/y/z``, ``rotation_z_deg``, ``texture=noise|checker|voronoi|wave``, ``texture_scale``,
+    ``color2=r/g/b``, ``roughness2``. Raises ValueError naming the bad part.
+    """
+    body = text[len("proc:") :] if text.startswith("proc:") else text
+    parts = [p.strip() for p in body.split(",") if p.strip()]
+    if not parts:
+        raise ValueError(f"{text!r}: give a shape after 'proc:', one of {', '.join(SHAPES)}.")
+    shape = ALIASES.get(parts[0].lower(), parts[0].lower())
+    if shape not in SHAPES:
+        raise ValueError(f"{text!r}: unknown shape {parts[0]!r}; use one of {', '.join(SHAPES)}.")
+    mat: dict[str, Any] = {"base_color": [0.8, 0.8, 0.8], "roughness": 0.5, "metallic": 0.0, "specular": 0.5}
+    spec: dict[str, Any] = {
+        "shape": shape,
+        "smooth": shape not in ("cube", "bevel_cube"),
+        "dims": [1.0, 1.0, 1.0],
+    }
+    spec["rotation_z_deg"] = 0.0
+    tex: dict[str, Any] = {}
+    for kv in parts[1:]:
+        if "=" not in kv:
+            raise ValueError(f"{text!r}: {kv!r} is not key=value.")
+        k, v = (s.strip() for s in kv.split("=", 1))
+        try:
+            if k in ("base_color", "color2"):
+                rgb = [float(x) for x in v.split("/")]
+                if len(rgb) != 3:
+                    raise ValueError
+                (mat if k == "base_color" else tex)[k] = rgb
+            elif k in ("roughness", "metallic", "specular"):
+                mat[k] = float(v)
+            elif k == "roughness2":
+                tex[k] = float(v)
+            elif k == "texture":
+                if v not in TEXTURES:
+                    raise ValueError
+                tex["type"] = v
+            elif k == "texture_scale":
+                tex["scale"] = float(v)
+            elif k == "smooth":
+                spec["smooth"] = v.lower() in ("1", "true", "yes")
+            elif k == "dims":
+                dims = [float(x) for x in v.split("/")]
+                if len(dims) != 3 or min(dims) <= 0:
+                    raise ValueError
+                spec["dims"] = dims
+            elif k == "rotation_z_deg":
+                spec["rotation_z_deg"] = float(v)
+            else:
+                raise KeyError(k)
+        except KeyError:
+            raise ValueError(f"{text!r}: unknown key {k!r}.") from None
+        except ValueError:
+            raise ValueError(f"{text!r}: bad value {v!r} for {k!r}.") from None
+    if not 0.0 <= mat["roughness"] <= 1.0 or not 0.0 <= mat["metallic"] <= 1.0:
+        raise ValueError(f"{text!r}: roughness and metallic must be in [0, 1].")
+    if tex:
+        if "type" not in tex:
+            raise ValueError(f"{text!r}: texture settings given without texture=TYPE.")
+        tex.setdefault("scale", 4.0)
+        tex.setdefault("color2", [0.1, 0.1, 0.1])
+        tex.setdefault("roughness2", None)
+        mat["texture"] = tex
+    else:
+        mat["texture"] = None
+    spec["material"] = mat
+    return spec

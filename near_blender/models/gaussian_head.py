@@ -1,0 +1,370 @@
+"""Gaussian heads and decoding of the lighting-aware decoder (paper eq. 5; TRELLIS/NeAR conventions).
+
+Heads per voxel (K Gaussians each), in the published layout and order:
+
+* ``gs_out_layer``  (MLP C-C-GELU-out, reads the intrinsic feature): offset 3K, base colour 3K,
+  scale 3K, rotation 4K, opacity K;
+* ``pbr_out_layer`` (MLP, intrinsic): roughness K, metallic K, then ``n_extra_pbr`` auxiliary
+  K-blocks (published: 1, ``_pbr1``);
+* ``scale_out_layer`` (Linear, lighting-aware feature): light-specific scale 3K;
+* ``rgb_out_layer``  (Linear, lighting-aware): colour feature F K (F = 32 published, 48 in the
+  paper), shadow K, then ``n_extra_light`` auxiliary K-blocks (published: 2, ``_hdri1/_hdri2``).
+
+Every attribute block is ``[K, d]`` Gaussian-major inside its channel range, and is multiplied by
+its ``representation_config["lr"][name]`` factor (default 1) before activation.
+
+Decoding (``RepresentationConfig``; published values in brackets):
+
+* centre: ``o' = o + offset_perturbation`` (if ``perturb_offset``; Hammersley buffer ``[K, 3]`` =
+  ``atanh((2 h - 1) / voxel_size)``), ``x = (coord + 0.5) / res + tanh(o') / res * 0.5 * voxel_size``,
+  then ``- 0.5`` -> object space [-0.5, 0.5]^3, Z up [voxel_size 1.5, res 64];
+* scale: ``sqrt(act(s + act^-1(scaling_bias))^2 + k^2)``, act = softplus [bias 0.004, k = 9e-4];
+  the light-specific scale uses the same formula;
+* rotation: ``normalize(q + (1, 0, 0, 0))``, quaternions (w, x, y, z);
+* opacity: ``tanh(raw + ln((1 + b) / (1 - b)))`` with b = ``opacity_bias`` [0.1]; this is the
+  published ``inverse_tanh`` (twice ``atanh(b)``), so zero logits give tanh(0.2007) = 0.198, and
+  negative opacities are allowed (the rasterizer skips them);
+* base colour: ``"sh_dc"`` (published: degree-0 SH, ``max(C0 raw + 0.5, 0)``, C0 = 0.2820948) or
+  ``"sigmoid"``; roughness, metallic, shadow and the auxiliary channels: sigmoid; colour feature:
+  identity (the radiance MLP reads it);
+* normals: the rotation-matrix column of the smallest **light-specific** scale, flipped to face
+  the camera (``n . (c - p) >= 0``); ``p`` and ``c`` are compared in the view-embedding frame, as
+  the published renderer does (see :mod:`.view_embedding`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import NearError
+
+SH_C0 = 0.28209479177387814
+BaseColorActivation = Literal["sh_dc", "sigmoid"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Layout
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GaussianLayout:
+    """Channel layout of the four heads for ``num_gaussians`` (K) Gaussians per voxel."""
+
+    num_gaussians: int = 32
+    color_feature_dim: int = 32
+    n_extra_pbr: int = 1
+    n_extra_light: int = 2
+
+    def __post_init__(self) -> None:
+        if self.num_gaussians < 1 or self.color_feature_dim < 1:
+            raise NearError("A Gaussian layout needs at least one Gaussian and one colour-feature channel.")
+        if self.n_extra_pbr < 0 or self.n_extra_light < 0:
+            raise NearError("The numbers of auxiliary head channels must be >= 0.")
+
+    def heads(self) -> dict[str, list[tuple[str, int]]]:
+        """Head name -> ordered ``(attribute, per-Gaussian width)``."""
+        return {
+            "gs_out_layer": [
+                ("_xyz", 3),
+                ("_base_color", 3),
+                ("_scaling", 3),
+                ("_rotation", 4),
+                ("_opacity", 1),
+            ],
+            "pbr_out_layer": [("_roughness", 1), ("_metallic", 1)]
+            + [(f"_pbr{i + 1}", 1) for i in range(self.n_extra_pbr)],
+            "scale_out_layer": [("_scaling_view", 3)],
+            "rgb_out_layer": [("_rgb", self.color_feature_dim), ("_shadow", 1)]
+            + [(f"_hdri{i + 1}", 1) for i in range(self.n_extra_light)],
+        }
+
+    def out_channels(self, head: str) -> int:
+        return self.num_gaussians * sum(d for _, d in self.heads()[head])
+
+    def split(self, head: str, out: Tensor) -> dict[str, Tensor]:
+        """Head output ``[N, out_channels]`` -> attribute -> ``[N, K, d]``."""
+        res, start, K = {}, 0, self.num_gaussians
+        for name, d in self.heads()[head]:
+            res[name] = out[:, start : start + K * d].reshape(out.shape[0], K, d)
+            start += K * d
+        return res
+
+
+class GaussianHeads(nn.Module):
+    """The four heads; ``forward(h_intrinsic [N, C], h_lighting [N, C]) -> {attribute: [N, K, d]}``."""
+
+    def __init__(self, channels: int, layout: GaussianLayout) -> None:
+        super().__init__()
+        self.layout = layout
+
+        def mlp(out: int) -> nn.Sequential:
+            return nn.Sequential(nn.Linear(channels, channels), nn.GELU(), nn.Linear(channels, out))
+
+        self.gs_out_layer = mlp(layout.out_channels("gs_out_layer"))
+        self.pbr_out_layer = mlp(layout.out_channels("pbr_out_layer"))
+        self.scale_out_layer = nn.Linear(channels, layout.out_channels("scale_out_layer"))
+        self.rgb_out_layer = nn.Linear(channels, layout.out_channels("rgb_out_layer"))
+
+    def forward(self, h_intrinsic: Tensor, h_lighting: Tensor) -> dict[str, Tensor]:
+        raw: dict[str, Tensor] = {}
+        for name, x in (
+            ("gs_out_layer", h_intrinsic),
+            ("pbr_out_layer", h_intrinsic),
+            ("scale_out_layer", h_lighting),
+            ("rgb_out_layer", h_lighting),
+        ):
+            raw.update(self.layout.split(name, getattr(self, name)(x)))
+        return raw
+
+
+# ---------------------------------------------------------------------------------------------
+# Representation config and activations
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RepresentationConfig:
+    """Decoding constants; ``from_dict`` reads the published ``representation_config`` names."""
+
+    num_gaussians: int = 32
+    voxel_size: float = 1.5
+    filter_3d: float = 9e-4
+    scaling_bias: float = 4e-3
+    opacity_bias: float = 0.1
+    scaling_activation: str = "softplus"
+    perturb_offset: bool = True
+    lr: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> RepresentationConfig:
+        d = dict(d or {})
+        cfg = cls(
+            num_gaussians=int(d.get("num_gaussians", 32)),
+            voxel_size=float(d.get("voxel_size", 1.5)),
+            filter_3d=float(d.get("3d_filter_kernel_size", 9e-4)),
+            scaling_bias=float(d.get("scaling_bias", 4e-3)),
+            opacity_bias=float(d.get("opacity_bias", 0.1)),
+            scaling_activation=str(d.get("scaling_activation", "softplus")),
+            perturb_offset=bool(d.get("perturb_offset", True)),
+            lr={str(k): float(v) for k, v in dict(d.get("lr", {})).items()},
+        )
+        if cfg.scaling_activation not in ("softplus", "exp"):
+            raise NearError(
+                f"Unknown scaling activation {cfg.scaling_activation!r}; use 'softplus' or 'exp'."
+            )
+        if not (0.0 < cfg.opacity_bias < 1.0) or cfg.scaling_bias <= 0 or cfg.voxel_size <= 0:
+            raise NearError(
+                "representation_config needs 0 < opacity_bias < 1, scaling_bias > 0, voxel_size > 0."
+            )
+        if cfg.voxel_size <= 1.0 and cfg.perturb_offset:
+            raise NearError(
+                "perturb_offset needs voxel_size > 1 (the perturbation is atanh(h / voxel_size))."
+            )
+        return cfg
+
+    def lr_of(self, name: str) -> float:
+        return self.lr.get(name, 1.0)
+
+
+def hammersley_offsets(num_gaussians: int, voxel_size: float) -> Tensor:
+    """``offset_perturbation`` ``[K, 3]``: ``atanh((2 h_i - 1) / voxel_size)``.
+
+    ``h_i = (i / K, radical_inverse_2(i), radical_inverse_3(i))`` (3D Hammersley points).
+    """
+
+    def radical_inverse(base: int, n: int) -> float:
+        val, inv = 0.0, 1.0 / base
+        f = inv
+        while n > 0:
+            val += (n % base) * f
+            n //= base
+            f *= inv
+        return val
+
+    pts = [[i / num_gaussians, radical_inverse(2, i), radical_inverse(3, i)] for i in range(num_gaussians)]
+    h = torch.tensor(pts, dtype=torch.float64) * 2.0 - 1.0
+    return torch.atanh(h / voxel_size).to(torch.get_default_dtype())
+
+
+def inverse_softplus(y: float) -> float:
+    """``x`` with ``softplus(x) = y`` (y > 0)."""
+    return y + math.log(-math.expm1(-y))
+
+
+def decode_scale(raw: Tensor, cfg: RepresentationConfig) -> Tensor:
+    """``sqrt(act(raw + act^-1(bias))^2 + filter_3d^2)``."""
+    if cfg.scaling_activation == "softplus":
+        s = F.softplus(raw + inverse_softplus(cfg.scaling_bias))
+    else:
+        s = torch.exp(raw + math.log(cfg.scaling_bias))
+    return torch.sqrt(s.square() + cfg.filter_3d**2)
+
+
+def decode_rotation(raw: Tensor) -> Tensor:
+    """Unit quaternions (w, x, y, z): ``normalize(raw + (1, 0, 0, 0))``."""
+    bias = torch.zeros(4, dtype=raw.dtype, device=raw.device)
+    bias[0] = 1.0
+    return F.normalize(raw + bias, dim=-1)
+
+
+def decode_opacity(raw: Tensor, opacity_bias: float) -> Tensor:
+    """``tanh(raw + ln((1 + b) / (1 - b)))`` (published ``inverse_tanh``), in (-1, 1)."""
+    return torch.tanh(raw + math.log((1.0 + opacity_bias) / (1.0 - opacity_bias)))
+
+
+def decode_base_color(raw: Tensor, mode: BaseColorActivation) -> Tensor:
+    if mode == "sh_dc":
+        return torch.clamp_min(SH_C0 * raw + 0.5, 0.0)
+    if mode == "sigmoid":
+        return torch.sigmoid(raw)
+    raise NearError(f"Unknown base colour activation {mode!r}; use 'sh_dc' or 'sigmoid'.")
+
+
+def decode_centres(
+    raw_offset: Tensor,
+    coords_xyz: Tensor,
+    resolution: int,
+    cfg: RepresentationConfig,
+    perturbation: Tensor | None,
+) -> Tensor:
+    """Object-space centres ``[N, K, 3]`` from offset logits ``[N, K, 3]`` and voxel coords ``[N, 3]``."""
+    o = raw_offset
+    if cfg.perturb_offset:
+        if perturbation is None:
+            raise NearError("perturb_offset is on but no offset_perturbation was given.")
+        o = o + perturbation.to(o.dtype)
+    offset = torch.tanh(o) / resolution * 0.5 * cfg.voxel_size
+    base = (coords_xyz.to(o.dtype) + 0.5) / resolution
+    return base[:, None, :] + offset - 0.5
+
+
+def quat_to_rotmat(q: Tensor) -> Tensor:
+    """Rotation matrices ``[..., 3, 3]`` of unit quaternions ``[..., 4]`` (w, x, y, z).
+
+    Column ``j`` is the Gaussian's local axis ``j`` in object space.
+    """
+    w, x, y, z = q.unbind(-1)
+    rows = [
+        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+    ]  # fmt: skip
+    return torch.stack(rows, dim=-1).reshape(*q.shape[:-1], 3, 3)
+
+
+def shortest_axis_normals(quats: Tensor, scales: Tensor, positions: Tensor, cam_centres: Tensor) -> Tensor:
+    """Unit normals ``[M, 3]``: axis of the smallest scale, flipped so that ``n . (c - p) >= 0``.
+
+    ``positions`` ``[M, 3]`` and ``cam_centres`` ``[M, 3]`` must be in the same frame.
+    """
+    R = quat_to_rotmat(quats)
+    idx = scales.argmin(dim=-1)
+    n = torch.gather(R, 2, idx[:, None, None].expand(-1, 3, 1))[..., 0]
+    flip = ((cam_centres - positions) * n).sum(-1) < 0
+    return torch.where(flip[:, None], -n, n)
+
+
+# ---------------------------------------------------------------------------------------------
+# Output
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RelightableGaussians:
+    """M = N_voxels x K Gaussians (voxel-major, then Gaussian index), object space, Z up.
+
+    means [M, 3]; quats [M, 4] (w, x, y, z, unit); scales [M, 3] (base, for the base colour /
+    roughness / metallic pass); light_scales [M, 3] (for the radiance / shadow pass); opacities
+    [M] in (-1, 1); base_color [M, 3] >= 0; roughness, metallic, shadow [M] in (0, 1);
+    color_feature [M, F]; normals [M, 3] (unit, from light_scales, facing the camera);
+    batch [M] long; pbr_extra [M, n_extra_pbr] and light_extra [M, n_extra_light] in (0, 1)
+    (the published auxiliary channels ``_pbr1``, ``_hdri1``, ``_hdri2``).
+    """
+
+    means: Tensor
+    quats: Tensor
+    scales: Tensor
+    light_scales: Tensor
+    opacities: Tensor
+    base_color: Tensor
+    roughness: Tensor
+    metallic: Tensor
+    shadow: Tensor
+    color_feature: Tensor
+    normals: Tensor
+    batch: Tensor
+    pbr_extra: Tensor
+    light_extra: Tensor
+
+    def __len__(self) -> int:
+        return int(self.means.shape[0])
+
+    def select(self, mask_or_index: Tensor) -> RelightableGaussians:
+        """The Gaussians picked by a boolean mask or an index tensor over M."""
+        return RelightableGaussians(**{f.name: getattr(self, f.name)[mask_or_index] for f in fields(self)})
+
+    def item(self, b: int) -> RelightableGaussians:
+        """The Gaussians of batch item ``b``."""
+        return self.select(self.batch == b)
+
+
+def decode_gaussians(
+    raw: dict[str, Tensor],
+    coords: Tensor,
+    cfg: RepresentationConfig,
+    layout: GaussianLayout,
+    perturbation: Tensor | None,
+    cam_centres: Tensor,
+    orient_offset: float = 0.5,
+    resolution: int = 64,
+    base_color_activation: BaseColorActivation = "sh_dc",
+) -> RelightableGaussians:
+    """Activate raw head outputs (``{attribute: [N, K, d]}``) into :class:`RelightableGaussians`.
+
+    ``coords`` ``[N, 4]`` (batch, x, y, z); ``cam_centres`` ``[B, 3]`` world-space camera centres;
+    normals are oriented with positions shifted by ``orient_offset`` (0.5 = the published [0, 1]^3
+    grid frame, 0 = object space).
+    """
+    r = {k: v * cfg.lr_of(k) for k, v in raw.items()}
+    K = layout.num_gaussians
+    N = coords.shape[0]
+    batch = coords[:, 0].long().repeat_interleave(K)
+
+    def flat(t: Tensor) -> Tensor:
+        return t.reshape(N * K, t.shape[-1])
+
+    means = flat(decode_centres(r["_xyz"], coords[:, 1:], resolution, cfg, perturbation))
+    quats = flat(decode_rotation(r["_rotation"]))
+    light_scales = flat(decode_scale(r["_scaling_view"], cfg))
+    normals = shortest_axis_normals(
+        quats, light_scales, means + orient_offset, cam_centres.to(means.dtype)[batch]
+    )
+
+    def extras(prefix: str, n: int) -> Tensor:
+        if n == 0:
+            return means.new_zeros(N * K, 0)
+        return torch.cat([torch.sigmoid(flat(r[f"{prefix}{i + 1}"])) for i in range(n)], dim=-1)
+
+    return RelightableGaussians(
+        means=means,
+        quats=quats,
+        scales=flat(decode_scale(r["_scaling"], cfg)),
+        light_scales=light_scales,
+        opacities=flat(decode_opacity(r["_opacity"], cfg.opacity_bias))[:, 0],
+        base_color=flat(decode_base_color(r["_base_color"], base_color_activation)),
+        roughness=torch.sigmoid(flat(r["_roughness"]))[:, 0],
+        metallic=torch.sigmoid(flat(r["_metallic"]))[:, 0],
+        shadow=torch.sigmoid(flat(r["_shadow"]))[:, 0],
+        color_feature=flat(r["_rgb"]),
+        normals=normals,
+        batch=batch,
+        pbr_extra=extras("_pbr", layout.n_extra_pbr),
+        light_extra=extras("_hdri", layout.n_extra_light),
+    )

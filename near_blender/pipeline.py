@@ -1,0 +1,297 @@
+"""``NearPipeline``: a set of named models plus the pipeline settings, loaded from one folder or repo.
+
+A pipeline folder (or Hub repo) holds ``pipeline.json`` (TRELLIS) or ``pipeline.yaml`` (NeAR):
+
+    {"name": ..., "args": {"models": {name: stem}, "slat_sampler": {...},
+                           "slat_normalization": {"mean": [8], "std": [8]}, "image_cond_model": ...}}
+
+Each stem is resolved relative to the pipeline folder / repo first, then as ``org/repo/path`` on
+the Hub. Stage 1 lives here (:meth:`NearPipeline.sample_slat`); stage-2 models are just more
+entries in ``self.models``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import NearError
+from .models.checkpoint import from_pretrained as model_from_pretrained
+from .models.checkpoint import save_pretrained as model_save_pretrained
+from .models.homogenizer import LHSLatFlowModel, concat_shaded
+from .models.hub import resolve_pipeline_file, split_hub_path
+from .models.sampler import FlowEulerSampler, denormalize, normalize
+from .sparse import SparseTensor
+from .utils.atomic import atomic_write_json, atomic_write_text
+from .utils.progress import CancelCheck, Progress, ProgressReporter, as_reporter
+
+
+def read_pipeline_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Parse ``pipeline.json`` / ``pipeline.yaml`` into ``{"name", "args"}`` (args always a dict)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as e:
+        raise NearError(f"Cannot parse pipeline file {path}: {e}") from e
+    if not isinstance(data, dict):
+        raise NearError(f"Pipeline file {path} must hold a mapping with 'args' (or the args themselves).")
+    if "args" not in data:
+        data = {
+            "name": data.get("name", "NearPipeline"),
+            "args": {k: v for k, v in data.items() if k != "name"},
+        }
+    args = data["args"]
+    if not isinstance(args, dict) or not isinstance(args.get("models", {}), dict):
+        raise NearError(f"Pipeline file {path}: 'args.models' must map model names to checkpoint stems.")
+    norm = args.get("slat_normalization")
+    if norm is not None and (not isinstance(norm, dict) or "mean" not in norm or "std" not in norm):
+        raise NearError(f"Pipeline file {path}: slat_normalization must have 'mean' and 'std' lists.")
+    return {"name": data.get("name", "NearPipeline"), "args": args}
+
+
+def _needs_shaded(model: nn.Module) -> bool:
+    if isinstance(model, LHSLatFlowModel):
+        return True
+    cin, cout = getattr(model, "in_channels", None), getattr(model, "out_channels", None)
+    return cin is not None and cout is not None and cin == 2 * cout
+
+
+class NearPipeline:
+    """Named models + settings; ``models`` maps names (``slat_flow_model``, ``decoder``, ...) to modules."""
+
+    def __init__(
+        self,
+        models: dict[str, nn.Module] | None = None,
+        args: dict[str, Any] | None = None,
+        name: str = "NearPipeline",
+        file_format: str = "json",
+    ) -> None:
+        self.models: dict[str, nn.Module] = dict(models or {})
+        self.args: dict[str, Any] = copy.deepcopy(args or {})
+        self.args.setdefault("models", {k: f"ckpts/{k}" for k in self.models})
+        self.name = name
+        self.file_format = file_format
+        self.slat_sampler = FlowEulerSampler.from_spec(self.args.get("slat_sampler"))
+        self._image_encoder: nn.Module | None = None
+
+    @property
+    def slat_normalization(self) -> dict[str, list[float]] | None:
+        return self.args.get("slat_normalization")
+
+    @property
+    def device(self) -> torch.device:
+        for m in self.models.values():
+            for p in m.parameters():
+                return p.device
+        return torch.device("cpu")
+
+    # ------------------------------------------------------------------ loading / saving
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike[str],
+        revision: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        models: Iterable[str] | None = None,
+        device: torch.device | str | None = None,
+        strict: bool = True,
+    ) -> NearPipeline:
+        """Load a pipeline from a local folder or a Hub repo ``org/repo``.
+
+        ``models`` restricts loading to those names (e.g. only ``["slat_flow_model"]`` from a full
+        TRELLIS pipeline whose other models this version does not implement).
+        """
+        pfile, repo_id = resolve_pipeline_file(path, revision=revision, cache_dir=cache_dir)
+        spec = read_pipeline_file(pfile)
+        stems: dict[str, str] = spec["args"].get("models", {})
+        wanted = list(stems) if models is None else list(models)
+        absent = [n for n in wanted if n not in stems]
+        if absent:
+            raise NearError(f"Pipeline {path} has no model(s) {absent}; it lists {sorted(stems)}.")
+        loaded: dict[str, nn.Module] = {}
+        unresolved: list[str] = []
+        for name in wanted:
+            try:
+                loaded[name] = _load_stem(
+                    stems[name], pfile.parent, repo_id, revision, cache_dir, device, strict
+                )
+            except NearError as e:
+                if str(e).startswith("Unknown model class"):
+                    unresolved.append(f"{name} ({str(e).split(chr(39))[1]})")
+                else:
+                    raise NearError(f"Pipeline model {name!r} (stem {stems[name]!r}): {e}") from e
+        if unresolved:
+            raise NearError(
+                f"Pipeline {path}: these models use classes this version cannot build: "
+                f"{', '.join(unresolved)}. "
+                f"Load the others with NearPipeline.from_pretrained(..., models=[...])."
+            )
+        fmt = "yaml" if pfile.suffix in (".yaml", ".yml") else "json"
+        return cls(loaded, spec["args"], name=spec["name"], file_format=fmt)
+
+    def save_pretrained(self, folder: str | os.PathLike[str], file_format: str | None = None) -> Path:
+        """Write every model (``{name, args}`` + safetensors) and the pipeline file, atomically each."""
+        folder = Path(folder)
+        fmt = file_format or self.file_format
+        if fmt not in ("json", "yaml"):
+            raise NearError(f"Pipeline file format must be 'json' or 'yaml', got {fmt!r}.")
+        args = copy.deepcopy(self.args)
+        stems = dict(args.get("models", {}))
+        for name, model in self.models.items():
+            stem = stems.get(name) or f"ckpts/{name}"
+            if not _is_local_stem(stem):
+                stem = f"ckpts/{name}"
+            stems[name] = stem
+            model_save_pretrained(model, folder, stem)
+        args["models"] = stems
+        args["slat_sampler"] = self.slat_sampler.to_spec()
+        data = {"name": self.name, "args": args}
+        if fmt == "json":
+            out = folder / "pipeline.json"
+            atomic_write_json(out, data)
+        else:
+            import yaml
+
+            out = folder / "pipeline.yaml"
+            atomic_write_text(out, yaml.safe_dump(data, sort_keys=False))
+        return out
+
+    def to(self, device: torch.device | str) -> NearPipeline:
+        for m in self.models.values():
+            m.to(device)
+        return self
+
+    # ------------------------------------------------------------------ stage 1
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """Condition tokens ``[B, T, C]`` from images ``[B, 3, H, W]`` in [0, 1]."""
+        enc = self.models.get("image_cond_model")
+        if enc is None:
+            if self._image_encoder is None:
+                from .models.image_encoder import image_cond_model
+
+                spec = self.args.get("image_cond_model")
+                if not isinstance(spec, str):
+                    raise NearError(
+                        "This pipeline has no image encoder "
+                        "(models.image_cond_model or args.image_cond_model)."
+                    )
+                self._image_encoder = image_cond_model(spec, device=self.device)
+            enc = self._image_encoder
+        with torch.no_grad():
+            return enc.encode(images.to(self.device))
+
+    def sample_slat(
+        self,
+        cond: torch.Tensor,
+        coords: torch.Tensor,
+        steps: int | None = None,
+        cfg: float | None = None,
+        cfg_interval: Sequence[float] | None = None,
+        generator: torch.Generator | None = None,
+        progress: Progress | ProgressReporter | None = None,
+        cancel: CancelCheck | None = None,
+        model: str = "slat_flow_model",
+        z_s: SparseTensor | None = None,
+        neg_cond: torch.Tensor | None = None,
+        denormalize_output: bool = True,
+    ) -> SparseTensor:
+        """Sample a SLAT on ``coords`` conditioned on image tokens ``cond``.
+
+        ``coords``: int ``[N, 3]`` (one asset) or ``[N, 4]`` (batch, x, y, z); ``cond [B, T, C]``
+        (or ``[T, C]``). For a light-homogenizing flow (input = [x_t, Z_s]) pass the shaded SLAT
+        ``z_s`` in de-normalized units (as returned by this method); it is normalized internally.
+        Returns the SLAT de-normalized with ``slat_normalization`` unless ``denormalize_output`` is
+        False. ``progress(fraction, message)`` is called per step; ``cancel()`` returning True
+        raises :class:`near_blender.utils.progress.Cancelled`.
+        """
+        if model not in self.models:
+            raise NearError(f"Pipeline has no model {model!r}; it has {sorted(self.models)}.")
+        flow = self.models[model]
+        device = self.device
+        if coords.dim() != 2 or coords.shape[1] not in (3, 4):
+            raise NearError(f"coords must be [N, 3] or [N, 4]; got {tuple(coords.shape)}.")
+        if coords.shape[1] == 3:
+            coords = torch.cat([torch.zeros_like(coords[:, :1]), coords], dim=1)
+        coords = coords.to(device=device, dtype=torch.int32)
+        if cond.dim() == 2:
+            cond = cond[None]
+        cond = cond.to(device)
+        n_out = int(flow.out_channels)
+        noise = torch.randn(
+            coords.shape[0], n_out, generator=generator, device=generator.device if generator else "cpu"
+        )
+        x = SparseTensor(noise.to(device), coords)
+        kwargs: dict[str, Any] = {}
+        fn: Any = flow
+        if _needs_shaded(flow):
+            if z_s is None:
+                raise NearError(
+                    f"Model {model!r} is a light-homogenizing flow: pass z_s, the shaded SLAT sampled first "
+                    "with the base TRELLIS SLAT flow on the same coords."
+                )
+            z = normalize(z_s.to(device), self.slat_normalization)
+            z = x.replace(z.feats.to(x.dtype))
+            if isinstance(flow, LHSLatFlowModel):
+                kwargs["z_s"] = z
+            else:
+
+                def fn(xx: SparseTensor, t: torch.Tensor, c: torch.Tensor) -> SparseTensor:
+                    return flow(concat_shaded(xx, z, n_out), t, c)
+
+        rep = as_reporter(progress, cancel)
+        out = self.slat_sampler.sample(
+            fn, x, cond, neg_cond=neg_cond, steps=steps, cfg_strength=cfg, cfg_interval=cfg_interval,
+            progress=rep, **kwargs,
+        )  # fmt: skip
+        return denormalize(out, self.slat_normalization) if denormalize_output else out
+
+
+def _is_local_stem(stem: str) -> bool:
+    return not (stem.startswith(("/", "~")) or ".." in Path(stem).parts or ":" in stem)
+
+
+def _load_stem(
+    stem: str,
+    folder: Path,
+    repo_id: str | None,
+    revision: str | None,
+    cache_dir: str | os.PathLike[str] | None,
+    device: torch.device | str | None,
+    strict: bool,
+) -> nn.Module:
+    """A model stem: relative to the pipeline folder / repo first, then as a full Hub path."""
+    local = folder / stem
+    if repo_id is None and local.with_name(local.name + ".json").is_file():
+        return model_from_pretrained(local, strict=strict, device=device)
+    if repo_id is not None:
+        try:
+            return model_from_pretrained(
+                f"{repo_id}/{stem}", revision=revision, cache_dir=cache_dir, strict=strict, device=device
+            )
+        except NearError as e:
+            msg = str(e)
+            if "does not exist in Hub repository" not in msg and "is not in the local" not in msg:
+                raise
+            first: NearError | None = e
+    else:
+        first = None
+    try:
+        split_hub_path(stem)
+    except NearError:
+        if first is not None:
+            raise first from None
+        raise NearError(f"Checkpoint {local}.json not found beside the pipeline file.") from None
+    return model_from_pretrained(stem, cache_dir=cache_dir, strict=strict, device=device)

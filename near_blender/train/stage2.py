@@ -1,0 +1,224 @@
+"""Stage-2 training (paper 3.5 and A.2): tokenizer + IAD + LAD + heads + radiance MLP, jointly, on
+(LH-SLAT [+ base-colour SLAT], camera, environment) -> relit HDR image and G-buffers.
+
+Input SLAT features are the dataset's 8-channel LH-SLAT, concatenated with the base-colour SLAT
+when ``use_bc_slat`` is set (the paper's best variant, table 3), and standardized with per-channel
+statistics measured on the training assets (stored with the model as ``slat_normalization``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import NearError
+from ..data.dataset import NearDataset, Stage2Views
+from ..models.relightable import MODEL_NAMES, RelightableDecoder, stage2_configs
+from ..render.conditioning import EnvConditioning
+from ..render.tonemap import tonemap_torch
+from ..sparse import SparseTensor
+from .losses import Stage2Loss, Stage2Weights, l1
+from .trainer import ItemRandom, TrainConfig, Trainer
+
+
+@dataclass
+class Stage2Config:
+    data: str = "data/default"
+    out: str = "runs/stage2"
+    model: str = "near-tiny"
+    model_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    use_bc_slat: bool = True
+    held_out_fraction: float = 0.2
+    env_height: int = 32  # conditioning map height (width = 2x); multiples of 32 for the tokenizer
+    alpha_weight: float = 1.0  # extra L1 on the silhouette (0 = the paper's objective exactly)
+    weights: dict[str, float] = field(default_factory=dict)  # Stage2Weights overrides
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Stage2Config:
+        d = _read_config(path)
+        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise NearError(f"{path}: unknown stage-2 option(s) {unknown}.")
+        return cls(**d)
+
+
+def _read_config(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise NearError(f"Config file {p} not found.")
+    text = p.read_text()
+    if p.suffix in (".yaml", ".yml"):
+        import yaml
+
+        return yaml.safe_load(text) or {}
+    return json.loads(text)
+
+
+def slat_channels(ds: NearDataset, asset_id: str, use_bc: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(coords [N, 3] int32, feats [N, 8 or 16]) of an asset's LH-SLAT (+ base-colour SLAT)."""
+    coords, feats = ds.slat(asset_id, "lh")
+    if use_bc:
+        c2, f2 = ds.slat(asset_id, "bc")
+        if not np.array_equal(coords, c2):
+            raise NearError(f"{asset_id}: slat_lh and slat_bc have different voxels.")
+        feats = np.concatenate([feats, f2], axis=1)
+    return coords, feats
+
+
+def measure_normalization(ds: NearDataset, asset_ids: list[str], use_bc: bool) -> dict[str, list[float]]:
+    """Per-channel mean/std of the SLAT features over all voxels of the training assets."""
+    feats = np.concatenate([slat_channels(ds, a, use_bc)[1] for a in asset_ids], axis=0).astype(np.float64)
+    std = feats.std(axis=0)
+    return {"mean": feats.mean(axis=0).tolist(), "std": np.where(std < 1e-6, 1.0, std).tolist()}
+
+
+def batch_slat(items: list[tuple[np.ndarray, np.ndarray]], norm: dict[str, list[float]]) -> SparseTensor:
+    """Stack per-item (coords, feats) into one SparseTensor (coords b,x,y,z), features standardized."""
+    mean = np.asarray(norm["mean"], np.float32)
+    std = np.asarray(norm["std"], np.float32)
+    coords, feats = [], []
+    for b, (c, f) in enumerate(items):
+        coords.append(np.concatenate([np.full((len(c), 1), b, np.int32), c.astype(np.int32)], axis=1))
+        feats.append((f - mean) / std)
+    return SparseTensor(
+        feats=torch.from_numpy(np.concatenate(feats).astype(np.float32)),
+        coords=torch.from_numpy(np.concatenate(coords)),
+    )
+
+
+class ConditioningCache:
+    """One :class:`EnvConditioning` per environment map name (camera-independent parts)."""
+
+    def __init__(self, ds: NearDataset, height: int) -> None:
+        self.ds, self.height = ds, height
+        self._by_name: dict[str, EnvConditioning] = {}
+
+    def maps(self, envmap: str, rotation_z: float, viewmat: np.ndarray) -> torch.Tensor:
+        """``[9, H, W]`` tokenizer input for a map, its Mapping rotation and a camera."""
+        if envmap not in self._by_name:
+            self._by_name[envmap] = EnvConditioning(self.ds.envmap(envmap), self.height)
+        return self._by_name[envmap](viewmat, rotation_z).stacked()
+
+
+def collate_stage2(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return items
+
+
+class Stage2Step:
+    """The step function: build inputs for a batch of views, run the stack, compute the losses."""
+
+    def __init__(self, ds: NearDataset, cfg: Stage2Config, norm: dict[str, list[float]]) -> None:
+        self.ds, self.cfg, self.norm = ds, cfg, norm
+        self.cond = ConditioningCache(ds, cfg.env_height)
+        self.loss = Stage2Loss(
+            tonemap=lambda x: tonemap_torch(x.clamp_min(0.0)), weights=Stage2Weights(**cfg.weights)
+        )
+
+    def inputs(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        recs = [it["record"] for it in items]
+        slat = batch_slat([slat_channels(self.ds, r.asset_id, self.cfg.use_bc_slat) for r in recs], self.norm)
+        env = torch.stack(
+            [
+                self.cond.maps(r.envmap, float(r.lighting.get("rotation_z", 0.0)), r.camera.viewmat)
+                for r in recs
+            ]
+        )
+        viewmats = torch.tensor(np.stack([r.camera.viewmat for r in recs]), dtype=torch.float32)
+        Ks = torch.tensor(np.stack([r.camera.K for r in recs]), dtype=torch.float32)
+        W, H = recs[0].camera.width, recs[0].camera.height
+        return {"slat": slat, "env": env, "viewmats": viewmats, "Ks": Ks, "width": W, "height": H}
+
+    def targets(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        keys = items[0]["targets"].keys()
+        return {k: torch.from_numpy(np.stack([it["targets"][k] for it in items])).float() for k in keys}
+
+    def __call__(
+        self, model: torch.nn.Module, items: list[dict[str, Any]], rand: ItemRandom
+    ) -> dict[str, Any]:
+        del rand  # the stage-2 step is deterministic given the batch
+        x = self.inputs(items)
+        out = model(x["slat"], x["env"], x["viewmats"], x["Ks"], x["width"], x["height"])
+        gt = self.targets(items)
+        decoder = model.module if hasattr(model, "module") else model
+        g = decoder._last_gaussians if hasattr(decoder, "_last_gaussians") else None
+        pred = {k: out[k] for k in ("hdr", "base_color", "roughness", "metallic", "shadow") if k in out}
+        if g is not None:
+            pred.update(scales=g.scales, light_scales=g.light_scales, opacities=g.opacities)
+        gt_l = {"hdr": gt["hdr"], "mask": gt["alpha"]}
+        for k in ("base_color", "roughness", "metallic"):
+            if k in gt:
+                gt_l[k] = gt[k]
+        losses = self.loss(pred, gt_l)
+        if "shadow" in gt and "shadow" in out:
+            # shadow is defined where shadow_weight = 1 (lit, non-metal interior pixels)
+            losses["shadow"] = l1(out["shadow"], gt["shadow"], gt["shadow_weight"])
+            losses["total"] = losses["total"] + self.loss.w.shadow * losses["shadow"]
+        if self.cfg.alpha_weight:
+            losses["alpha_l1"] = l1(out["alpha"], gt["alpha"])
+            losses["total"] = losses["total"] + self.cfg.alpha_weight * losses["alpha_l1"]
+        return losses
+
+
+def build_model(cfg: Stage2Config, latent_channels: int) -> RelightableDecoder:
+    overrides = {k: dict(v) for k, v in cfg.model_overrides.items()}
+    overrides.setdefault("decoder", {})["latent_channels"] = latent_channels
+    return RelightableDecoder.from_configs(stage2_configs(cfg.model, **overrides))
+
+
+def export_stage2(model: RelightableDecoder, folder: Path, extra_args: dict[str, Any]) -> None:
+    """Write the four models + ``pipeline.json`` (published names) into ``folder``."""
+    from ..pipeline import NearPipeline
+
+    pipe = NearPipeline(models=model.stage2_models(), args=dict(extra_args), name="NearPipeline")
+    pipe.save_pretrained(folder)
+
+
+def train_stage2(cfg: Stage2Config, progress: bool = True, stop_at: int | None = None) -> dict[str, Any]:
+    """Train (or resume) stage 2 as configured; returns the last losses and where the model is."""
+    ds = NearDataset(cfg.data)
+    train_ids, test_ids = ds.split(cfg.held_out_fraction)
+    if not train_ids:
+        raise NearError(f"No training assets in {cfg.data}.")
+    out = Path(cfg.out)
+    norm_path = out / "slat_normalization.json"
+    if norm_path.is_file():
+        norm = json.loads(norm_path.read_text())
+    else:
+        from ..utils.atomic import atomic_write_json
+
+        norm = measure_normalization(ds, train_ids, cfg.use_bc_slat)
+        atomic_write_json(norm_path, norm)
+    latent = len(norm["mean"])
+    model = build_model(cfg, latent)
+    data = Stage2Views(ds, train_ids, "relit")
+    step = Stage2Step(ds, cfg, norm)
+    tcfg = TrainConfig.from_dict(cfg.train)
+    extra = {
+        "stage2": {
+            "slat_normalization": norm,
+            "use_bc_slat": cfg.use_bc_slat,
+            "env_height": cfg.env_height,
+            "conditioning": {"directions": "camera", "log_norm": "fixed", "ldr": "reinhard"},
+            "model": cfg.model,
+            "train_assets": train_ids,
+            "held_out_assets": test_ids,
+            "held_out_envmaps": ds.holdout_envmaps,
+            "dataset": str(cfg.data),
+        },
+        "config": asdict(cfg),
+    }
+    trainer = Trainer(
+        model, data, step, tcfg, out, collate=collate_stage2,
+        export_fn=lambda m, folder: export_stage2(m, folder, extra),
+    )  # fmt: skip
+    last = trainer.fit(progress=progress, stop_at=stop_at)
+    return {"last": last, "model_dir": str(out / "model"), "steps": trainer.step, "train_views": len(data)}
+
+
+__all__ = ["Stage2Config", "train_stage2", "Stage2Step", "build_model", "MODEL_NAMES"]

@@ -1,0 +1,44 @@
+"""Helpers for tests that drive real Blender through the bpy module (one session per process).
+
+``import bpy`` takes ~1 s and EEVEE's first frame compiles shaders for ~1 min, so test modules share
+the process-wide session and reset the scene with :func:`empty_scene` instead of restarting.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+bpy = pytest.importorskip("bpy")
+
+REPO = Path(__file__).resolve().parents[1]
+ADDON_MODULE = (
+    "near_addon"  # the repo root imported as a package (Blender names it bl_ext.<repo>.near_blender)
+)
+
+
+def empty_scene():
+    """Reset Blender to factory settings with an empty scene; returns the scene."""
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    return bpy.context.scene
+
+
+def import_addon():
+    """Import the repository root (the extension) as a package and return it (not registered)."""
+    if ADDON_MODULE in sys.modules:
+        return sys.modules[ADDON_MODULE]
+    spec = importlib.util.spec_from_file_location(
+        ADDON_MODULE, REPO / "__init__.py", submodule_search_locations=[str(REPO)]
+    )
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[ADDON_MODULE] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def studio_hdri(name: str = "forest") -> Path:
+    """Path of one of Blender's bundled studio HDRIs (1024x512 EXR, CC0)."""
+    return Path(bpy.utils.system_resource("DATAFILES")) / "studiolights" / "world" / f"{name}.exr"

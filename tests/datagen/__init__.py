@@ -1,0 +1,1 @@
+"""Tests of the training-data generator (issue 6)."""

@@ -1,0 +1,125 @@
+"""Stage-1 homogenizer: Z_s concatenation and PEFT LoRA on exactly the attention projections."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from near_blender import NearError
+from near_blender.models import from_pretrained, save_pretrained
+from near_blender.models.homogenizer import (
+    LHSLatFlowModel,
+    attach_lora,
+    from_base_flow,
+    load_adapters,
+    lora_modules,
+    merge_lora,
+    merged_model,
+    save_adapters,
+    unmerge_lora,
+)
+
+from ._helpers import randomize, sparse_input, tiny_flow
+
+
+def inputs():  # noqa: ANN201
+    x = sparse_input(seed=11)
+    g = torch.Generator().manual_seed(12)
+    z_s = x.replace(torch.randn(x.feats.shape, generator=g))
+    return x, torch.tensor([250.0, 750.0]), torch.randn(2, 4, 16, generator=g), z_s
+
+
+def homogenizer(seed: int = 0) -> LHSLatFlowModel:
+    return from_base_flow(randomize(tiny_flow(), seed=seed)).eval()
+
+
+def randomize_lora_b(peft_model, seed: int = 0) -> None:  # noqa: ANN001
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n, p in peft_model.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+
+
+def test_homogenizer_starts_equal_to_base_flow_and_uses_z_s() -> None:
+    base = randomize(tiny_flow(), seed=1).eval()
+    model = from_base_flow(base).eval()
+    assert model.in_channels == 16 and model.input_layer.weight.shape == (16, 16)
+    x, t, cond, z_s = inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, t, cond, z_s=z_s).feats, base(x, t, cond).feats)
+        model.input_layer.weight[:, 8:] = 0.3
+        assert not torch.allclose(model(x, t, cond, z_s=z_s).feats, base(x, t, cond).feats)
+    with pytest.raises(NearError, match="shaded SLAT z_s"):
+        model(x, t, cond)
+    with pytest.raises(NearError, match="in_channels = out_channels \\+ shaded_channels"):
+        LHSLatFlowModel(**{**base.near_config["args"], "in_channels": 9})
+
+
+def test_lora_targets_exactly_attention_projections() -> None:
+    peft_model = attach_lora(homogenizer(), rank=4, alpha=8)
+    projections = (
+        "self_attn.to_qkv",
+        "self_attn.to_out",
+        "cross_attn.to_q",
+        "cross_attn.to_kv",
+        "cross_attn.to_out",
+    )
+    expected = sorted(f"blocks.{i}.{a}" for i in range(2) for a in projections)
+    assert lora_modules(peft_model) == expected
+    trainable = {n for n, p in peft_model.named_parameters() if p.requires_grad}
+    assert all("lora_" in n or "input_layer.modules_to_save" in n for n in trainable)
+    assert any("input_layer.modules_to_save" in n for n in trainable)
+    layer = peft_model.get_base_model().blocks[0].self_attn.to_qkv
+    assert math.isclose(layer.scaling["default"], 8 / math.sqrt(4))  # rsLoRA: alpha / sqrt(r)
+    assert layer.lora_A["default"].weight.shape == (4, 32) and layer.lora_B["default"].weight.shape == (96, 4)
+
+
+def test_zero_b_equals_base_then_merge_unmerge_round_trips() -> None:
+    model = homogenizer(seed=2)
+    x, t, cond, z_s = inputs()
+    with torch.no_grad():
+        base_out = model(x, t, cond, z_s=z_s).feats.clone()
+    base_w = {k: v.clone() for k, v in model.state_dict().items()}
+    peft_model = attach_lora(model, rank=4, alpha=4).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(peft_model(x, t, cond, z_s=z_s).feats, base_out, atol=0, rtol=0)
+        randomize_lora_b(peft_model)
+        adapted = peft_model(x, t, cond, z_s=z_s).feats.clone()
+        assert (adapted - base_out).abs().max() > 1e-3
+        merge_lora(peft_model)
+        torch.testing.assert_close(peft_model(x, t, cond, z_s=z_s).feats, adapted, atol=1e-5, rtol=1e-5)
+        w = peft_model.get_base_model().blocks[1].cross_attn.to_kv.base_layer.weight
+        assert not torch.allclose(w, base_w["blocks.1.cross_attn.to_kv.weight"])
+        unmerge_lora(peft_model)
+        torch.testing.assert_close(w, base_w["blocks.1.cross_attn.to_kv.weight"], atol=1e-6, rtol=0)
+        torch.testing.assert_close(peft_model(x, t, cond, z_s=z_s).feats, adapted, atol=1e-5, rtol=1e-5)
+
+
+def test_adapter_only_and_merged_saves(tmp_path) -> None:  # noqa: ANN001
+    x, t, cond, z_s = inputs()
+    peft_model = attach_lora(homogenizer(seed=3), rank=4, alpha=4).eval()
+    randomize_lora_b(peft_model, seed=5)
+    with torch.no_grad():
+        peft_model.get_base_model().input_layer.modules_to_save["default"].weight[:, 8:] = 0.05
+        adapted = peft_model(x, t, cond, z_s=z_s).feats.clone()
+    folder = save_adapters(peft_model, tmp_path / "adapters")
+    keys = set(load_file(str(folder / "adapter_model.safetensors")))
+    assert keys and all("lora_" in k or "input_layer" in k for k in keys)
+    assert json.loads((folder / "adapter_config.json").read_text())["use_rslora"] is True
+    reloaded = load_adapters(homogenizer(seed=3), folder)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(x, t, cond, z_s=z_s).feats, adapted, atol=1e-6, rtol=0)
+    merged = merged_model(peft_model)
+    assert "blocks.0.self_attn.to_qkv.weight" in merged.state_dict()
+    save_pretrained(merged, tmp_path, "ckpts/homogenizer")
+    again = from_pretrained(tmp_path / "ckpts" / "homogenizer")
+    assert isinstance(again, LHSLatFlowModel)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x, t, cond, z_s=z_s).feats, adapted, atol=1e-5, rtol=1e-5)
+    with pytest.raises(NearError, match="No LoRA adapters"):
+        load_adapters(homogenizer(), tmp_path / "nowhere")

@@ -1,0 +1,121 @@
+"""NearPipeline: local pipeline folders (TRELLIS json / NeAR yaml), stage-1 sampling API."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from near_blender import NearError
+from near_blender.models.homogenizer import from_base_flow
+from near_blender.pipeline import NearPipeline
+from near_blender.sparse import SparseTensor
+from near_blender.utils.progress import Cancelled
+
+from ._helpers import randomize, tiny_flow
+
+NORM = {"mean": [0.1 * i for i in range(8)], "std": [1.0 + 0.1 * i for i in range(8)]}
+
+
+def make_pipeline() -> NearPipeline:
+    args = {
+        "slat_sampler": {"name": "FlowEulerGuidanceIntervalSampler", "args": {"sigma_min": 1e-5},
+                         "params": {"steps": 4, "cfg_strength": 3.0, "cfg_interval": [0.5, 1.0],
+                                    "rescale_t": 3.0}},
+        "slat_normalization": NORM,
+    }  # fmt: skip
+    base = randomize(tiny_flow(), seed=1).eval()
+    homog = from_base_flow(randomize(tiny_flow(), seed=2)).eval()
+    with torch.no_grad():
+        homog.input_layer.weight[:, 8:] = 0.1
+    models = {"slat_flow_model": homog, "slat_flow_model_shaded": base}
+    return NearPipeline(models, args)
+
+
+def coords() -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    return torch.unique(torch.randint(16, 40, (150, 3), generator=g), dim=0)
+
+
+@pytest.mark.parametrize("fmt", ["json", "yaml"])
+def test_save_load_round_trip_and_reproducible_sampling(tmp_path, fmt: str) -> None:  # noqa: ANN001
+    pipe = make_pipeline()
+    out = pipe.save_pretrained(tmp_path, file_format=fmt)
+    assert out.name == f"pipeline.{fmt}" and (tmp_path / "ckpts" / "slat_flow_model.safetensors").is_file()
+    loaded = NearPipeline.from_pretrained(tmp_path)
+    assert loaded.file_format == fmt and set(loaded.models) == set(pipe.models)
+    cond = torch.randn(1, 3, 16, generator=torch.Generator().manual_seed(1))
+    kw = dict(model="slat_flow_model_shaded")
+    a = pipe.sample_slat(cond, coords(), generator=torch.Generator().manual_seed(5), **kw)
+    b = loaded.sample_slat(cond, coords(), generator=torch.Generator().manual_seed(5), **kw)
+    torch.testing.assert_close(a.feats, b.feats, atol=1e-5, rtol=1e-5)
+    assert a.coords[:, 0].eq(0).all() and a.feats.shape == (coords().shape[0], 8)
+    raw = pipe.sample_slat(
+        cond, coords(), generator=torch.Generator().manual_seed(5), denormalize_output=False, **kw
+    )
+    torch.testing.assert_close(a.feats, raw.feats * torch.tensor(NORM["std"]) + torch.tensor(NORM["mean"]))
+
+
+def test_homogenizing_flow_needs_and_uses_the_shaded_slat() -> None:
+    pipe = make_pipeline()
+    cond = torch.randn(1, 3, 16, generator=torch.Generator().manual_seed(1))
+    z_s = pipe.sample_slat(
+        cond, coords(), model="slat_flow_model_shaded", generator=torch.Generator().manual_seed(2)
+    )
+    with pytest.raises(NearError, match="pass z_s"):
+        pipe.sample_slat(cond, coords())
+    a = pipe.sample_slat(cond, coords(), z_s=z_s, generator=torch.Generator().manual_seed(3))
+    b = pipe.sample_slat(
+        cond, coords(), z_s=z_s.replace(z_s.feats + 1), generator=torch.Generator().manual_seed(3)
+    )
+    assert isinstance(a, SparseTensor) and not torch.allclose(a.feats, b.feats)
+
+
+def test_progress_and_cancellation() -> None:
+    pipe = make_pipeline()
+    seen: list[tuple[float, str]] = []
+    cond = torch.zeros(1, 2, 16)
+    pipe.sample_slat(
+        cond, coords(), steps=3, model="slat_flow_model_shaded", progress=lambda f, m: seen.append((f, m))
+    )
+    assert [f for f, _ in seen] == pytest.approx([0.0, 1 / 3, 2 / 3, 1.0]) and seen[-1][1] == "sampling: 3/3"
+    with pytest.raises(Cancelled):
+        pipe.sample_slat(cond, coords(), model="slat_flow_model_shaded", cancel=lambda: True)
+
+
+def test_unresolvable_models_are_listed_and_subsets_load(tmp_path) -> None:  # noqa: ANN001
+    pipe = make_pipeline()
+    pipe.save_pretrained(tmp_path)
+    data = json.loads((tmp_path / "pipeline.json").read_text())
+    data["args"]["models"]["sparse_structure_decoder"] = "ckpts/ss_dec"
+    (tmp_path / "ckpts" / "ss_dec.json").write_text(
+        json.dumps({"name": "SparseStructureDecoder", "args": {}})
+    )
+    (tmp_path / "ckpts" / "ss_dec.safetensors").write_bytes(b"")
+    (tmp_path / "pipeline.json").write_text(json.dumps(data))
+    with pytest.raises(NearError, match=r"sparse_structure_decoder \(SparseStructureDecoder\)"):
+        NearPipeline.from_pretrained(tmp_path)
+    sub = NearPipeline.from_pretrained(tmp_path, models=["slat_flow_model_shaded"])
+    assert list(sub.models) == ["slat_flow_model_shaded"]
+    with pytest.raises(NearError, match="has no model"):
+        NearPipeline.from_pretrained(tmp_path, models=["decoder"])
+    with pytest.raises(NearError, match="no pipeline file"):
+        NearPipeline.from_pretrained(tmp_path / "ckpts")
+
+
+def test_image_to_slat_with_the_trainable_encoder(tmp_path) -> None:  # noqa: ANN001
+    from near_blender.models.image_encoder import PatchImageEncoder
+
+    pipe = make_pipeline()
+    pipe.models["image_cond_model"] = PatchImageEncoder(embed_dim=16, depth=1, num_heads=2).eval()
+    pipe.save_pretrained(tmp_path)
+    loaded = NearPipeline.from_pretrained(tmp_path)
+    images = torch.rand(1, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    tokens = loaded.encode_image(images)
+    assert tokens.shape == (1, 1 + 64, 16)
+    torch.testing.assert_close(tokens, pipe.encode_image(images))
+    slat = loaded.sample_slat(tokens, coords(), steps=2, model="slat_flow_model_shaded")
+    assert torch.isfinite(slat.feats).all()
+    with pytest.raises(NearError, match="no image encoder"):
+        NearPipeline({}, {}).encode_image(images)
