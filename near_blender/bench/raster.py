@@ -29,8 +29,8 @@ from typing import Any
 import torch
 
 from ..render import rasterize
-from ..render._composite import intra_op_threads
 from ..render._projection import project_gaussians
+from ..render._threads import intra_op_threads
 from ..render.camera import orbit_camera
 
 SIZES = [10_000, 100_000, 640_000]

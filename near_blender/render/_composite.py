@@ -25,9 +25,8 @@ How it runs (pure torch, vectorized):
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -95,20 +94,6 @@ class _Plan:
     workers: int = 1
     bins: dict[int, Bins] = field(default_factory=dict)  # kept for backward (see cache_pairs)
     jobs: list[list[_Job]] = field(default_factory=list)  # per slab, batches recorded by forward
-
-
-@contextlib.contextmanager
-def intra_op_threads(n: int) -> Iterator[None]:
-    """Set torch's intra-op thread count for the enclosed block (restored afterwards)."""
-    old = torch.get_num_threads()
-    if n == old:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def _run_jobs(jobs: list[_Job], fn: Callable[[_Job, int], None], workers: int) -> None:

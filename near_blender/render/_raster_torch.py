@@ -21,8 +21,9 @@ import torch
 from torch import Tensor
 
 from ._binning import Grid
-from ._composite import CompositeConfig, composite_backward, composite_forward, intra_op_threads, make_plan
+from ._composite import CompositeConfig, composite_backward, composite_forward, make_plan
 from ._projection import project_gaussians
+from ._threads import intra_op_threads
 
 
 @dataclass(frozen=True)
