@@ -30,7 +30,7 @@ import torch
 
 from ..render import rasterize
 from ..render._projection import project_gaussians
-from ..render._threads import intra_op_threads
+from ..render._threads import available_threads, single_threaded
 from ..render.camera import orbit_camera
 
 SIZES = [10_000, 100_000, 640_000]
@@ -126,9 +126,9 @@ def dense_rasterize(scene: dict[str, torch.Tensor], res: int, px_chunk: int = 51
             out[p0 : p0 + px_chunk] += w @ f[sl]
             T = torch.where(t_after[:, -1:] > 1e-4, t_after[:, -1:], 0.0)
 
-    threads = torch.get_num_threads()
+    threads = available_threads()
     with (
-        intra_op_threads(1),
+        single_threaded(),
         ThreadPoolExecutor(threads, initializer=torch.set_num_threads, initargs=(1,)) as ex,
     ):
         list(ex.map(chunk, range(0, res * res, px_chunk)))

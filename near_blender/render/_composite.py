@@ -50,7 +50,7 @@ class CompositeConfig:
     chunk: int = 1 << 19  # (Gaussian, pixel) evaluations per batch (memory bound)
     pair_budget: int = 1 << 23  # candidate (Gaussian, block) pairs binned at once (memory bound)
     cache_pairs: int = 1 << 25  # keep the bins for backward up to this many pairs (int32 each)
-    # Worker threads for the compositing (None: torch.get_num_threads()). Each runs its torch ops on
+    # Worker threads for the compositing (None: torch's intra-op thread count). Each runs its ops on
     # one intra-op thread and pulls independent jobs (groups of blocks) from a shared queue, which
     # degrades gracefully on a busy machine, unlike per-op OpenMP teams.
     workers: int | None = None

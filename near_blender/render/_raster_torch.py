@@ -23,7 +23,7 @@ from torch import Tensor
 from ._binning import Grid
 from ._composite import CompositeConfig, composite_backward, composite_forward, make_plan
 from ._projection import project_gaussians
-from ._threads import intra_op_threads
+from ._threads import available_threads, single_threaded
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ class _RasterizeFn(torch.autograd.Function):
     def backward(ctx, g_out: Tensor):  # type: ignore[override]
         (out,) = ctx.saved_tensors
         leaves, projected = ctx.graph
-        with intra_op_threads(1):
+        with single_threaded():
             grads = composite_backward(projected[2].detach(), projected[3].detach(), out, g_out, ctx.plan)
             wanted = [x for x in leaves if x.requires_grad]
             pairs = [(t, g) for t, g in zip(projected, grads) if t.requires_grad]
@@ -122,9 +122,9 @@ def rasterize_torch(
     D = features.shape[-1]
     opts = _Options(
         width, height, near_plane, far_plane, eps2d, mode == "antialiased", camera_model == "ortho",
-        config or CompositeConfig(), torch.get_num_threads(),
+        config or CompositeConfig(), available_threads(),
     )  # fmt: skip
-    with intra_op_threads(1):
+    with single_threaded():
         out = _RasterizeFn.apply(opts, means, quats, scales, opacities, features, viewmats, Ks)
         color, dsum, alpha = out[..., :D], out[..., D : D + 1], out[..., D + 1 :]
         if backgrounds is not None:
