@@ -1,5 +1,7 @@
 """``rasterize``: the one Gaussian-splatting entry point of the stack (training, F12, viewport, eval).
 
+Use it as ``from near_blender.render import rasterize``.
+
 Contract (gsplat's ``rasterization`` with ``render_mode="RGB+ED"``):
 
 * Gaussians: ``means [N, 3]`` (world, metres), ``quats [N, 4]`` (w, x, y, z; any non-zero length),
@@ -7,13 +9,23 @@ Contract (gsplat's ``rasterization`` with ``render_mode="RGB+ED"``):
   negative ones, contribute nothing), ``features [N, D]`` or per camera ``[C, N, D]`` (any D >= 1).
 * Cameras: ``viewmats [C, 4, 4]`` OpenCV world-to-camera (x right, y down, z forward), ``Ks [C, 3, 3]``
   in pixels with pixel centres at +0.5 (:mod:`near_blender.render.camera`), image ``width x height``.
+  ``camera_model="ortho"`` projects ``u = fx x + cx`` (fx in pixels per metre).
 * Returns ``(features [C, H, W, D], alphas [C, H, W, 1], depths [C, H, W, 1])``: composited features
-  (plus ``(1 - alpha) * background`` when ``backgrounds [C, D]`` is given), accumulated opacity, and
-  the expected camera depth ``sum(w z) / sum(w)`` (0 where alpha == 0).
+  (plus ``(1 - alpha) * background`` when ``backgrounds [C, D]`` (or ``[D]``) is given), accumulated
+  opacity, and the expected camera depth ``sum(w z) / sum(w)`` (0 where alpha == 0).
+
+Semantics (gsplat 1.5's CUDA kernels, reproduced exactly by the torch backend): EWA projection of
+``R S S^T R^T``; Gaussians whose centre depth is outside ``[near_plane, far_plane]`` are dropped;
+``eps2d`` px² added to the 2D covariance (``antialiased`` scales the opacity by the determinant
+ratio); extent ``min(3.33, sqrt(2 ln(255 o)))`` sigmas for the 16x16 tile lists; per pixel, in
+increasing depth: ``alpha = min(0.999, o exp(-power))``, skipped when < 1/255, and the pixel stops
+before the Gaussian that would bring its transmittance to <= 1e-4.
 
 Backends: ``"gsplat"`` (CUDA tensors only), ``"torch"`` (ours; any device, float32 or float64,
-differentiable w.r.t. means, quats, scales, opacities, features, viewmats and Ks), ``"auto"``
-(gsplat for float32 CUDA tensors when it works, torch otherwise). Both give the same images.
+differentiable w.r.t. means, quats, scales, opacities, features, viewmats and Ks; the discrete
+decisions above are held fixed, as in gsplat), ``"auto"`` (gsplat for float32 CUDA tensors when it
+works, else torch). On CPU the torch backend runs its ops on one intra-op thread and composites on
+``torch.get_num_threads()`` worker threads (see :mod:`._threads`).
 """
 
 from __future__ import annotations
@@ -206,7 +218,8 @@ def _check_tensors(
         if tuple(bg.shape) != (C, D):
             raise NearError(f"rasterize: backgrounds must be [C, D] = [{C}, {D}], got {list(bg.shape)}.")
     for name, v in t.items():
-        if not bool(torch.isfinite(v).all()):
+        # one pass in the common case: a finite sum means finite entries (NaN/Inf propagate)
+        if v.numel() and not bool(torch.isfinite(v.sum())) and not bool(torch.isfinite(v).all()):
             bad = int((~torch.isfinite(v)).sum())
             raise NearError(
                 f"rasterize: {name} contains {bad} NaN/Inf value(s); check the model outputs or the "

@@ -70,7 +70,10 @@ def test_matches_reference_ortho(mode: str) -> None:
         assert max(errs) < (1e-9 if dtype == torch.float64 else 1e-4), (dtype, errs)
 
 
-def test_multiple_cameras_and_per_camera_features() -> None:
+@pytest.mark.parametrize(
+    "cfg", [None, CompositeConfig(workers=2, serial_below=0, pair_budget=400, cache_pairs=0, block=8)]
+)
+def test_multiple_cameras_and_per_camera_features(cfg: CompositeConfig | None) -> None:
     rng = np.random.default_rng(11)
     scene = random_scene(rng, 120, 4, depth=0.0)
     eyes = [np.array([0.3, -0.2, -3.0]), np.array([2.5, 0.4, -1.5])]
@@ -80,7 +83,7 @@ def test_multiple_cameras_and_per_camera_features() -> None:
     out = rasterize(
         *(_t(scene[k], torch.float64) for k in ("means", "quats", "scales", "opacities")),
         _t(feats, torch.float64), _t(vms, torch.float64), _t(Ks, torch.float64), W, H,
-        near_plane=0.05, backend="torch",
+        near_plane=0.05, backend="torch", config=cfg,
     )  # fmt: skip
     for c in range(2):
         ref = reference_rasterize(
