@@ -39,7 +39,19 @@ class _Options:
     threads: int
 
 
+def _finish(out: Tensor, backgrounds: Tensor | None, D: int) -> tuple[Tensor, Tensor, Tensor]:
+    """[C, H, W, D + 2] (features | depth sum | alpha) -> (features over background, alpha, depth)."""
+    color, dsum, alpha = out[..., :D], out[..., D : D + 1], out[..., D + 1 :]
+    if backgrounds is not None:
+        color = color + (1.0 - alpha) * backgrounds[:, None, None, :]
+    return color, alpha, dsum / alpha.clamp_min(1e-10)
+
+
 class _RasterizeFn(torch.autograd.Function):
+    """Projection -> compositing -> background/depth normalization, with a hand-driven backward:
+    the projection and the finishing step keep local autograd graphs, the compositing has its own
+    backward; everything runs on one intra-op thread."""
+
     @staticmethod
     def forward(  # type: ignore[override]
         ctx,
@@ -51,9 +63,11 @@ class _RasterizeFn(torch.autograd.Function):
         features: Tensor,
         viewmats: Tensor,
         Ks: Tensor,
-    ) -> Tensor:
+        backgrounds: Tensor | None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
         inputs = (means, quats, scales, opacities, features, viewmats, Ks)
-        needs = ctx.needs_input_grad[1:]
+        needs = ctx.needs_input_grad[1:8]
+        grad = any(ctx.needs_input_grad)
         with torch.enable_grad() if any(needs) else torch.no_grad():
             leaves = [x.detach().requires_grad_(n) for x, n in zip(inputs, needs)]
             proj = project_gaussians(
@@ -72,32 +86,41 @@ class _RasterizeFn(torch.autograd.Function):
             proj.means2d, proj.conics, proj.opacities, proj.depths, proj.cam, proj.radii, grid, opts.cfg,
             opts.threads,
         )  # fmt: skip
-        projected = [proj.means2d, proj.conics, proj.opacities, fe]
         out = composite_forward(fe.detach(), plan)
-        if any(needs):
+        with torch.enable_grad() if grad else torch.no_grad():
+            out_leaf = out.requires_grad_(grad)
+            bg = backgrounds
+            if bg is not None:
+                bg = bg.detach().requires_grad_(ctx.needs_input_grad[8])
+            finished = _finish(out_leaf, bg, features.shape[-1])
+        if grad:
             ctx.plan = plan
-            ctx.graph = (leaves, projected)
-            ctx.save_for_backward(out)
-        return out
+            ctx.graph = (leaves, [proj.means2d, proj.conics, proj.opacities, fe], out_leaf, bg, finished)
+        return tuple(t.detach() for t in finished)  # type: ignore[return-value]
 
     @staticmethod
-    def backward(ctx, g_out: Tensor):  # type: ignore[override]
-        (out,) = ctx.saved_tensors
-        leaves, projected = ctx.graph
+    def backward(ctx, *g_finished: Tensor):  # type: ignore[override]
+        leaves, projected, out, bg, finished = ctx.graph
         with single_threaded():
-            grads = composite_backward(projected[2].detach(), projected[3].detach(), out, g_out, ctx.plan)
-            wanted = [x for x in leaves if x.requires_grad]
+            # keep the local graphs: the outer graph may be walked again (retain_graph / gradcheck);
+            # they are freed with this node
+            wanted = [out] + ([bg] if bg is not None and bg.requires_grad else [])
+            got = torch.autograd.grad(finished, wanted, g_finished, allow_unused=True, retain_graph=True)
+            g_out = got[0] if got[0] is not None else torch.zeros_like(out)
+            g_bg = got[1] if len(got) > 1 else None
+            grads = composite_backward(
+                projected[2].detach(), projected[3].detach(), out.detach(), g_out, ctx.plan
+            )
+            want = [x for x in leaves if x.requires_grad]
             pairs = [(t, g) for t, g in zip(projected, grads) if t.requires_grad]
-            got: tuple = tuple(None for _ in wanted)
-            if pairs:
+            res: tuple = tuple(None for _ in want)
+            if pairs and want:
                 outs, gs = [t for t, _ in pairs], [g for _, g in pairs]
-                # keep the local graph: the outer graph may be walked again (retain_graph / gradcheck);
-                # it is freed with this node
-                got = torch.autograd.grad(outs, wanted, gs, allow_unused=True, retain_graph=True)
-        it = iter(got)
+                res = torch.autograd.grad(outs, want, gs, allow_unused=True, retain_graph=True)
+        it = iter(res)
         result = [next(it) if x.requires_grad else None for x in leaves]
         result = [torch.zeros_like(x) if g is None and x.requires_grad else g for x, g in zip(leaves, result)]
-        return (None, *result)
+        return (None, *result, g_bg)
 
 
 def rasterize_torch(
@@ -119,15 +142,9 @@ def rasterize_torch(
     config: CompositeConfig | None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Inputs already validated; returns (features, alphas, expected depths)."""
-    D = features.shape[-1]
     opts = _Options(
         width, height, near_plane, far_plane, eps2d, mode == "antialiased", camera_model == "ortho",
         config or CompositeConfig(), available_threads(),
     )  # fmt: skip
     with single_threaded():
-        out = _RasterizeFn.apply(opts, means, quats, scales, opacities, features, viewmats, Ks)
-        color, dsum, alpha = out[..., :D], out[..., D : D + 1], out[..., D + 1 :]
-        if backgrounds is not None:
-            color = color + (1.0 - alpha) * backgrounds[:, None, None, :]
-        depth = dsum / alpha.clamp_min(1e-10)
-    return color, alpha, depth
+        return _RasterizeFn.apply(opts, means, quats, scales, opacities, features, viewmats, Ks, backgrounds)

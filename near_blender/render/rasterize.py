@@ -75,6 +75,34 @@ def rasterize(
     ``eps2d`` is the low-pass (px²) added to every 2D covariance; ``config`` tunes the torch
     backend's memory/speed trade-off (never its results).
     """
+    from ._threads import single_threaded
+
+    with single_threaded():  # validation reductions too: see _threads
+        return _rasterize(
+            means, quats, scales, opacities, features, viewmats, Ks, width, height, near_plane,
+            far_plane, backgrounds, mode, camera_model, backend, eps2d, config,
+        )  # fmt: skip
+
+
+def _rasterize(
+    means: Tensor,
+    quats: Tensor,
+    scales: Tensor,
+    opacities: Tensor,
+    features: Tensor,
+    viewmats: Tensor,
+    Ks: Tensor,
+    width: int,
+    height: int,
+    near_plane: float,
+    far_plane: float,
+    backgrounds: Tensor | None,
+    mode: str,
+    camera_model: str,
+    backend: str,
+    eps2d: float,
+    config: CompositeConfig | None,
+) -> tuple[Tensor, Tensor, Tensor]:
     width, height = _check_size(width, height)
     if mode not in _MODES:
         raise NearError(f"Unknown rasterization mode {mode!r}; use 'classic' or 'antialiased'.")
@@ -104,7 +132,7 @@ def rasterize(
             if backend == "gsplat":
                 raise
             mark_failed(str(e))  # auto: use the torch backend from now on
-            warnings.warn(f"{e} Falling back to the torch backend.", RuntimeWarning, stacklevel=2)
+            warnings.warn(f"{e} Falling back to the torch backend.", RuntimeWarning, stacklevel=3)
     from ._raster_torch import rasterize_torch
 
     return rasterize_torch(
