@@ -62,7 +62,7 @@ class Bins:
     """Sorted (instance, block) pairs of one depth slab.
 
     Attributes:
-        pair_inst: [P] int64 instance index of each pair, sorted by (block, depth).
+        pair_inst: [P] int32 instance (depth rank) of each pair, sorted by (block, depth).
         block_ids: [B] int64 global ids (camera * blocks_per_camera + by * nbx + bx) of the
             non-empty blocks.
         start, count: [B] int64 offset and length of each block's run in ``pair_inst``.
@@ -81,7 +81,7 @@ class Bins:
 def block_ranges(
     means2d: Tensor, radii: Tensor, opacities: Tensor, grid: Grid
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Candidate block ranges [x0, x1) x [y0, y1) per instance.
+    """Candidate block ranges [x0, x1) x [y0, y1) per instance (int32).
 
     Always inside gsplat's 16-px tile box. For opacity <= 1 the extent (``sqrt(2 ln(255 o))``
     sigmas, uncapped) bounds every pixel with alpha >= 1/255, so the range is further cut to the
@@ -94,15 +94,16 @@ def block_ranges(
     u, v = means2d[:, 0], means2d[:, 1]
     rx = radii[:, 0].to(means2d.dtype)
     ry = radii[:, 1].to(means2d.dtype)
-    x0 = torch.floor((u - rx) / GSPLAT_TILE).clamp(0, tw).to(torch.int64) * f
-    x1 = torch.ceil((u + rx) / GSPLAT_TILE).clamp(0, tw).to(torch.int64) * f
-    y0 = torch.floor((v - ry) / GSPLAT_TILE).clamp(0, th).to(torch.int64) * f
-    y1 = torch.ceil((v + ry) / GSPLAT_TILE).clamp(0, th).to(torch.int64) * f
+    i32 = torch.int32
+    x0 = torch.floor((u - rx) / GSPLAT_TILE).clamp(0, tw).to(i32) * f
+    x1 = torch.ceil((u + rx) / GSPLAT_TILE).clamp(0, tw).to(i32) * f
+    y0 = torch.floor((v - ry) / GSPLAT_TILE).clamp(0, th).to(i32) * f
+    y1 = torch.ceil((v + ry) / GSPLAT_TILE).clamp(0, th).to(i32) * f
     tight = opacities <= 1.0
-    ex0 = torch.floor((u - rx - 1.5) / S).clamp(0, grid.nbx).to(torch.int64)
-    ex1 = torch.floor((u + rx + 0.5) / S).clamp(-1, grid.nbx).to(torch.int64) + 1
-    ey0 = torch.floor((v - ry - 1.5) / S).clamp(0, grid.nby).to(torch.int64)
-    ey1 = torch.floor((v + ry + 0.5) / S).clamp(-1, grid.nby).to(torch.int64) + 1
+    ex0 = torch.floor((u - rx - 1.5) / S).clamp(0, grid.nbx).to(i32)
+    ex1 = torch.floor((u + rx + 0.5) / S).clamp(-1, grid.nbx).to(i32) + 1
+    ey0 = torch.floor((v - ry - 1.5) / S).clamp(0, grid.nby).to(i32)
+    ey1 = torch.floor((v + ry + 0.5) / S).clamp(-1, grid.nby).to(i32) + 1
     x0 = torch.where(tight, torch.maximum(x0, ex0), x0)
     x1 = torch.where(tight, torch.minimum(x1, ex1), x1).clamp(max=grid.nbx)
     y0 = torch.where(tight, torch.maximum(y0, ey0), y0)
@@ -110,28 +111,30 @@ def block_ranges(
     return x0, x1, y0, y1
 
 
-def min_power_over_blocks(
-    mx: Tensor, my: Tensor, conics: Tensor, bx: Tensor, by: Tensor, grid: Grid
-) -> Tensor:
-    """Minimum of ``0.5 (a dx² + c dy²) + b dx dy`` over each block's pixel-centre rectangle.
+def row_spans(
+    mx: Tensor, my: Tensor, conics: Tensor, level: Tensor, by: Tensor, grid: Grid
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Pixel x-range ``[xl, xr]`` where the ellipse ``power <= level`` meets the pixel-centre rows
+    of block row ``by``, and whether it meets them at all. All per (instance, row) [R].
 
-    mx, my [P]: Gaussian centres; conics [P, 3]; bx, by [P] block indices. Returns [P].
+    With ``det = a c - b²`` and ``dy`` the offset from the centre, the ellipse spans
+    ``dx = (-b dy ± sqrt(2 a level - det dy²)) / a``; over a band of rows the left end is a convex
+    function of ``dy`` with its minimum at ``dy* = b sqrt(2 level / (det c))`` (the right end
+    mirrors it), so each end is evaluated once at the clamped optimum.
     """
     S = grid.block
-    dt = mx.dtype
-    x0 = (bx * S).to(dt) + 0.5 - mx
-    x1 = torch.clamp((bx + 1) * S, max=grid.width).to(dt) - 0.5 - mx
-    y0 = (by * S).to(dt) + 0.5 - my
-    y1 = torch.clamp((by + 1) * S, max=grid.height).to(dt) - 0.5 - my
-    a, b, c = (conics[:, i : i + 1] for i in range(3))
-    X = torch.stack([x0, x1], 1)
-    Y = torch.stack([y0, y1], 1)
-    # on an edge x = X the minimum over y is at y* = -b X / c (clamped), and vice versa
-    dx = torch.cat([X, torch.minimum(torch.maximum(-b * Y / a, x0[:, None]), x1[:, None])], 1)
-    dy = torch.cat([torch.minimum(torch.maximum(-b * X / c, y0[:, None]), y1[:, None]), Y], 1)
-    q = (0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy).amin(1)
-    inside = (x0 <= 0) & (x1 >= 0) & (y0 <= 0) & (y1 >= 0)
-    return q.masked_fill_(inside, 0.0)
+    a, b, c = conics.unbind(-1)
+    det = a * c - b * b
+    y0 = (by * S).to(mx.dtype) + 0.5 - my
+    y1 = torch.clamp((by + 1) * S, max=grid.height).to(mx.dtype) - 0.5 - my
+    ext = torch.sqrt(2.0 * level * a / det)  # half height of the ellipse
+    lo, hi = torch.maximum(y0, -ext), torch.minimum(y1, ext)
+    t = b * torch.sqrt(2.0 * level / (det * c))
+    dl = torch.minimum(torch.maximum(t, lo), hi)
+    dr = torch.minimum(torch.maximum(-t, lo), hi)
+    xl = (-b * dl - torch.sqrt(torch.clamp(2.0 * a * level - det * dl * dl, min=0.0))) / a
+    xr = (-b * dr + torch.sqrt(torch.clamp(2.0 * a * level - det * dr * dr, min=0.0))) / a
+    return mx + xl, mx + xr, lo <= hi
 
 
 def pair_counts(means2d: Tensor, radii: Tensor, opacities: Tensor, grid: Grid) -> Tensor:
@@ -141,53 +144,69 @@ def pair_counts(means2d: Tensor, radii: Tensor, opacities: Tensor, grid: Grid) -
 
 
 @torch.no_grad()
-def bin_instances(
-    inst: Tensor,
-    cam: Tensor,
-    means2d: Tensor,
-    conics: Tensor,
-    opacities: Tensor,
-    radii: Tensor,
-    grid: Grid,
-) -> Bins:
-    """Bin the instances ``inst`` [m] (already in front-to-back order) into blocks.
+def bin_instances(r0: int, r1: int, table: Tensor, cam: Tensor, radii: Tensor, grid: Grid) -> Bins:
+    """Bin the instances of depth ranks ``[r0, r1)`` into blocks.
 
-    ``cam``, ``means2d``, ``conics``, ``opacities``, ``radii`` are per-instance arrays over all
-    instances (indexed by ``inst``).
+    Instances are numbered by depth rank (front to back), so every per-instance array is ordered
+    that way: ``table`` [M, 6] = (u, v, a, b, c, opacity), ``cam`` [M], ``radii`` [M, 2]. Candidate
+    blocks come row by row: in each block row of an instance's box, only the blocks that its ellipse
+    ``alpha >= 1/255`` reaches. Pair lists hold ranks (int32), so they are depth sorted for free.
     """
-    dev = means2d.device
-    op = opacities.index_select(0, inst)
-    x0, x1, y0, y1 = block_ranges(means2d.index_select(0, inst), radii.index_select(0, inst), op, grid)
-    nx = (x1 - x0).clamp(min=0)
-    counts = nx * (y1 - y0).clamp(min=0)
-    total = int(counts.sum())
+    dev = table.device
+    S = grid.block
+    i32 = torch.int32
+    if grid.num_blocks >= 2**31 - 1 or r1 >= 2**31 - 1:  # pragma: no cover - absurd sizes
+        raise ValueError("too many blocks or Gaussians for int32 bins")
+    t = table[r0:r1]
+    x0, x1, y0, y1 = block_ranges(t[:, :2], radii[r0:r1], t[:, 5], grid)
+    ny = (y1 - y0).clamp(min=0).masked_fill_(x1 <= x0, 0)
+    n_rows = int(ny.sum())
+    if n_rows == 0:
+        return _empty_bins(dev)
+    # one entry per (instance, block row)
+    owner = torch.repeat_interleave(torch.arange(r1 - r0, device=dev, dtype=i32), ny, output_size=n_rows)
+    first = torch.cumsum(ny, 0, dtype=i32) - ny
+    by = (y0 - first).index_select(0, owner) + torch.arange(n_rows, device=dev, dtype=i32)
+    bx0 = x0.index_select(0, owner)
+    bx1 = x1.index_select(0, owner)
+    # rows of a box wider or taller than one block: keep only the blocks the ellipse reaches
+    # (a one-block box is kept as is; it is almost always reached, and an unreached block only
+    # costs evaluations that come out as alpha < 1/255)
+    test = ((x1 - x0 > 1) | (ny > 1)).index_select(0, owner).nonzero().squeeze(1)
+    if test.numel():
+        level = torch.log(t[:, 5] * 255.0) + _CULL_MARGIN
+        g = torch.cat([t[:, :5], level[:, None]], 1).index_select(0, owner.index_select(0, test))
+        xl, xr, meets = row_spans(g[:, 0], g[:, 1], g[:, 2:5], g[:, 5], by.index_select(0, test), grid)
+        del g
+        # blocks whose pixel-centre columns [bx S + 0.5, bx S + S - 0.5] meet [xl, xr]
+        lo = torch.ceil((xl + 0.5) / S - 1.0 - 1e-6).clamp_(-1, grid.nbx).to(i32)
+        hi = torch.floor((xr - 0.5) / S + 1e-6).clamp_(-1, grid.nbx).to(i32) + 1
+        lo = torch.maximum(lo, bx0.index_select(0, test))
+        hi = torch.minimum(hi, bx1.index_select(0, test)).masked_fill_(~meets, -1)
+        bx0.index_copy_(0, test, lo)
+        bx1.index_copy_(0, test, hi)
+    nx = (bx1 - bx0).clamp_(min=0)
+    total = int(nx.sum())
     if total == 0:
-        empty = torch.zeros(0, dtype=torch.int64, device=dev)
-        return Bins(empty, empty, empty, empty)
-    owner = torch.repeat_interleave(torch.arange(inst.shape[0], device=dev), counts, output_size=total)
-    first = torch.cumsum(counts, 0) - counts
-    ints = torch.stack([first, nx, x0, y0, inst], 1).index_select(0, owner)  # [P, 5]
-    j = torch.arange(total, device=dev) - ints[:, 0]
-    bx = ints[:, 2] + j % ints[:, 1]
-    by = ints[:, 3] + torch.div(j, ints[:, 1], rounding_mode="floor")
-    pinst = ints[:, 4]
-    del ints, j
-
-    # drop blocks where no pixel centre reaches alpha >= 1/255 (they would be skipped anyway)
-    reach = torch.log(op * 255.0) + _CULL_MARGIN
-    g = torch.cat([means2d, conics], 1).index_select(0, pinst)  # [P, 5]
-    qmin = min_power_over_blocks(g[:, 0], g[:, 1], g[:, 2:5], bx, by, grid)
-    keep = (qmin <= reach.index_select(0, owner)).nonzero().squeeze(1)
-    del g, qmin, owner
-
-    pinst = pinst.index_select(0, keep)
-    block = cam.index_select(0, pinst) * grid.blocks_per_camera
-    block += by.index_select(0, keep) * grid.nbx + bx.index_select(0, keep)
-    block, order = torch.sort(block, stable=True)
+        return _empty_bins(dev)
+    row = torch.repeat_interleave(torch.arange(n_rows, device=dev, dtype=i32), nx, output_size=total)
+    rfirst = torch.cumsum(nx, 0, dtype=i32) - nx
+    # block id = camera offset + by * nbx + bx; bx runs bx0, bx0 + 1, ... within a row
+    base = (cam[r0:r1].to(i32) * grid.blocks_per_camera).index_select(0, owner)
+    base += by * grid.nbx + bx0 - rfirst
+    block = base.index_select(0, row) + torch.arange(total, device=dev, dtype=i32)
+    pinst = (owner + r0).index_select(0, row)
+    del row, base
+    block, order = torch.sort(block, stable=True)  # pairs were generated front to back
     pinst = pinst.index_select(0, order)
     block_ids, count = torch.unique_consecutive(block, return_counts=True)
     start = torch.cumsum(count, 0) - count
-    return Bins(pinst, block_ids, start, count)
+    return Bins(pinst, block_ids.to(torch.int64), start, count)
+
+
+def _empty_bins(dev: torch.device) -> Bins:
+    empty = torch.zeros(0, dtype=torch.int64, device=dev)
+    return Bins(empty, empty, empty, empty)
 
 
 @torch.no_grad()

@@ -14,10 +14,21 @@ from torch import Tensor
 
 from .. import NearError
 
+_FAILED: list[str] = []  # why gsplat failed at run time in this process (auto falls back to torch)
 
-@functools.cache
+
+def mark_failed(reason: str) -> None:
+    """Remember that gsplat failed to run (e.g. its kernels did not compile): ``auto`` stops trying."""
+    _FAILED.append(reason)
+
+
 def gsplat_status() -> str | None:
     """None if gsplat can run here, else the reason why not (for messages)."""
+    return _FAILED[0] if _FAILED else _static_status()
+
+
+@functools.cache
+def _static_status() -> str | None:
     if not torch.cuda.is_available():
         return "CUDA is not available (no NVIDIA GPU or a CPU-only torch build)"
     try:

@@ -1,5 +1,7 @@
 """``rasterize``: the one Gaussian-splatting entry point of the stack (training, F12, viewport, eval).
 
+Use it as ``from near_blender.render import rasterize``.
+
 Contract (gsplat's ``rasterization`` with ``render_mode="RGB+ED"``):
 
 * Gaussians: ``means [N, 3]`` (world, metres), ``quats [N, 4]`` (w, x, y, z; any non-zero length),
@@ -7,13 +9,23 @@ Contract (gsplat's ``rasterization`` with ``render_mode="RGB+ED"``):
   negative ones, contribute nothing), ``features [N, D]`` or per camera ``[C, N, D]`` (any D >= 1).
 * Cameras: ``viewmats [C, 4, 4]`` OpenCV world-to-camera (x right, y down, z forward), ``Ks [C, 3, 3]``
   in pixels with pixel centres at +0.5 (:mod:`near_blender.render.camera`), image ``width x height``.
+  ``camera_model="ortho"`` projects ``u = fx x + cx`` (fx in pixels per metre).
 * Returns ``(features [C, H, W, D], alphas [C, H, W, 1], depths [C, H, W, 1])``: composited features
-  (plus ``(1 - alpha) * background`` when ``backgrounds [C, D]`` is given), accumulated opacity, and
-  the expected camera depth ``sum(w z) / sum(w)`` (0 where alpha == 0).
+  (plus ``(1 - alpha) * background`` when ``backgrounds [C, D]`` (or ``[D]``) is given), accumulated
+  opacity, and the expected camera depth ``sum(w z) / sum(w)`` (0 where alpha == 0).
+
+Semantics (gsplat 1.5's CUDA kernels, reproduced exactly by the torch backend): EWA projection of
+``R S S^T R^T``; Gaussians whose centre depth is outside ``[near_plane, far_plane]`` are dropped;
+``eps2d`` px² added to the 2D covariance (``antialiased`` scales the opacity by the determinant
+ratio); extent ``min(3.33, sqrt(2 ln(255 o)))`` sigmas for the 16x16 tile lists; per pixel, in
+increasing depth: ``alpha = min(0.999, o exp(-power))``, skipped when < 1/255, and the pixel stops
+before the Gaussian that would bring its transmittance to <= 1e-4.
 
 Backends: ``"gsplat"`` (CUDA tensors only), ``"torch"`` (ours; any device, float32 or float64,
-differentiable w.r.t. means, quats, scales, opacities, features, viewmats and Ks), ``"auto"``
-(gsplat for float32 CUDA tensors when it works, torch otherwise). Both give the same images.
+differentiable w.r.t. means, quats, scales, opacities, features, viewmats and Ks; the discrete
+decisions above are held fixed, as in gsplat), ``"auto"`` (gsplat for float32 CUDA tensors when it
+works, else torch). On CPU the torch backend runs its ops on one intra-op thread and composites on
+``torch.get_num_threads()`` worker threads (see :mod:`._threads`).
 """
 
 from __future__ import annotations
@@ -21,15 +33,14 @@ from __future__ import annotations
 import math
 import sys
 import types
+import warnings
 from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
 from .. import NearError
-from ._binning import Grid
-from ._composite import CompositeConfig, composite
-from ._projection import project_gaussians
+from ._composite import CompositeConfig
 
 Mode = Literal["classic", "antialiased"]
 CameraModelName = Literal["pinhole", "ortho"]
@@ -64,6 +75,34 @@ def rasterize(
     ``eps2d`` is the low-pass (px²) added to every 2D covariance; ``config`` tunes the torch
     backend's memory/speed trade-off (never its results).
     """
+    from ._threads import single_threaded
+
+    with single_threaded():  # validation reductions too: see _threads
+        return _rasterize(
+            means, quats, scales, opacities, features, viewmats, Ks, width, height, near_plane,
+            far_plane, backgrounds, mode, camera_model, backend, eps2d, config,
+        )  # fmt: skip
+
+
+def _rasterize(
+    means: Tensor,
+    quats: Tensor,
+    scales: Tensor,
+    opacities: Tensor,
+    features: Tensor,
+    viewmats: Tensor,
+    Ks: Tensor,
+    width: int,
+    height: int,
+    near_plane: float,
+    far_plane: float,
+    backgrounds: Tensor | None,
+    mode: str,
+    camera_model: str,
+    backend: str,
+    eps2d: float,
+    config: CompositeConfig | None,
+) -> tuple[Tensor, Tensor, Tensor]:
     width, height = _check_size(width, height)
     if mode not in _MODES:
         raise NearError(f"Unknown rasterization mode {mode!r}; use 'classic' or 'antialiased'.")
@@ -82,58 +121,24 @@ def rasterize(
 
     use = _pick_backend(backend, means)
     if use == "gsplat":
-        from ._raster_gsplat import rasterize_gsplat
+        from ._raster_gsplat import mark_failed, rasterize_gsplat
 
-        return rasterize_gsplat(
-            means, quats, scales, opacities, features, viewmats, Ks, width, height,
-            near_plane, far_plane, backgrounds, mode, camera_model, eps2d,
-        )  # fmt: skip
-    return _rasterize_torch(
+        try:
+            return rasterize_gsplat(
+                means, quats, scales, opacities, features, viewmats, Ks, width, height,
+                near_plane, far_plane, backgrounds, mode, camera_model, eps2d,
+            )  # fmt: skip
+        except NearError as e:
+            if backend == "gsplat":
+                raise
+            mark_failed(str(e))  # auto: use the torch backend from now on
+            warnings.warn(f"{e} Falling back to the torch backend.", RuntimeWarning, stacklevel=3)
+    from ._raster_torch import rasterize_torch
+
+    return rasterize_torch(
         means, quats, scales, opacities, features, viewmats, Ks, width, height,
         near_plane, far_plane, backgrounds, mode, camera_model, eps2d, config,
     )  # fmt: skip
-
-
-def _rasterize_torch(
-    means: Tensor,
-    quats: Tensor,
-    scales: Tensor,
-    opacities: Tensor,
-    features: Tensor,
-    viewmats: Tensor,
-    Ks: Tensor,
-    width: int,
-    height: int,
-    near_plane: float,
-    far_plane: float,
-    backgrounds: Tensor | None,
-    mode: str,
-    camera_model: str,
-    eps2d: float,
-    config: CompositeConfig | None,
-) -> tuple[Tensor, Tensor, Tensor]:
-    C = viewmats.shape[0]
-    D = features.shape[-1]
-    proj = project_gaussians(
-        means, quats, scales, opacities, viewmats, Ks, width, height, near_plane, far_plane,
-        eps2d=eps2d, antialiased=(mode == "antialiased"), ortho=(camera_model == "ortho"),
-    )  # fmt: skip
-    if features.dim() == 2:
-        f = features.index_select(0, proj.gid)
-    else:
-        f = features.reshape(-1, D).index_select(0, proj.cam * features.shape[1] + proj.gid)
-    ones = torch.ones_like(proj.depths)[:, None]
-    fe = torch.cat([f, proj.depths[:, None], ones], 1)  # features | depth | 1 (-> alpha)
-    cfg = config or CompositeConfig()
-    grid = Grid(width, height, C, cfg.block)
-    out = composite(
-        proj.means2d, proj.conics, proj.opacities, fe, proj.depths, proj.cam, proj.radii, grid, cfg
-    )
-    color, dsum, alpha = out[..., :D], out[..., D : D + 1], out[..., D + 1 :]
-    if backgrounds is not None:
-        color = color + (1.0 - alpha) * backgrounds[:, None, None, :]
-    depth = dsum / alpha.clamp_min(1e-10)
-    return color, alpha, depth
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,7 +246,8 @@ def _check_tensors(
         if tuple(bg.shape) != (C, D):
             raise NearError(f"rasterize: backgrounds must be [C, D] = [{C}, {D}], got {list(bg.shape)}.")
     for name, v in t.items():
-        if not bool(torch.isfinite(v).all()):
+        # one pass in the common case: a finite sum means finite entries (NaN/Inf propagate)
+        if v.numel() and not bool(torch.isfinite(v.sum())) and not bool(torch.isfinite(v).all()):
             bad = int((~torch.isfinite(v)).sum())
             raise NearError(
                 f"rasterize: {name} contains {bad} NaN/Inf value(s); check the model outputs or the "

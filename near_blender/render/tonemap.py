@@ -112,14 +112,20 @@ def tonemap_torch(x: Any, view: str = "AgX", clip: bool = True) -> Any:
     """Differentiable view transform of a torch tensor ``[..., 3]`` (same dtype/device)."""
     import torch
 
+    from ._threads import serial
+
     if x.shape[-1] != 3:
         raise NearError(f"tonemap expects RGB values [..., 3], got shape {tuple(x.shape)}.")
     if not x.is_floating_point():
         x = x.float()
-    y = x
-    for op in _ops(view):
-        y = _apply(op, y)
-    return torch.clamp(y, 0.0, 1.0) if clip else y
+    ops = _ops(view)
+
+    def chain(y: Any) -> Any:
+        for op in ops:
+            y = _apply(op, y)
+        return torch.clamp(y, 0.0, 1.0) if clip else y
+
+    return serial(chain, x)
 
 
 @functools.cache

@@ -99,3 +99,32 @@ def test_mixed_devices_are_rejected() -> None:
     args["Ks"] = args["Ks"].to("meta")
     with pytest.raises(NearError, match="put all inputs on one device"):
         rasterize(**args)
+
+
+def test_auto_falls_back_to_torch_when_gsplat_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On CUDA, 'auto' tries gsplat; if its kernels fail it warns once and keeps using torch."""
+    import importlib
+
+    gs = importlib.import_module("near_blender.render._raster_gsplat")
+    rz = importlib.import_module("near_blender.render.rasterize")  # the module, not the function
+
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(1)
+        raise NearError("gsplat failed (RuntimeError: no kernel image).")
+
+    monkeypatch.setattr(gs, "_FAILED", [])
+    monkeypatch.setattr(gs, "rasterize_gsplat", broken)
+    monkeypatch.setattr(gs, "_static_status", lambda: None)
+    monkeypatch.setattr(rz, "_pick_backend", lambda backend, means: "torch" if gs._FAILED else "gsplat")
+    args = _args()
+    with pytest.warns(RuntimeWarning, match="Falling back to the torch backend"):
+        out = rasterize(**args)
+    ref = rasterize(**args, backend="torch")
+    assert all(torch.equal(x, y) for x, y in zip(out, ref))
+    rasterize(**args)  # no second attempt
+    assert len(calls) == 1 and gs.gsplat_status() is not None
+    monkeypatch.setattr(rz, "_pick_backend", lambda backend, means: "gsplat")
+    with pytest.raises(NearError, match="no kernel image"):  # an explicit gsplat request raises
+        rasterize(**args, backend="gsplat")

@@ -65,3 +65,18 @@ def test_gradients_reach_every_input_and_skip_culled() -> None:
         assert torch.isfinite(g).all()
         assert g[:-2].abs().sum(-1 if g.dim() > 1 else 0).min() > 0 if g.dim() > 1 else g[:-2].abs().min() > 0
         assert g[-2:].abs().max() == 0
+
+
+def test_gradcheck_camera_inputs() -> None:
+    """viewmats and Ks are differentiable too (camera refinement)."""
+    means, quats, scales, opac, feats, bg = (t.detach() for t in _scene(4))
+    vm = torch.eye(4, dtype=torch.float64)
+    vm[:3, 3] = torch.tensor([0.05, -0.02, 0.1], dtype=torch.float64)
+    vm = vm[None].requires_grad_(True)
+    K = torch.tensor([[[18.0, 0, W / 2 + 0.2], [0, 17.0, H / 2 - 0.1], [0, 0, 1]]], dtype=torch.float64)
+    K.requires_grad_(True)
+
+    def fn(vm, K):
+        return rasterize(means, quats, scales, opac, feats, vm, K, W, H, backend="torch")
+
+    assert torch.autograd.gradcheck(fn, (vm, K), eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=True)

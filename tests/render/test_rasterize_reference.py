@@ -70,7 +70,10 @@ def test_matches_reference_ortho(mode: str) -> None:
         assert max(errs) < (1e-9 if dtype == torch.float64 else 1e-4), (dtype, errs)
 
 
-def test_multiple_cameras_and_per_camera_features() -> None:
+@pytest.mark.parametrize(
+    "cfg", [None, CompositeConfig(workers=2, serial_below=0, pair_budget=400, cache_pairs=0, block=8)]
+)
+def test_multiple_cameras_and_per_camera_features(cfg: CompositeConfig | None) -> None:
     rng = np.random.default_rng(11)
     scene = random_scene(rng, 120, 4, depth=0.0)
     eyes = [np.array([0.3, -0.2, -3.0]), np.array([2.5, 0.4, -1.5])]
@@ -80,7 +83,7 @@ def test_multiple_cameras_and_per_camera_features() -> None:
     out = rasterize(
         *(_t(scene[k], torch.float64) for k in ("means", "quats", "scales", "opacities")),
         _t(feats, torch.float64), _t(vms, torch.float64), _t(Ks, torch.float64), W, H,
-        near_plane=0.05, backend="torch",
+        near_plane=0.05, backend="torch", config=cfg,
     )  # fmt: skip
     for c in range(2):
         ref = reference_rasterize(
@@ -94,9 +97,11 @@ def test_multiple_cameras_and_per_camera_features() -> None:
 @pytest.mark.parametrize(
     "cfg",
     [
-        CompositeConfig(block=4, round_size=8, chunk=1 << 10),
-        CompositeConfig(block=16, round_size=64),
-        CompositeConfig(block=8, round_size=4, chunk=300, pair_budget=200),  # many depth slabs
+        CompositeConfig(block=4, round_start=8, round_max=8, chunk=1 << 10),
+        CompositeConfig(block=16, round_start=64, round_max=1024),
+        CompositeConfig(block=8, round_start=4, chunk=300, pair_budget=200),  # many depth slabs
+        CompositeConfig(workers=3, serial_below=0, jobs_per_worker=4, chunk=1 << 12),  # threads
+        CompositeConfig(workers=2, serial_below=0, pair_budget=300, round_max=16),
     ],
 )
 def test_results_do_not_depend_on_tuning(cfg: CompositeConfig) -> None:
@@ -124,3 +129,24 @@ def test_empty_and_fully_culled_scenes() -> None:
     c, a, d = rasterize(means, torch.tensor([[1.0, 0, 0, 0]]), torch.full((1, 3), 0.1), torch.ones(1),
                         torch.ones(1, 2), vm, K, W, H)  # fmt: skip
     assert c.abs().max() == 0 and a.abs().max() == 0 and d.abs().max() == 0
+
+
+def test_worker_threads_give_the_same_gradients() -> None:
+    rng = np.random.default_rng(8)
+    scene = random_scene(rng, 300, 3)
+    vm, K = torch.eye(4, dtype=torch.float64)[None], _t(pinhole_K(W, H, 40.0), torch.float64)[None]
+    grads = []
+    configs = (
+        CompositeConfig(workers=1),
+        CompositeConfig(workers=3, serial_below=0, chunk=1 << 11),
+        CompositeConfig(block=8, pair_budget=500, cache_pairs=0),  # slabs re-binned in backward
+    )
+    for cfg in configs:
+        x = [_t(scene[k], torch.float64).requires_grad_(True)
+             for k in ("means", "quats", "scales", "opacities", "features")]  # fmt: skip
+        c, a, d = rasterize(*x, vm, K, W, H, backend="torch", config=cfg)
+        (c.square().sum() + a.sum() + 0.1 * d.sum()).backward()
+        grads.append([t.grad for t in x])
+    for other in grads[1:]:
+        for g1, g2 in zip(grads[0], other):
+            assert torch.allclose(g1, g2, rtol=1e-10, atol=1e-12)
