@@ -380,10 +380,20 @@ class RelightableDecoder(nn.Module):
         height: int,
         camera_model: str = "pinhole",
         passes: tuple[str, ...] = ("light", "base"),
-    ) -> dict[str, Tensor]:
-        """SLAT + conditioning ``[B or 1, 9, H, W]`` + cameras -> images (identical to the cached path)."""
+        return_gaussians: bool = False,
+    ) -> dict[str, Any]:
+        """SLAT + conditioning ``[B or 1, 9, H, W]`` + cameras -> images (identical to the cached path).
+
+        ``return_gaussians`` adds the decoded :class:`RelightableGaussians` under ``"gaussians"``
+        (training reads their scales and opacities for the regularizers of paper eq. 10).
+        """
         asset, lighting = self.encode_asset(slat), self.encode_lighting(env_input)
-        return self.decode_view(asset, lighting, viewmats, Ks, width, height, camera_model, passes)
+        if not return_gaussians:
+            return self.decode_view(asset, lighting, viewmats, Ks, width, height, camera_model, passes)
+        g = self.gaussians(asset, lighting, viewmats)
+        out: dict[str, Any] = dict(self.render_gaussians(g, viewmats, Ks, width, height, camera_model, passes))
+        out["gaussians"] = g
+        return out
 
 
 def normalized_alpha(image: Tensor, alpha: Tensor, eps: float = 1e-6) -> Tensor:

@@ -125,10 +125,9 @@ class Stage2Step:
     ) -> dict[str, Any]:
         del rand  # the stage-2 step is deterministic given the batch
         x = self.inputs(items)
-        out = model(x["slat"], x["env"], x["viewmats"], x["Ks"], x["width"], x["height"])
+        out = model(x["slat"], x["env"], x["viewmats"], x["Ks"], x["width"], x["height"], return_gaussians=True)
         gt = self.targets(items)
-        decoder = model.module if hasattr(model, "module") else model
-        g = decoder._last_gaussians if hasattr(decoder, "_last_gaussians") else None
+        g = out.pop("gaussians")
         pred = {k: out[k] for k in ("hdr", "base_color", "roughness", "metallic", "shadow") if k in out}
         if g is not None:
             pred.update(scales=g.scales, light_scales=g.light_scales, opacities=g.opacities)
