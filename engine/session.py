@@ -1,4 +1,9 @@
-"""The final-render session: reads the scene through the bridge, renders, fills Blender's passes."""
+"""The final-render session (F12, ``blender -b -f/-a``): scene -> NeAR conditions -> passes.
+
+Everything model-related is delegated to :class:`near_blender.scene.SceneRenderer`, which keeps the
+per-asset and per-lighting caches across frames; this module only reads the scene through the
+bridge, reports progress, honours cancel (``test_break``) and fills Blender's passes.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +15,41 @@ import numpy as np
 from near_blender import NearError
 from near_blender.render.camera import Camera
 from near_blender.render.envmap import Environment
+from near_blender.utils.progress import Cancelled
 
 from . import scene_bridge
+from .assets import collect_assets, sidecar_key
 from .passes import ALL_PASSES, EXTRA_PASSES
+
+_renderers: dict[int, Any] = {}  # id(pipeline) -> SceneRenderer (kept across frames and renders)
+_slats: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def scene_renderer(pipe: Any) -> Any:
+    from near_blender.scene import SceneRenderer
+
+    r = _renderers.get(id(pipe))
+    if r is None or r.pipe is not pipe:
+        _renderers.clear()
+        r = _renderers[id(pipe)] = SceneRenderer(pipe)
+    return r
+
+
+def load_sidecar(path: Any) -> tuple[tuple, np.ndarray, np.ndarray]:
+    """(cache key, coords, feats) of a sidecar, re-read only when the file changed."""
+    from near_blender.data.slat_io import load_slat_npz
+
+    key = sidecar_key(path)
+    if key not in _slats:
+        if len(_slats) > 64:
+            _slats.clear()
+        _slats[key] = load_slat_npz(path)
+    c, f = _slats[key]
+    return key, c, f
 
 
 class RenderSession:
-    """Owns everything one RenderEngine instance needs across frames (models, caches)."""
+    """Owns what one RenderEngine instance needs across frames."""
 
     def __init__(self) -> None:
         self.last_stats: dict[str, Any] = {}
@@ -25,21 +58,40 @@ class RenderSession:
     def render(self, engine: Any, depsgraph: Any) -> None:
         scene = depsgraph.scene
         t0 = time.perf_counter()
+
+        def progress(fraction: float, message: str) -> None:
+            engine.update_progress(fraction)
+            engine.update_stats("NeAR", message)
+
         try:
             camera = self.read_camera(engine, scene)
             env = scene_bridge.environment_from_world(scene.world)
-            engine.update_stats("NeAR", "Rendering background")
-            images = self.render_images(camera, env, transparent=scene.render.film_transparent)
+            assets = collect_assets(depsgraph)
+            images = self.render_images(
+                camera, env, scene.render.film_transparent, assets, self.preferences(), progress,
+                cancel=engine.test_break,
+            )  # fmt: skip
+        except Cancelled:
+            return
         except NearError as e:
             _fail(engine, str(e))
             return
         if engine.test_break():
             return
-        self.write_result(engine, scene, depsgraph.view_layer, images)
-        self.last_stats = {"seconds": time.perf_counter() - t0, "size": (camera.width, camera.height)}
+        self.write_result(engine, depsgraph.view_layer, images)
+        self.last_stats = {"seconds": time.perf_counter() - t0, "size": (camera.width, camera.height),
+                           "assets": len(assets)}  # fmt: skip
         engine.update_progress(1.0)
 
-    # -- pieces (also used by tests and the batch renderer) ---------------------------------------
+    @staticmethod
+    def preferences() -> Any:
+        try:
+            from ..ui.preferences import get_preferences
+
+            return get_preferences()
+        except Exception:  # noqa: BLE001 - preferences unavailable (tests, background scripts)
+            return None
+
     @staticmethod
     def read_camera(engine: Any, scene: Any) -> Camera:
         cam_obj = engine.camera_override or scene.camera
@@ -48,23 +100,45 @@ class RenderSession:
         return scene_bridge.camera_from_object(cam_obj, scene, engine.camera_model_matrix(cam_obj))
 
     @staticmethod
-    def render_images(camera: Camera, env: Environment, transparent: bool) -> dict[str, np.ndarray]:
-        """All pass images, top row first: rgba [H,W,4] scene-linear, depth/alpha/... [H,W,C]."""
+    def render_images(
+        camera: Camera,
+        env: Environment,
+        transparent: bool,
+        assets: list[Any] = (),
+        prefs: Any = None,
+        progress: Any = None,
+        cancel: Any = None,
+    ) -> dict[str, np.ndarray]:
+        """All pass images, top row first: ``rgba`` [H,W,4] scene-linear (premultiplied over the
+        world background unless ``transparent``), ``depth`` [H,W,1] (1e10 where empty), ``alpha``,
+        ``base_color``, ``roughness``, ``metallic``, ``shadow``, ``normal`` (world space)."""
+        from near_blender.scene import PlacedAsset, composite_over
+
         H, W = camera.height, camera.width
-        images: dict[str, np.ndarray] = {}
-        rgba = np.zeros((H, W, 4), np.float32)
+        if assets:
+            from .model_manager import get_pipeline
+
+            pipe = get_pipeline(prefs)
+            placed = []
+            for a in assets:
+                key, coords, feats = load_sidecar(a.sidecar)
+                placed.append(PlacedAsset(key, coords, feats, a.matrix_world))
+            imgs = scene_renderer(pipe).render(placed, camera, env, progress=progress, cancel=cancel)
+        else:
+            from near_blender.scene import _empty
+
+            imgs = _empty(H, W)
+        background = None
         if not transparent:
             _, dirs = camera.pixel_rays()
-            rgba[..., :3] = env.radiance_at(dirs)
-            rgba[..., 3] = 1.0
-        images["rgba"] = rgba
-        for spec in EXTRA_PASSES:
-            images[spec.key] = np.zeros((H, W, spec.channels), np.float32)
-        images["depth"][:] = np.float32(1e10)  # Blender's "no hit" depth
-        return images
+            background = env.radiance_at(dirs).astype(np.float32)
+        out = {spec.key: imgs[spec.key] for spec in EXTRA_PASSES if spec.key in imgs}
+        out["rgba"] = composite_over(imgs, background)
+        out["depth"] = np.where(imgs["alpha"] > 1e-6, imgs["depth"], np.float32(1e10)).astype(np.float32)
+        return out
 
     @staticmethod
-    def write_result(engine: Any, scene: Any, view_layer: Any, images: dict[str, np.ndarray]) -> None:
+    def write_result(engine: Any, view_layer: Any, images: dict[str, np.ndarray]) -> None:
         H, W = images["rgba"].shape[:2]
         layer_name = view_layer.name if view_layer is not None else ""
         for spec in EXTRA_PASSES:
@@ -77,9 +151,7 @@ class RenderSession:
                 if rp is None:  # e.g. the compositor asked for a subset
                     continue
                 img = images[spec.key]
-                flat = np.ascontiguousarray(
-                    img[::-1].reshape(-1), dtype=np.float32
-                )  # Blender: bottom row first
+                flat = np.ascontiguousarray(img[::-1], dtype=np.float32).reshape(-1)  # Blender: bottom row first
                 rp.rect.foreach_set(flat)
         finally:
             engine.end_result(result)

@@ -24,6 +24,26 @@ def voxel_centres(coords: np.ndarray, resolution: int = GRID) -> np.ndarray:
     return (np.asarray(coords, dtype=np.float64) + 0.5) / resolution - 0.5
 
 
+def canonical_transform(triangles: np.ndarray) -> np.ndarray:
+    """The 4x4 similarity that maps ``triangles`` [F, 3, 3] (world units) into the canonical box:
+    the bounding box centred at the origin, its largest side scaled to 1 (datagen's normalization).
+    Its inverse places the canonical asset back onto the source geometry."""
+    tris = np.asarray(triangles, dtype=np.float64)
+    if tris.ndim != 3 or tris.shape[1:] != (3, 3) or len(tris) == 0:
+        raise NearError(f"Need triangles of shape [F, 3, 3] with F > 0, got {tris.shape}.")
+    if not np.all(np.isfinite(tris)):
+        raise NearError("The mesh has NaN or infinite vertex positions; fix the geometry.")
+    lo, hi = tris.reshape(-1, 3).min(axis=0), tris.reshape(-1, 3).max(axis=0)
+    extent = float((hi - lo).max())
+    if extent <= 1e-9:
+        raise NearError("The geometry has zero size (all vertices coincide).")
+    s = 1.0 / extent
+    M = np.eye(4)
+    M[:3, :3] *= s
+    M[:3, 3] = -s * (lo + hi) / 2.0
+    return M
+
+
 def voxelize_triangles(triangles: np.ndarray, resolution: int = GRID) -> np.ndarray:
     """Unique voxels ``(N, 3) int64`` (sorted by x, y, z) touched by ``triangles`` ``[F, 3, 3]``.
 

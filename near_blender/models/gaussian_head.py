@@ -302,13 +302,68 @@ class RelightableGaussians:
     batch: Tensor
     pbr_extra: Tensor
     light_extra: Tensor
+    radiance: Tensor | None = None  # [M, 3] HDR radiance, when already evaluated (see ``transformed``)
 
     def __len__(self) -> int:
         return int(self.means.shape[0])
 
     def select(self, mask_or_index: Tensor) -> RelightableGaussians:
         """The Gaussians picked by a boolean mask or an index tensor over M."""
-        return RelightableGaussians(**{f.name: getattr(self, f.name)[mask_or_index] for f in fields(self)})
+        picked = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            picked[f.name] = None if v is None else v[mask_or_index]
+        return RelightableGaussians(**picked)
+
+    def transformed(self, rotation: Tensor, scale: float, offset: Tensor) -> RelightableGaussians:
+        """The Gaussians moved by the similarity ``x -> scale * rotation @ x + offset`` (an object's
+        placement in the world): means, orientations, both scale sets and normals. Appearance
+        (colours, radiance, materials) is unchanged, so evaluate view- or normal-dependent radiance
+        in object space first and store it in ``radiance``."""
+        R = rotation.to(self.means.dtype)
+        q_r = rotation_matrix_to_quat(R)
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["means"] = self.means @ R.T * scale + offset.to(self.means.dtype)
+        out["quats"] = quat_multiply(q_r.expand_as(self.quats), self.quats)
+        out["scales"] = self.scales * scale
+        out["light_scales"] = self.light_scales * scale
+        out["normals"] = self.normals @ R.T
+        return RelightableGaussians(**out)
+
+
+def quat_multiply(a: Tensor, b: Tensor) -> Tensor:
+    """Hamilton product of quaternions ``[..., 4]`` (w, x, y, z)."""
+    aw, ax, ay, az = a.unbind(-1)
+    bw, bx, by, bz = b.unbind(-1)
+    return torch.stack(
+        [
+            aw * bw - ax * bx - ay * by - az * bz,
+            aw * bx + ax * bw + ay * bz - az * by,
+            aw * by - ax * bz + ay * bw + az * bx,
+            aw * bz + ax * by - ay * bx + az * bw,
+        ],
+        dim=-1,
+    )
+
+
+def rotation_matrix_to_quat(R: Tensor) -> Tensor:
+    """Unit quaternion (w, x, y, z) ``[4]`` of a proper rotation matrix ``[3, 3]``."""
+    m = R.double()
+    tr = float(m[0, 0] + m[1, 1] + m[2, 2])
+    if tr > 0:
+        s = (tr + 1.0) ** 0.5 * 2
+        q = [0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s]
+    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
+        s = float(1.0 + m[0, 0] - m[1, 1] - m[2, 2]) ** 0.5 * 2
+        q = [(m[2, 1] - m[1, 2]) / s, 0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s]
+    elif m[1, 1] > m[2, 2]:
+        s = float(1.0 + m[1, 1] - m[0, 0] - m[2, 2]) ** 0.5 * 2
+        q = [(m[0, 2] - m[2, 0]) / s, (m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s]
+    else:
+        s = float(1.0 + m[2, 2] - m[0, 0] - m[1, 1]) ** 0.5 * 2
+        q = [(m[1, 0] - m[0, 1]) / s, (m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s]
+    qt = torch.tensor([float(v) for v in q], dtype=R.dtype, device=R.device)
+    return qt / qt.norm()
 
     def item(self, b: int) -> RelightableGaussians:
         """The Gaussians of batch item ``b``."""

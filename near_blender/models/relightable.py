@@ -348,7 +348,9 @@ class RelightableDecoder(nn.Module):
             )  # fmt: skip
             maps: list[tuple[str, Tensor]] = []
             if "light" in passes:
-                radiance = self.neural_basis.radiance(gb.color_feature, gb.normals)
+                radiance = gb.radiance
+                if radiance is None:
+                    radiance = self.neural_basis.radiance(gb.color_feature, gb.normals)
                 feats = torch.cat([radiance, gb.shadow[:, None], gb.normals], dim=-1)
                 lf, la, ld = rasterize(gb.means, gb.quats, gb.light_scales, gb.opacities, feats, **common)
                 n = lf[..., 4:7]

@@ -18,6 +18,7 @@ import numpy as np
 from mathutils import Matrix
 
 from near_blender import NearError
+from near_blender.data.voxelize import canonical_transform
 
 from .materials import socket
 
@@ -266,14 +267,11 @@ def normalize(objects: list[Any], scene: Any, label: str) -> tuple[dict[str, Any
             "least one mesh, curve or text object with faces."
         )
     lo, hi = tris.reshape(-1, 3).min(axis=0), tris.reshape(-1, 3).max(axis=0)
-    extent = float((hi - lo).max())
-    if not np.isfinite(extent) or extent <= 1e-9:
-        raise NearError(f"{label}: the geometry has zero size (all vertices coincide).")
-    s = 1.0 / extent
-    t = -s * (lo + hi) / 2.0
-    M = np.eye(4)
-    M[:3, :3] *= s
-    M[:3, 3] = t
+    try:
+        M = canonical_transform(tris)
+    except NearError as e:
+        raise NearError(f"{label}: {e}") from None
+    s, t = float(M[0, 0]), M[:3, 3]
     root = bpy.data.objects.new("NeAR Asset Root", None)
     scene.collection.objects.link(root)
     members = {o.name for o in objects}
