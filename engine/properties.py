@@ -19,8 +19,11 @@ class NearAssetProperties(bpy.types.PropertyGroup):
         name="LH-SLAT",
         description="Sidecar .npz holding the asset's Lighting-Homogenized SLAT (relative to the .blend)",
         subtype="FILE_PATH",
+        options={"PATH_SUPPORTS_BLEND_RELATIVE"},
     )
-    source_image: StringProperty(name="Source Image", subtype="FILE_PATH")  # type: ignore[valid-type]
+    source_image: StringProperty(  # type: ignore[valid-type]
+        name="Source Image", subtype="FILE_PATH", options={"PATH_SUPPORTS_BLEND_RELATIVE"}
+    )
     model_id: StringProperty(  # type: ignore[valid-type]
         name="Model", description="Model that produced the LH-SLAT (for reproducibility)"
     )

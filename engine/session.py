@@ -151,7 +151,9 @@ class RenderSession:
                 if rp is None:  # e.g. the compositor asked for a subset
                     continue
                 img = images[spec.key]
-                flat = np.ascontiguousarray(img[::-1], dtype=np.float32).reshape(-1)  # Blender: bottom row first
+                flat = np.ascontiguousarray(img[::-1], dtype=np.float32).reshape(
+                    -1
+                )  # Blender: bottom row first
                 rp.rect.foreach_set(flat)
         finally:
             engine.end_result(result)

@@ -148,7 +148,9 @@ class SceneRenderer:
         for i, a in enumerate(assets):
             rep.update(i / (len(assets) + 1), f"decoding {i + 1}/{len(assets)}")
             cache = self._asset_cache(a)
-            vm_obj = torch.as_tensor(object_viewmat(camera.viewmat, a.matrix_world)[None], dtype=torch.float32)
+            vm_obj = torch.as_tensor(
+                object_viewmat(camera.viewmat, a.matrix_world)[None], dtype=torch.float32
+            )
             g = model.gaussians(cache, lighting, vm_obj.to(device))
             g.radiance = model.neural_basis.radiance(g.color_feature, g.normals)  # object-space normals
             R, s, t, _ = similarity(a.matrix_world)
@@ -183,7 +185,16 @@ def _concat(parts: list[Any]) -> Any:
 
 
 def _empty(H: int, W: int) -> dict[str, np.ndarray]:
-    chans = {"hdr": 3, "alpha": 1, "depth": 1, "normal": 3, "shadow": 1, "base_color": 3, "roughness": 1, "metallic": 1}
+    chans = {
+        "hdr": 3,
+        "alpha": 1,
+        "depth": 1,
+        "normal": 3,
+        "shadow": 1,
+        "base_color": 3,
+        "roughness": 1,
+        "metallic": 1,
+    }
     return {k: np.zeros((H, W, c), np.float32) for k, c in chans.items()}
 
 

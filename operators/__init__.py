@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import bpy
 
+from . import import_image
 from .generate_data import NEAR_OT_generate_training_data, menu_func
 
-classes: tuple[type, ...] = (NEAR_OT_generate_training_data,)
+classes: tuple[type, ...] = (NEAR_OT_generate_training_data, *import_image.classes)
+MENUS = ((bpy.types.TOPBAR_MT_render, menu_func), *import_image.MENUS)
 
 
 def register() -> None:
     for cls in classes:
         bpy.utils.register_class(cls)
-    bpy.types.TOPBAR_MT_render.append(menu_func)
+    for menu, fn in MENUS:
+        menu.append(fn)
 
 
 def unregister() -> None:
-    bpy.types.TOPBAR_MT_render.remove(menu_func)
+    for menu, fn in reversed(MENUS):
+        menu.remove(fn)
     for cls in reversed(classes):
         bpy.utils.unregister_class(cls)

@@ -315,6 +315,14 @@ class RelightableGaussians:
             picked[f.name] = None if v is None else v[mask_or_index]
         return RelightableGaussians(**picked)
 
+    def item(self, b: int) -> RelightableGaussians:
+        """The Gaussians of batch item ``b``."""
+        return self.select(self.batch == b)
+
+    def tensor_fields(self) -> list[str]:
+        """Names of the fields that hold a tensor (``radiance`` is ``None`` until evaluated)."""
+        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
+
     def transformed(self, rotation: Tensor, scale: float, offset: Tensor) -> RelightableGaussians:
         """The Gaussians moved by the similarity ``x -> scale * rotation @ x + offset`` (an object's
         placement in the world): means, orientations, both scale sets and normals. Appearance

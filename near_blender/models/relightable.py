@@ -393,7 +393,9 @@ class RelightableDecoder(nn.Module):
         if not return_gaussians:
             return self.decode_view(asset, lighting, viewmats, Ks, width, height, camera_model, passes)
         g = self.gaussians(asset, lighting, viewmats)
-        out: dict[str, Any] = dict(self.render_gaussians(g, viewmats, Ks, width, height, camera_model, passes))
+        out: dict[str, Any] = dict(
+            self.render_gaussians(g, viewmats, Ks, width, height, camera_model, passes)
+        )
         out["gaussians"] = g
         return out
 

@@ -125,7 +125,9 @@ class Stage2Step:
     ) -> dict[str, Any]:
         del rand  # the stage-2 step is deterministic given the batch
         x = self.inputs(items)
-        out = model(x["slat"], x["env"], x["viewmats"], x["Ks"], x["width"], x["height"], return_gaussians=True)
+        out = model(
+            x["slat"], x["env"], x["viewmats"], x["Ks"], x["width"], x["height"], return_gaussians=True
+        )
         gt = self.targets(items)
         g = out.pop("gaussians")
         pred = {k: out[k] for k in ("hdr", "base_color", "roughness", "metallic", "shadow") if k in out}

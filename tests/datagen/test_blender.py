@@ -299,20 +299,27 @@ def test_operator_and_runner_leave_the_scene_untouched_and_resume(tmp_path):
     assert list(monkey.location) == pytest.approx([3, 1, 0.5]) and len(mat.node_tree.nodes) == n_nodes
 
     # the registered operator on the selection (background: it runs to the end)
-    if not hasattr(bpy.types, "NEAR_OT_generate_training_data"):
+    # (registered only for this test, so later tests can register the whole add-on)
+    registered = not hasattr(bpy.types, "NEAR_OT_generate_training_data")
+    if registered:
         bpy.utils.register_class(generate.NEAR_OT_generate_training_data)
-    op_dir = tmp_path / "operator"
-    result = bpy.ops.near.generate_training_data(
-        directory=str(op_dir), preset="tiny", engine="cycles", resolution=16
-    )
-    assert result == {"FINISHED"}
-    (entry,) = [json.loads(x) for x in (op_dir / "manifest.jsonl").read_text().splitlines() if '"asset"' in x]
-    assert entry["status"] == "done" and entry["renders"] == 12 + 12 + 4 + 4 * (1 + 2) + 4 * (4 + 2)
-    assert {k: sorted(i.name for i in getattr(bpy.data, k)) for k in before} == before
-    with pytest.raises(RuntimeError, match="other settings"):  # a folder holds one configuration
-        bpy.ops.near.generate_training_data(
-            directory=str(op_dir), preset="tiny", engine="cycles", resolution=24
+    try:
+        op_dir = tmp_path / "operator"
+        result = bpy.ops.near.generate_training_data(
+            directory=str(op_dir), preset="tiny", engine="cycles", resolution=16
         )
+        assert result == {"FINISHED"}
+        lines = (op_dir / "manifest.jsonl").read_text().splitlines()
+        (entry,) = [json.loads(x) for x in lines if '"asset"' in x]
+        assert entry["status"] == "done" and entry["renders"] == 12 + 12 + 4 + 4 * (1 + 2) + 4 * (4 + 2)
+        assert {k: sorted(i.name for i in getattr(bpy.data, k)) for k in before} == before
+        with pytest.raises(RuntimeError, match="other settings"):  # a folder holds one configuration
+            bpy.ops.near.generate_training_data(
+                directory=str(op_dir), preset="tiny", engine="cycles", resolution=24
+            )
+    finally:
+        if registered:
+            bpy.utils.unregister_class(generate.NEAR_OT_generate_training_data)
 
 
 def test_eevee_homogenized_diffuse_equals_base_colour(tmp_path):

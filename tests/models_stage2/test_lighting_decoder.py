@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import fields
 from types import SimpleNamespace
 
 import numpy as np
@@ -59,8 +58,10 @@ def test_shapes_and_ranges() -> None:
         "pbr_extra": (M, 1),
         "light_extra": (M, 2),
     }
-    for f in fields(g):
-        assert tuple(getattr(g, f.name).shape) == expected[f.name], f.name
+    assert g.radiance is None  # evaluated later, by the radiance MLP
+    assert set(g.tensor_fields()) == set(expected)
+    for name in g.tensor_fields():
+        assert tuple(getattr(g, name).shape) == expected[name], name
     assert g.means.abs().max() <= 0.5 + 0.75 / 64  # inside the object box (+ offset reach)
     torch.testing.assert_close(g.quats.norm(dim=-1), torch.ones(M))
     torch.testing.assert_close(g.normals.norm(dim=-1), torch.ones(M))
@@ -82,8 +83,8 @@ def test_no_leakage_between_batch_items() -> None:
         vms2[1] = torch.tensor(look_at((0.0, 0.0, 3.0), up=(0.0, 1.0, 0.0)), dtype=torch.float32)
         out = lad(feats2, regs2, tokens2, vms2, coords=coords)
     m0 = ref.batch == 0
-    for f in fields(ref):
-        assert torch.equal(getattr(ref, f.name)[m0], getattr(out, f.name)[m0]), f.name  # bitwise
+    for name in ref.tensor_fields():
+        assert torch.equal(getattr(ref, name)[m0], getattr(out, name)[m0]), name  # bitwise
     assert not torch.allclose(ref.color_feature[~m0], out.color_feature[~m0])
     # A different number of voxels in item 1 leaves item 0 unchanged too (up to BLAS blocking).
     feats3, coords3, *_ = _inputs(counts=(7, 11))
@@ -149,8 +150,8 @@ def test_cached_parts_equal_the_full_forward() -> None:
         views = [lad.decode(asset, light, vms) for _ in range(2)]
     assert asset.inverse is not None and asset.num_voxels == coords.shape[0]
     for g in views:
-        for f in fields(full):
-            assert torch.equal(getattr(g, f.name), getattr(full, f.name)), f.name
+        for name in full.tensor_fields():
+            assert torch.equal(getattr(g, name), getattr(full, name)), name
     with pytest.raises(NearError, match="one camera per item"):
         lad.decode(asset, light, vms[:1])
     with pytest.raises(NearError, match="lightings"):
@@ -266,9 +267,9 @@ def test_gradients_reach_every_parameter() -> None:
     tokens.requires_grad_(True)
     g = lad(feats, regs, tokens, vms, coords=coords)
     loss = sum(
-        (getattr(g, f.name).float() * torch.randn_like(getattr(g, f.name).float())).sum()
-        for f in fields(g)
-        if f.name != "batch"
+        (getattr(g, name).float() * torch.randn_like(getattr(g, name).float())).sum()
+        for name in g.tensor_fields()
+        if name != "batch"
     )
     loss.backward()
     for name, p in lad.named_parameters():

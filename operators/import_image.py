@@ -1,0 +1,324 @@
+"""File > Import > Image as NeAR Asset: a casually lit image + the selected mesh (the geometry
+prior, e.g. from an image-to-3D model) -> an LH-SLAT sidecar and a NeAR asset object.
+
+Stage 1 runs off Blender's main thread (the UI keeps drawing, the status bar shows progress, Esc
+cancels at the next sampling step). The sidecar ``<image>.near.npz`` is written next to the .blend
+(atomically, only when stage 1 finished) and referenced by a relative path; the asset object is an
+Empty whose transform maps the canonical box [-0.5, 0.5]^3 onto the prior mesh's bounding box, so
+moving, rotating or scaling it moves the Gaussians.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import bpy
+import numpy as np
+from bpy.props import IntProperty, StringProperty
+from bpy_extras.io_utils import ImportHelper
+
+from near_blender import NearError
+from near_blender.data.slat_io import save_slat_npz
+from near_blender.data.voxelize import canonical_transform, voxelize_triangles
+from near_blender.utils.progress import Cancelled
+
+from ..engine import scene_bridge
+
+IMAGE_EXTENSIONS = ".png;.jpg;.jpeg;.exr;.hdr;.tif;.tiff;.webp;.bmp"
+
+
+# ---------------------------------------------------------------------------------------------
+# Pieces (usable without the operator: scripts and tests call them directly)
+# ---------------------------------------------------------------------------------------------
+
+
+def read_image_rgba(path: str | Path) -> np.ndarray:
+    """An image file as premultiplied scene-linear RGBA ``[H, W, 4]`` (row 0 at the top).
+
+    Raises :class:`NearError` for unreadable files and for images without a usable alpha channel
+    (the background must be removed: NeAR needs to know which pixels are the object).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise NearError(f"Image not found: {p}")
+    try:
+        img = bpy.data.images.load(str(p), check_existing=False)
+    except RuntimeError as e:
+        raise NearError(
+            f"Cannot read the image {p.name} ({e}). Is it a complete PNG, JPEG or EXR file?"
+        ) from None
+    try:
+        w, h = img.size[:]
+        if w == 0 or h == 0:
+            raise NearError(f"Cannot read the image {p.name}: it is empty or corrupt.")
+        rgb = scene_bridge.image_pixels_linear(img, f"image {p.name}")
+        c = img.channels
+        buf = np.empty(w * h * c, dtype=np.float32)
+        img.pixels.foreach_get(buf)
+        alpha = buf.reshape(h, w, c)[::-1, :, 3] if c == 4 else np.ones((h, w), np.float32)
+    finally:
+        bpy.data.images.remove(img)
+    covered = float((alpha > 0.5).mean())
+    if c != 4 or covered > 0.995:
+        raise NearError(
+            f"The image {p.name} has no transparent background (alpha is {'missing' if c != 4 else 'all opaque'}). "
+            "Remove the background first (e.g. with an image editor or rembg) and save it as a PNG/EXR with alpha."
+        )
+    if covered < 1e-4:
+        raise NearError(f"The image {p.name} is fully transparent: there is no object in it.")
+    return np.concatenate([rgb * alpha[..., None], alpha[..., None]], axis=-1).astype(np.float32)
+
+
+def prior_triangles(obj: Any, depsgraph: Any) -> np.ndarray:
+    """World-space triangles ``[F, 3, 3]`` of the evaluated geometry-prior object."""
+    if obj is None:
+        raise NearError(
+            "Select the geometry-prior mesh first (the shape of the object in the image, e.g. from an "
+            "image-to-3D model such as Hunyuan3D); NeAR's stage 1 needs its voxels."
+        )
+    if obj.type not in {"MESH", "CURVE", "SURFACE", "META", "FONT"}:
+        raise NearError(
+            f"The active object {obj.name!r} is a {obj.type}, not a mesh. Select the mesh that gives the "
+            "asset's shape as the geometry prior."
+        )
+    ev = obj.evaluated_get(depsgraph)
+    mesh = ev.to_mesh()
+    try:
+        mesh.calc_loop_triangles()
+        n = len(mesh.loop_triangles)
+        if n == 0:
+            raise NearError(f"The geometry prior {obj.name!r} has no faces.")
+        co = np.empty(len(mesh.vertices) * 3, np.float64)
+        mesh.vertices.foreach_get("co", co)
+        tri = np.empty(n * 3, np.int64)
+        mesh.loop_triangles.foreach_get("vertices", tri)
+    finally:
+        ev.to_mesh_clear()
+    M = np.array(obj.matrix_world, dtype=np.float64)
+    v = co.reshape(-1, 3) @ M[:3, :3].T + M[:3, 3]
+    return v[tri.reshape(-1, 3)]
+
+
+def voxelize_prior(triangles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(voxel coords [N, 3], the asset's matrix_world [4, 4]) of world-space prior triangles."""
+    M = canonical_transform(triangles)
+    canon = triangles @ M[:3, :3].T + M[:3, 3]
+    return voxelize_triangles(canon), np.linalg.inv(M)
+
+
+def sidecar_path(image_path: str | Path) -> tuple[Path, str]:
+    """(absolute path, Blender-relative path) of a new sidecar next to the saved .blend."""
+    if not bpy.data.filepath:
+        raise NearError(
+            "Save the .blend file first: the asset's LH-SLAT is stored next to it (<image>.near.npz), "
+            "not inside it."
+        )
+    folder = Path(bpy.path.abspath("//"))
+    stem = Path(image_path).stem
+    p = folder / f"{stem}.near.npz"
+    k = 1
+    while p.exists():
+        p = folder / f"{stem}.{k:03d}.near.npz"
+        k += 1
+    return p, bpy.path.relpath(str(p))
+
+
+def run_stage1(
+    pipe: Any,
+    rgba: np.ndarray,
+    coords: np.ndarray,
+    out_path: Path,
+    seed: int = 0,
+    steps: int | None = None,
+    progress: Callable[[float, str], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> np.ndarray:
+    """Stage 1 and the sidecar write (bpy-free; runs on a worker thread). Nothing is written when
+    cancelled or failed."""
+    feats = pipe.image_to_slat(rgba, coords, seed=seed, steps=steps, progress=progress, cancel=cancel)
+    if cancel is not None and cancel():
+        raise Cancelled("Cancelled by the user.")
+    save_slat_npz(out_path, coords, feats)
+    return feats
+
+
+def create_asset_object(
+    context: Any, name: str, sidecar_rel: str, matrix_world: np.ndarray, image_path: str, model_id: str = ""
+) -> Any:
+    """An Empty (cube display = the canonical box) marked as a NeAR asset, linked to the scene."""
+    import mathutils
+
+    obj = bpy.data.objects.new(name, None)
+    obj.empty_display_type = "CUBE"
+    obj.empty_display_size = 0.5  # the cube spans [-0.5, 0.5]^3 in object space
+    obj.matrix_world = mathutils.Matrix(np.asarray(matrix_world).tolist())
+    props = obj.near_asset
+    props.is_asset = True
+    props.sidecar = sidecar_rel
+    props.source_image = image_path
+    props.model_id = model_id
+    context.collection.objects.link(obj)
+    return obj
+
+
+# ---------------------------------------------------------------------------------------------
+# The operator
+# ---------------------------------------------------------------------------------------------
+
+
+class NEAR_OT_import_image(bpy.types.Operator, ImportHelper):
+    """Turn an image (background removed) and the selected mesh into a relightable NeAR asset"""
+
+    bl_idname = "near.import_image"
+    bl_label = "Image as NeAR Asset"
+    bl_options = {"REGISTER", "UNDO"}
+
+    filename_ext = ""
+    filter_glob: StringProperty(default="*" + ";*".join(IMAGE_EXTENSIONS.split(";")), options={"HIDDEN"})  # type: ignore[valid-type]
+    seed: IntProperty(name="Seed", default=0, min=0)  # type: ignore[valid-type]
+    steps: IntProperty(name="Sampling Steps", default=0, min=0, description="0 = the model's default")  # type: ignore[valid-type]
+    hide_prior: bpy.props.BoolProperty(name="Hide Prior from Render", default=True)  # type: ignore[valid-type]
+
+    _timer = None
+    _thread: threading.Thread | None = None
+
+    def _prepare(self, context: Any) -> dict[str, Any]:
+        from ..engine.model_manager import get_pipeline
+        from ..engine.session import RenderSession
+
+        prior = context.active_object
+        tris = prior_triangles(prior, context.evaluated_depsgraph_get())
+        coords, matrix = voxelize_prior(tris)
+        rgba = read_image_rgba(self.filepath)
+        out_abs, out_rel = sidecar_path(self.filepath)
+        pipe = get_pipeline(RenderSession.preferences())
+        return {"prior": prior, "coords": coords, "matrix": matrix, "rgba": rgba, "out_abs": out_abs,
+                "out_rel": out_rel, "pipe": pipe}  # fmt: skip
+
+    def _finish(self, context: Any, job: dict[str, Any]) -> Any:
+        obj = create_asset_object(context, Path(self.filepath).stem, job["out_rel"], job["matrix"], self.filepath,
+                                  model_id=str(job["pipe"].args.get("model_id", "")))  # fmt: skip
+        if self.hide_prior and job["prior"] is not None:
+            job["prior"].hide_render = True
+        for o in context.selected_objects:
+            o.select_set(False)
+        obj.select_set(True)
+        context.view_layer.objects.active = obj
+        self.report(
+            {"INFO"}, f"NeAR asset {obj.name!r} created ({len(job['coords'])} voxels, {job['out_rel']})"
+        )
+        return obj
+
+    def execute(self, context: Any) -> set[str]:
+        try:
+            job = self._prepare(context)
+        except NearError as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        if bpy.app.background or context.window_manager.windows[:] == []:
+            return self._run_blocking(context, job)
+        return self._start_modal(context, job)
+
+    # -- blocking path (background mode, scripts) -----------------------------------------------
+    def _run_blocking(self, context: Any, job: dict[str, Any]) -> set[str]:
+        def progress(f: float, msg: str) -> None:
+            print(f"NeAR import: {f * 100:5.1f}% {msg}", flush=True)
+
+        try:
+            run_stage1(job["pipe"], job["rgba"], job["coords"], job["out_abs"], self.seed, self.steps or None,
+                       progress, cancel=_blocking_cancel)  # fmt: skip
+        except Cancelled:
+            self.report({"WARNING"}, "Import cancelled; nothing was written.")
+            return {"CANCELLED"}
+        except NearError as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        self._finish(context, job)
+        return {"FINISHED"}
+
+    # -- modal path (UI): stage 1 on a worker thread ---------------------------------------------
+    def _start_modal(self, context: Any, job: dict[str, Any]) -> set[str]:
+        self._job = job
+        self._events: queue.Queue = queue.Queue()
+        self._cancel = threading.Event()
+
+        def work() -> None:
+            try:
+                run_stage1(job["pipe"], job["rgba"], job["coords"], job["out_abs"], self.seed, self.steps or None,
+                           lambda f, m: self._events.put(("progress", f, m)), self._cancel.is_set)  # fmt: skip
+                self._events.put(("done", None, None))
+            except Cancelled:
+                self._events.put(("cancelled", None, None))
+            except Exception as e:  # noqa: BLE001 - reported on the main thread
+                self._events.put(("error", e, None))
+
+        self._thread = threading.Thread(target=work, name="near-import", daemon=True)
+        self._thread.start()
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(0.1, window=context.window)
+        wm.progress_begin(0, 100)
+        wm.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context: Any, event: Any) -> set[str]:
+        wm = context.window_manager
+        if event.type == "ESC":
+            self._cancel.set()
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        while True:
+            try:
+                kind, a, b = self._events.get_nowait()
+            except queue.Empty:
+                return {"RUNNING_MODAL"}
+            if kind == "progress":
+                wm.progress_update(int(a * 100))
+                context.workspace.status_text_set(f"NeAR import: {b} ({a * 100:.0f}%) - Esc to cancel")
+                continue
+            self._cleanup(context)
+            if kind == "done":
+                self._finish(context, self._job)
+                return {"FINISHED"}
+            if kind == "cancelled":
+                self.report({"WARNING"}, "Import cancelled; nothing was written.")
+                return {"CANCELLED"}
+            msg = str(a) if isinstance(a, NearError) else f"Stage 1 failed: {type(a).__name__}: {a}"
+            self.report({"ERROR"}, msg)
+            return {"CANCELLED"}
+
+    def _cleanup(self, context: Any) -> None:
+        wm = context.window_manager
+        if self._timer is not None:
+            wm.event_timer_remove(self._timer)
+            self._timer = None
+        wm.progress_end()
+        context.workspace.status_text_set(None)
+
+
+_cancel_hook: Callable[[], bool] | None = None
+
+
+def set_cancel_hook(fn: Callable[[], bool] | None) -> None:
+    """Install a cancel check for the blocking path (scripts and tests simulate Esc with it)."""
+    global _cancel_hook
+    _cancel_hook = fn
+
+
+def _blocking_cancel() -> bool:
+    return _cancel_hook() if _cancel_hook is not None else False
+
+
+def menu_import(self: Any, context: Any) -> None:
+    self.layout.operator(NEAR_OT_import_image.bl_idname, text="Image as NeAR Asset (.png/.jpg/.exr)")
+
+
+def menu_add(self: Any, context: Any) -> None:
+    self.layout.operator(NEAR_OT_import_image.bl_idname, text="NeAR Asset from Image", icon="IMAGE_DATA")
+
+
+classes = (NEAR_OT_import_image,)
+MENUS = ((bpy.types.TOPBAR_MT_file_import, menu_import), (bpy.types.VIEW3D_MT_add, menu_add))

@@ -1,0 +1,254 @@
+"""Import image as NeAR asset + F12 with the NeAR engine, in real Blender, with a tiny random model.
+
+(The silhouette-IoU check against the mesh needs a trained model and lives in
+tests/test_default_model.py.)"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from near_blender import NearError
+from near_blender.render import exr
+from near_blender.render.camera import Camera, intrinsics_from_fov, look_at
+from tests.bpy_session import bpy, empty_scene, import_addon, studio_hdri
+from tests.tiny_pipeline import build_tiny_pipeline
+
+pytestmark = pytest.mark.bpy
+
+addon = import_addon()
+from near_addon.engine import model_manager  # noqa: E402
+from near_addon.engine.session import RenderSession  # noqa: E402
+from near_addon.operators import import_image  # noqa: E402
+
+W, H = 64, 48
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tiny_model(tmp_path_factory):
+    folder = build_tiny_pipeline(tmp_path_factory.mktemp("model"))
+    old = os.environ.get("NEAR_MODEL")
+    os.environ["NEAR_MODEL"] = str(folder)
+    model_manager.clear()
+    addon.register()
+    yield folder
+    addon.unregister()
+    model_manager.clear()
+    if old is None:
+        os.environ.pop("NEAR_MODEL", None)
+    else:
+        os.environ["NEAR_MODEL"] = old
+
+
+def _png_with_alpha(path: Path, alpha: bool = True) -> Path:
+    from PIL import Image
+
+    yy, xx = np.mgrid[0:64, 0:64]
+    disc = ((xx - 32) ** 2 + (yy - 32) ** 2) < 24**2
+    rgb = np.zeros((64, 64, 3), np.uint8)
+    rgb[disc] = (200, 120, 60)
+    if alpha:
+        Image.fromarray(np.dstack([rgb, disc.astype(np.uint8) * 255]), "RGBA").save(path)
+    else:
+        Image.fromarray(rgb, "RGB").save(path)
+    return path
+
+
+def _scene(tmp_path: Path, rotation_deg: float = 0.0):
+    scene = empty_scene()
+    world = bpy.data.worlds.new("W")
+    scene.world = world
+    nt = world.node_tree
+    tex = nt.nodes.new("ShaderNodeTexEnvironment")
+    tex.image = bpy.data.images.load(str(studio_hdri("forest")))
+    coord, mapping = nt.nodes.new("ShaderNodeTexCoord"), nt.nodes.new("ShaderNodeMapping")
+    mapping.inputs["Rotation"].default_value = (0.0, 0.0, math.radians(rotation_deg))
+    nt.links.new(coord.outputs["Generated"], mapping.inputs["Vector"])
+    nt.links.new(mapping.outputs["Vector"], tex.inputs["Vector"])
+    nt.links.new(tex.outputs["Color"], nt.nodes["Background"].inputs["Color"])
+    cam_obj = bpy.data.objects.new("cam", bpy.data.cameras.new("cam"))
+    scene.collection.objects.link(cam_obj)
+    scene.camera = cam_obj
+    cam = Camera(look_at((2.2, -1.2, 0.9), (0.3, 0.0, 0.0)), intrinsics_from_fov(45, W, H), W, H, 0.1, 100)
+    addon.engine.scene_bridge.apply_camera(cam, cam_obj, scene)
+    bpy.ops.mesh.primitive_uv_sphere_add(radius=0.4, location=(0.3, 0.0, 0.0), segments=24, ring_count=12)
+    sphere = bpy.context.active_object
+    scene.render.engine = "NEAR"
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "scene.blend"))
+    return scene, sphere, cam
+
+
+def _f12(scene, path: Path) -> dict[str, np.ndarray]:
+    scene.render.image_settings.media_type = "MULTI_LAYER_IMAGE"
+    scene.render.image_settings.color_depth = "32"
+    scene.render.filepath = str(path)
+    bpy.ops.render.render(write_still=True)
+    return exr.read_exr_channels(path)
+
+
+def _import(tmp_path: Path, sphere) -> object:
+    bpy.ops.object.select_all(action="DESELECT")
+    sphere.select_set(True)
+    bpy.context.view_layer.objects.active = sphere
+    res = bpy.ops.near.import_image(filepath=str(_png_with_alpha(tmp_path / "photo.png")))
+    assert res == {"FINISHED"}
+    return bpy.context.active_object
+
+
+def test_import_then_f12_passes_and_placement(tmp_path):
+    scene, sphere, cam = _scene(tmp_path)
+    asset = _import(tmp_path, sphere)
+    assert asset.near_asset.is_asset and asset.near_asset.sidecar.startswith("//")
+    sidecar = Path(bpy.path.abspath(asset.near_asset.sidecar))
+    assert sidecar == tmp_path / "photo.near.npz" and sidecar.is_file()
+    assert sphere.hide_render  # the prior mesh is not rendered by NeAR's scene
+    # the canonical box is mapped onto the sphere's bounding box
+    np.testing.assert_allclose(np.array(asset.matrix_world.translation), (0.3, 0.0, 0.0), atol=1e-5)
+    np.testing.assert_allclose(np.array(asset.matrix_world.to_scale()), [0.8] * 3, rtol=1e-3)
+
+    ch = _f12(scene, tmp_path / "a.exr")
+    layers = {n.rsplit(".", 1)[0].split(".", 1)[-1] for n in ch}
+    assert {"Combined", "Depth", "Alpha", "Base Color", "Roughness", "Metallic", "Shadow", "Normal"} <= layers
+    assert all(a.shape == (H, W) for a in ch.values())
+    alpha = ch["ViewLayer.Alpha.A"]
+    assert 0.02 < alpha.mean() < 0.6  # the asset is there, and not everywhere
+
+    # Moving the object moves the rendered silhouette by the projected amount.
+    def centroid(a: np.ndarray) -> np.ndarray:
+        ys, xs = np.mgrid[0:H, 0:W]
+        return np.array([(a * (xs + 0.5)).sum(), (a * (ys + 0.5)).sum()]) / a.sum()
+
+    shift = np.array([0.0, 0.25, 0.1])
+    asset.location = tuple(np.array(asset.location) + shift)
+    bpy.context.view_layer.update()
+    moved = _f12(scene, tmp_path / "b.exr")["ViewLayer.Alpha.A"]
+    uv0 = cam.project(np.array([[0.3, 0.0, 0.0]]))[0][0]
+    uv1 = cam.project(np.array([[0.3, 0.0, 0.0]]) + shift)[0][0]
+    np.testing.assert_allclose(centroid(moved) - centroid(alpha), uv1 - uv0, atol=1.0)
+
+
+def test_world_mapping_rotation_equals_rotating_the_stack_environment(tmp_path):
+    from near_addon.engine import session as S
+
+    from near_blender.scene import PlacedAsset
+
+    scene, sphere, _ = _scene(tmp_path, rotation_deg=70.0)
+    asset = _import(tmp_path, sphere)
+    scene.render.film_transparent = True
+    ch = _f12(scene, tmp_path / "rot.exr")
+    rgb = np.stack([ch[f"ViewLayer.Combined.{c}"] for c in "RGB"], -1)
+    # The same asset rendered by the stack directly, the unrotated map rotated in the Environment.
+    env = exr.read_envmap(studio_hdri("forest")).with_rotation(math.radians(70.0))
+    pipe = model_manager.get_pipeline()
+    key, coords, feats = S.load_sidecar(Path(bpy.path.abspath(asset.near_asset.sidecar)))
+    M = np.array(asset.matrix_world)
+    cam = addon.engine.scene_bridge.scene_camera(scene)
+    direct = S.scene_renderer(pipe).render([PlacedAsset(key, coords, feats, M)], cam, env)
+    np.testing.assert_allclose(rgb, direct["hdr"], atol=2e-4)
+    unrotated = S.scene_renderer(pipe).render(
+        [PlacedAsset(key, coords, feats, M)], cam, env.with_rotation(0.0)
+    )
+    assert np.abs(unrotated["hdr"] - direct["hdr"]).max() > 1e-3  # the rotation does change the image
+
+
+class FakeEngine:
+    """Records what the session asks of a RenderEngine; test_break turns True after ``n`` calls."""
+
+    def __init__(self, breaks_after: int | None = None) -> None:
+        self.calls: list[str] = []
+        self.errors: list[str] = []
+        self.n, self.breaks_after = 0, breaks_after
+        self.camera_override = None
+
+    def test_break(self) -> bool:
+        self.n += 1
+        return self.breaks_after is not None and self.n > self.breaks_after
+
+    def camera_model_matrix(self, cam):
+        return cam.matrix_world
+
+    def update_progress(self, f):
+        self.calls.append("progress")
+
+    def update_stats(self, a, b):
+        pass
+
+    def error_set(self, msg):
+        self.errors.append(msg)
+
+    def report(self, kind, msg):
+        pass
+
+    def add_pass(self, *a, **k):
+        self.calls.append("add_pass")
+
+    def begin_result(self, *a, **k):
+        self.calls.append("begin_result")
+        raise AssertionError("a cancelled or failed render must not write a result")
+
+
+def _depsgraph(scene):
+    return bpy.context.evaluated_depsgraph_get()
+
+
+def test_cancel_during_f12_writes_nothing(tmp_path):
+    scene, sphere, _ = _scene(tmp_path)
+    _import(tmp_path, sphere)
+    eng = FakeEngine(breaks_after=0)
+    RenderSession().render(eng, _depsgraph(scene))
+    assert "begin_result" not in eng.calls and eng.errors == []
+
+
+def test_cancel_during_import_leaves_no_sidecar(tmp_path):
+    scene, sphere, _ = _scene(tmp_path)
+    calls = {"n": 0}
+
+    def cancel_after_first_step() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 2
+
+    import_image.set_cancel_hook(cancel_after_first_step)
+    try:
+        bpy.ops.object.select_all(action="DESELECT")
+        sphere.select_set(True)
+        bpy.context.view_layer.objects.active = sphere
+        res = bpy.ops.near.import_image(filepath=str(_png_with_alpha(tmp_path / "photo.png")))
+    finally:
+        import_image.set_cancel_hook(None)
+    assert res == {"CANCELLED"}
+    assert not list(tmp_path.glob("*.npz")) and not list(tmp_path.glob(".tmp-*"))
+    assert not [o for o in bpy.data.objects if o.near_asset.is_asset]
+    assert calls["n"] > 2  # it did start sampling, and stopped at the next check
+
+
+def test_bad_inputs_are_clear_errors(tmp_path):
+    scene, sphere, _ = _scene(tmp_path)
+    bad = tmp_path / "corrupt.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(NearError, match="Cannot read the image"):
+        import_image.read_image_rgba(bad)
+    with pytest.raises(NearError, match="no transparent background"):
+        import_image.read_image_rgba(_png_with_alpha(tmp_path / "opaque.png", alpha=False))
+    empty = bpy.data.objects.new("empty", None)
+    scene.collection.objects.link(empty)
+    with pytest.raises(NearError, match="not a mesh"):
+        import_image.prior_triangles(empty, _depsgraph(scene))
+    # missing sidecar at render time
+    asset = _import(tmp_path, sphere)
+    Path(bpy.path.abspath(asset.near_asset.sidecar)).unlink()
+    eng = FakeEngine()
+    RenderSession().render(eng, _depsgraph(scene))
+    assert eng.errors and "missing" in eng.errors[0] and "begin_result" not in eng.calls
+    # no camera / no world
+    scene.camera = None
+    eng = FakeEngine()
+    RenderSession().render(eng, _depsgraph(scene))
+    assert "no active camera" in eng.errors[0]
+    scene.world = None
+    eng = FakeEngine()
+    RenderSession().render(eng, _depsgraph(scene))
+    assert eng.errors
