@@ -1,0 +1,163 @@
+"""``make default-model``: generate the data, train both stages, and assemble the bundled model.
+
+One resumable command (every step skips what is already done, so rerunning it after an interruption
+continues where it stopped):
+
+1. ``near datagen`` of :data:`DATAGEN_ARGS` into ``data/default`` (procedural assets, Cycles 64²,
+   two environment maps held out of training: ``courtyard`` and ``sunset``).
+2. stage 2 with ``configs/default_stage2.json`` into ``runs/default/stage2``.
+3. stage 1 with ``configs/default_stage1.json`` into ``runs/default/stage1`` (base flow, then the
+   LoRA homogenizer on it).
+4. :func:`assemble_pipeline`: the exported stage-1 and stage-2 models, merged into one
+   ``from_pretrained`` folder, ``near_blender/weights/near-default`` (``pipeline.json`` +
+   ``ckpts/*.json`` / ``*.safetensors``), with the held-out split recorded in ``args``.
+5. :func:`write_heldout_fixture`: ``tests/fixtures/default_heldout.npz``, one held-out asset under a
+   held-out map, for ``tests/test_default_model.py``.
+
+Asset split: both trainers call ``NearDataset.split(0.2)``, which is deterministic, so stage 1 and
+stage 2 hold out the same assets; the assembled ``pipeline.json`` records them.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from .. import NearError
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = "data/default"
+RUNS = "runs/default"
+DATAGEN_ARGS: tuple[str, ...] = (
+    "--procedural", "48", "--preset", "tiny", "--engine", "cycles", "--resolution", "64",
+    "--relit-views", "6", "--relit-lights", "4", "--input-views", "6",
+    "--holdout-envmaps", "courtyard", "sunset",
+)  # fmt: skip
+STAGE1_MODELS = ("image_cond_model", "slat_flow_model", "lh_slat_flow_model")
+
+
+def bundled_folder() -> Path:
+    """Where the default model ships: inside the package, so wheels and the extension carry it."""
+    return Path(__file__).resolve().parents[1] / "weights" / "near-default"
+
+
+def assemble_pipeline(stage2_dir: str | Path, stage1_dir: str | Path, out: str | Path) -> Path:
+    """Merge the stage-2 export (``<stage2>/model``) and the stage-1 exports (``<stage1>/base/model``,
+    ``<stage1>/homogenizer/model``) into one pipeline folder ``out``; returns its ``pipeline.json``.
+
+    ``args.stage1`` = {normalization {shaded, lh}, image_size, sampler} (from the stage-1 run);
+    ``args.stage2`` = the stage-2 run's settings (SLAT normalization, env height, ...).
+    """
+    from ..models.checkpoint import from_pretrained
+    from ..pipeline import NearPipeline
+
+    s2 = Path(stage2_dir) / "model"
+    base = Path(stage1_dir) / "base" / "model"
+    homog = Path(stage1_dir) / "homogenizer" / "model"
+    for need in (s2 / "pipeline.json", base / "slat_flow_model.json", homog / "lh_slat_flow_model.json"):
+        if not need.is_file():
+            raise NearError(f"Cannot assemble the default model: {need} is missing (train that stage first).")
+    stage2 = NearPipeline.from_pretrained(s2)
+    extra = json.loads((homog / "lh_slat_flow_model.stage1.json").read_text())
+    cfg = extra.get("config", {})
+    lh_norm = extra["normalization"]["lh"]
+    s2_norm = stage2.args["stage2"]["slat_normalization"]
+    if len(lh_norm["mean"]) != len(s2_norm["mean"]):
+        raise NearError(
+            f"Stage 1 makes {len(lh_norm['mean'])}-channel LH-SLATs but stage 2 reads {len(s2_norm['mean'])}; "
+            "train both with the same use_bc_slat setting."
+        )
+    models = dict(stage2.models)
+    models["image_cond_model"] = from_pretrained(homog / "image_cond_model")
+    models["slat_flow_model"] = from_pretrained(base / "slat_flow_model")
+    models["lh_slat_flow_model"] = from_pretrained(homog / "lh_slat_flow_model")
+    args: dict[str, Any] = {
+        "model_id": "near-default",
+        "stage1": {
+            "normalization": extra["normalization"],
+            "image_size": int(extra["image_size"]),
+            "sampler": cfg.get("sampler", {"steps": 25, "rescale_t": 3.0, "cfg_strength": 0.0}),
+            "train_assets": extra.get("train_assets", []),
+            "held_out_assets": extra.get("held_out_assets", []),
+        },
+        "stage2": stage2.args["stage2"],
+        "models": {name: f"ckpts/{name}" for name in models},
+    }
+    out = Path(out)
+    return NearPipeline(models=models, args=args).save_pretrained(out)
+
+
+def folder_size_mb(folder: Path) -> float:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
+
+
+def build_default_model(progress: bool = True, out: str | Path | None = None) -> dict[str, Any]:
+    """Steps 1-4 above, each resumed; returns where things are and the model's size in MB."""
+    py = [sys.executable, "-m", "near_blender.cli"]
+    bar = [] if progress else ["--no-progress"]
+    steps = [
+        [*py, "datagen", "--out", DATA, *DATAGEN_ARGS, "--resume"],
+        [*py, "train", "stage2", "--config", "configs/default_stage2.json", *bar],
+        [*py, "train", "stage1", "--config", "configs/default_stage1.json", *bar],
+    ]
+    for cmd in steps:
+        print("+", " ".join(cmd[2:]), flush=True)
+        if subprocess.run(cmd, cwd=REPO).returncode != 0:
+            raise NearError(f"`{' '.join(cmd[2:])}` failed; fix the error above and rerun (it resumes).")
+    dest = Path(out) if out else bundled_folder()
+    pfile = assemble_pipeline(REPO / RUNS / "stage2", REPO / RUNS / "stage1", dest)
+    size = folder_size_mb(dest)
+    if size > 20:
+        raise NearError(f"The default model is {size:.1f} MB; the bundled model must stay under 20 MB.")
+    fixture = write_heldout_fixture(REPO / DATA, dest, REPO / "tests" / "fixtures" / "default_heldout.npz")
+    return {"pipeline": str(pfile), "size_mb": round(size, 2), "test_fixture": str(fixture)}
+
+
+def write_heldout_fixture(
+    data: str | Path, pipeline_dir: str | Path, out: str | Path, views: int = 2
+) -> Path:
+    """A small ``.npz`` for the default model's test: the first held-out asset's ground-truth
+    LH-SLAT (+ base-colour SLAT when the model reads it), ``views`` of its views under a held-out
+    environment map (premultiplied HDR RGBA, camera), and that map downsampled to 64x128
+    (area-exact, so the model's 32-row conditioning is unchanged).
+
+    Keys: ``coords [N,3] int32``, ``feats [N,C] float32``, ``env [64,128,3] float32``, and per view
+    ``i``: ``rgba_i [H,W,4]``, ``viewmat_i [4,4]``, ``K_i [3,3]``, ``rotation_z_i``, ``strength_i``.
+    """
+    import numpy as np
+
+    from ..data.dataset import NearDataset
+    from ..pipeline import read_pipeline_file
+    from ..render.conditioning import downsample_equirect
+    from ..utils.atomic import atomic_path
+
+    ds = NearDataset(data)
+    args = read_pipeline_file(Path(pipeline_dir) / "pipeline.json")["args"]
+    held = args["stage2"]["held_out_assets"]
+    recs = [r for a in held for r in ds.views(a, "relit_holdout")]
+    if not recs:
+        raise NearError(f"No relit_holdout views of held-out assets in {data}.")
+    asset = recs[0].asset_id
+    recs = [r for r in recs if r.asset_id == asset and r.envmap == recs[0].envmap][:views]
+    coords, feats = ds.slat_features(asset, bool(args["stage2"].get("use_bc_slat")))
+    arrays: dict[str, Any] = {
+        "asset": np.array(asset),
+        "envmap": np.array(recs[0].envmap),
+        "coords": coords.astype(np.int32),
+        "feats": feats.astype(np.float32),
+        "env": downsample_equirect(ds.envmap(recs[0].envmap).radiance, 64).astype(np.float32),
+    }
+    for i, r in enumerate(recs):
+        arrays[f"rgba_{i}"] = ds.read(r)["rgba"].astype(np.float32)
+        arrays[f"viewmat_{i}"] = np.asarray(r.camera.viewmat, np.float64)
+        arrays[f"K_{i}"] = np.asarray(r.camera.K, np.float64)
+        arrays[f"rotation_z_{i}"] = np.array(float(r.lighting.get("rotation_z", 0.0)))
+        arrays[f"strength_{i}"] = np.array(float(r.lighting.get("strength", 1.0)))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
+    return out
