@@ -31,6 +31,7 @@ def display(hdr: np.ndarray) -> np.ndarray:
 
 def score(pred: np.ndarray, gt: np.ndarray, with_lpips: bool = True) -> dict[str, Any]:
     """``{"psnr", "ssim", "lpips"}`` of two display images ``[H, W, 3]`` in [0, 1]."""
+    pred, gt = np.ascontiguousarray(pred, np.float64), np.ascontiguousarray(gt, np.float64)
     p = min(metrics.psnr(pred, gt), PSNR_CAP_DB)
     s = metrics.ssim(pred, gt)
     lp = metrics.lpips(pred, gt) if with_lpips else None

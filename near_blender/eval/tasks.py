@@ -193,6 +193,7 @@ class AssetEvaluator:
         self._baked: dict[int, np.ndarray] = {}
         self._irr: dict[tuple[str, float, float], Irradiance] = {}
         self.notes: set[str] = set()
+        self._renderer: Any | None = None
 
     # -- data ------------------------------------------------------------------------------------
     def view(self, rec: ViewRecord) -> dict[str, np.ndarray]:
@@ -277,8 +278,13 @@ class AssetEvaluator:
         return self._baked[index]
 
     def ours(self, ex: Example, env: Environment) -> np.ndarray:
+        from ..scene import PlacedAsset, SceneRenderer
+
         coords, feats = self.gt_slat() if ex.input is None else self.lh_slat(ex.input)
-        out = self.pipeline.render_slat(coords, feats, env, ex.target.camera)
+        if self._renderer is None:  # the cached real-time path: IAD once per SLAT (same images)
+            self._renderer = SceneRenderer(self.pipeline, max_assets=4, max_lightings=4)
+        key = (self.asset_id, "gt" if ex.input is None else f"input{ex.input}")
+        out = self._renderer.render([PlacedAsset(key, coords, feats, np.eye(4))], ex.target.camera, env)
         return np.asarray(out["hdr"], np.float32)[..., :3]
 
     def lambertian(self, ex: Example, env: Environment) -> np.ndarray | None:
