@@ -8,7 +8,8 @@ with Blender's AgX (:func:`near_blender.render.tonemap.agx`, display sRGB, clipp
 scored over the **full frame** (object and background pixels; a method that draws the object's
 silhouette wrongly is penalized there). PSNR uses a data range of 1; SSIM is the Gaussian-window
 SSIM of :mod:`near_blender.train.metrics`; LPIPS (AlexNet, v0.1) is reported only when its
-pretrained weights are on the machine (see :mod:`near_blender.train.lpips`), else ``None``.
+pretrained weights are on the machine (see :mod:`near_blender.train.lpips`) and the images are at
+least 32 px (AlexNet's receptive field), else ``None``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ..render.tonemap import agx
 from ..train import metrics
 
 PSNR_CAP_DB = 100.0  # identical images: a finite number JSON can hold
+LPIPS_MIN_SIZE = 32  # AlexNet's two 3x3/2 max-pools need at least 31 px: smaller images get None
 
 
 def display(hdr: np.ndarray) -> np.ndarray:
@@ -34,7 +36,7 @@ def score(pred: np.ndarray, gt: np.ndarray, with_lpips: bool = True) -> dict[str
     pred, gt = np.ascontiguousarray(pred, np.float64), np.ascontiguousarray(gt, np.float64)
     p = min(metrics.psnr(pred, gt), PSNR_CAP_DB)
     s = metrics.ssim(pred, gt)
-    lp = metrics.lpips(pred, gt) if with_lpips else None
+    lp = metrics.lpips(pred, gt) if with_lpips and min(gt.shape[:2]) >= LPIPS_MIN_SIZE else None
     return {"psnr": float(p), "ssim": float(s), "lpips": None if lp is None else float(lp)}
 
 

@@ -446,6 +446,19 @@ def run_eval(cfg: EvalConfig, on_asset: Callable[[str, AssetResult], None] | Non
             ) from None
     total = sum(len(p) for _, p in todo)
     notes: set[str] = set()
+    planned = {ex.task for _, plan in todo for ex in plan} | {
+        r["task"] for res in results.values() for r in res.rows
+    }
+    for task in cfg.tasks:
+        if task not in planned:
+            why = (
+                "the assets have no input views"
+                if task == "random_lit_reconstruction"
+                else "the dataset has no held-out environment maps (make it with `near datagen --holdout-envmaps ...`)"
+                if task in ("unknown_lit_relighting", "novel_view_relighting")
+                else "the assets have no relit views"
+            )
+            notes.add(f"{task}: nothing to evaluate, {why}.")
     from tqdm import tqdm
 
     with tqdm(total=total, desc="near eval", unit="img", disable=not cfg.progress) as bar:

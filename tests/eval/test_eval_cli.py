@@ -153,3 +153,30 @@ def test_baselines_only_run_needs_no_model(tiny_dataset, tmp_path):
     assert list(metrics) == ["unknown_lit_relighting"]
     assert list(metrics["unknown_lit_relighting"]) == ["lambertian", "baked"]
     assert Path(out / "unknown_lit_relighting.png").is_file()
+
+
+def test_corrupt_view_file_names_the_file(tiny_dataset, tmp_path, capsys):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data)
+    ds = NearDataset(data)
+    victim = ds.asset_dir(_sphere(ds)) / "inputs_holdout" / "000_000.exr"
+    victim.write_bytes(victim.read_bytes()[:100])
+    assert _eval("--data", data, "--out", tmp_path / "r", "--split", "all", "--methods", "lambertian",
+                 "--tasks", "unknown_lit_relighting", "--no-progress") == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "000_000.exr" in err and "OpenEXR" in err
+
+
+def test_no_bpy_under_near_blender_eval():
+    import subprocess
+    import sys
+
+    code = ("import sys, near_blender.eval.tasks, near_blender.eval.report, near_blender.commands.evaluate; "
+            "print('bpy' in sys.modules)")  # fmt: skip
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+    assert r.stdout.strip() == "False", r.stderr
+    for p in (Path(__file__).resolve().parents[2] / "near_blender" / "eval").glob("*.py"):
+        assert "import bpy" not in p.read_text()

@@ -61,3 +61,22 @@ def test_contact_sheet_layout():
     a = np.asarray(sheet)
     assert tuple(a[LABEL_HEIGHT + 10, 50]) == (255, 0, 0)  # row 0, column ours
     assert tuple(a[LABEL_HEIGHT + 18, 98]) == (48, 48, 48)  # row 0, column baked: n/a grey
+
+
+def test_lpips_is_reported_when_its_weights_load(monkeypatch):
+    """Plumbing only: a randomly initialised LPIPS network stands in for the pretrained one."""
+    import torch
+
+    from near_blender.train.lpips import LPIPS
+
+    torch.manual_seed(0)
+    net = LPIPS().eval()
+    for lin in net.lins:  # LPIPS's calibration weights are non-negative
+        lin.weight.data.abs_()
+    monkeypatch.setattr(LPIPS, "_cache", net)
+    rng = np.random.default_rng(3)
+    a = rng.uniform(size=(64, 64, 3))
+    same, other = score(a, a), score(a, rng.uniform(size=(64, 64, 3)))
+    assert same["lpips"] == pytest.approx(0.0, abs=1e-9)
+    assert other["lpips"] > 0
+    assert score(a[:16, :16], a[:16, :16])["lpips"] is None  # too small for AlexNet
