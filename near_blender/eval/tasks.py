@@ -69,7 +69,7 @@ TASK_METHODS: dict[str, tuple[str, ...]] = {
     "novel_view_relighting": ("ours", "lambertian", "baked"),
 }
 SHEET_COLUMNS = ("input", "gt", *METHODS)
-RESULT_VERSION = 1
+RESULT_VERSION = 2
 
 
 @dataclass
@@ -121,6 +121,8 @@ class Example:
 class AssetResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
     examples: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # task -> column -> image
+    notes: list[str] = field(default_factory=list)
+    planned: list[str] = field(default_factory=list)  # tasks that had images to evaluate
 
 
 # ---------------------------------------------------------------------------------------------
@@ -361,7 +363,7 @@ def load_asset_result(out: Path, asset_id: str, fingerprint: str) -> AssetResult
                 for key in z.files:
                     task, col = key.split("/", 1)
                     examples.setdefault(task, {})[col] = z[key]
-        return AssetResult(data["rows"], examples)
+        return AssetResult(data["rows"], examples, list(data["notes"]), list(data["planned"]))
     except (OSError, ValueError, KeyError):
         return None
 
@@ -371,7 +373,16 @@ def save_asset_result(out: Path, asset_id: str, fingerprint: str, result: AssetR
     flat = {f"{t}/{c}": img for t, cols in result.examples.items() for c, img in cols.items()}
     with atomic_path(ex_path) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, **flat)
-    atomic_write_json(res_path, {"fingerprint": fingerprint, "asset": asset_id, "rows": result.rows})
+    atomic_write_json(
+        res_path,
+        {
+            "fingerprint": fingerprint,
+            "asset": asset_id,
+            "rows": result.rows,
+            "notes": result.notes,
+            "planned": result.planned,
+        },
+    )
 
 
 def load_pipeline(cfg: EvalConfig) -> Any | None:
@@ -447,7 +458,7 @@ def run_eval(cfg: EvalConfig, on_asset: Callable[[str, AssetResult], None] | Non
     total = sum(len(p) for _, p in todo)
     notes: set[str] = set()
     planned = {ex.task for _, plan in todo for ex in plan} | {
-        r["task"] for res in results.values() for r in res.rows
+        t for res in results.values() for t in res.planned
     }
     for task in cfg.tasks:
         if task not in planned:
@@ -464,18 +475,20 @@ def run_eval(cfg: EvalConfig, on_asset: Callable[[str, AssetResult], None] | Non
     with tqdm(total=total, desc="near eval", unit="img", disable=not cfg.progress) as bar:
         for a, plan in todo:
             ev = AssetEvaluator(ds, a, cfg, pipeline)
-            res = AssetResult()
+            res = AssetResult(planned=sorted({ex.task for ex in plan}))
             for ex in plan:
                 bar.set_postfix_str(f"{a[:24]} {ex.task}")
                 rows, images = ev.run(ex, cfg.methods)
                 res.rows += rows
                 res.examples.setdefault(ex.task, images)
                 bar.update(1)
-            notes |= ev.notes
+            res.notes = sorted(ev.notes)
             save_asset_result(out, a, fp, res)
             results[a] = res
             if on_asset is not None:
                 on_asset(a, res)
+    for res in results.values():
+        notes |= set(res.notes)
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("progress",)}
     settings.update(fingerprint=fp, near_blender=__version__, assets=ids)
     return write_outputs(out, cfg, ids, results, settings, sorted(notes))
