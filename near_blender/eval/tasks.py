@@ -101,6 +101,13 @@ class EvalConfig:
             str(Path(self.model).resolve()) if self.model and Path(self.model).exists() else self.model
         )
         d["data"] = str(Path(self.data).resolve())
+        if self.model and Path(self.model).is_dir() and "ours" in self.methods:
+            # a retrained model saved into the same folder must not reuse old results
+            d["model_files"] = sorted(
+                (str(p.relative_to(self.model)), p.stat().st_size, p.stat().st_mtime_ns)
+                for p in Path(self.model).rglob("*")
+                if p.is_file() and p.suffix in (".json", ".yaml", ".yml", ".safetensors")
+            )
         d["tasks"], d["methods"] = list(self.tasks), list(self.methods)
         d["version"] = RESULT_VERSION
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
