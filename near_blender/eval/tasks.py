@@ -1,0 +1,510 @@
+"""The paper's four evaluation tasks (section 4, tables 1 and 3) on a ``near datagen`` dataset.
+
+Every task compares premultiplied HDR renders with a ground-truth render of the dataset, after the
+display transform of :mod:`near_blender.eval.scoring` (AgX over black, full frame). Targets and
+inputs come from the per-asset sets of :mod:`near_blender.data.sampling`:
+
+``gbuffer_forward``
+    Stage 2 from the asset's ground-truth LH-SLAT (``slat_lh.npz``, plus ``slat_bc.npz`` when the
+    model uses the base-colour SLAT) under each target view's environment, compared with that
+    view. Targets: the ``relit_holdout`` views (held-out maps), or the ``relit`` views when the
+    dataset has no held-out maps. Methods: ours, lambertian (the same G-buffers the task gives).
+``random_lit_reconstruction``
+    An input image (``inputs/``) -> stage 1 -> LH-SLAT -> stage 2 at the input camera under the
+    input's own lighting; the ground truth is the input image itself. Inputs lit by a random
+    environment map use it exactly. Inputs lit by area lights (the paper's six-light and
+    hemisphere modes; the dataset has no environment render of them and no other render at the
+    input camera under that light) use the area lights turned into an environment map as seen from
+    the asset's centre (:mod:`near_blender.eval.lights`, a distant-light approximation); those rows
+    carry ``"approx_light": true`` and the report counts them. Methods: ours, lambertian (base
+    colour from an ``inputs_holdout`` render of the same camera, normal from the input view; none
+    when the dataset has no held-out maps). The baked baseline would return the input unchanged, so
+    it is not run.
+``unknown_lit_relighting``
+    The input image -> stage 1 -> relit under each held-out map at the input camera; ground truth:
+    ``inputs_holdout`` (the input camera re-rendered under that map). Methods: ours, lambertian,
+    baked.
+``novel_view_relighting``
+    The same LH-SLAT rendered at the other cameras (``relit_holdout``: stage-2 cameras under the
+    held-out maps, never the input camera). Methods: ours, lambertian, baked.
+
+Stage 1 runs once per input image with the geometry prior = the asset's surface voxels
+(``mesh_voxels.npz``; the paper voxelizes a Hunyuan3D mesh, the dataset's own mesh is used here)
+and a fixed seed; the first ``inputs`` input views of each asset are used (default 1, one image
+per object). Scores are averaged over all evaluated images of a task (every asset x view x light).
+
+Results are written per asset (``R/assets/<id>/result.json`` + ``examples.npz``, atomically), so an
+interrupted run resumes where it stopped when the settings are unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import NearError, __version__
+from ..data.dataset import NearDataset, ViewRecord
+from ..render.envmap import Environment
+from ..render.tonemap import standard
+from ..utils.atomic import atomic_path, atomic_write_json
+from .baselines import bake_input_colours, baked_view, lambertian_view
+from .irradiance import DEFAULT_HEIGHT, Irradiance
+from .lights import lights_environment
+from .scoring import display, score
+
+TASKS = ("gbuffer_forward", "random_lit_reconstruction", "unknown_lit_relighting", "novel_view_relighting")
+METHODS = ("ours", "lambertian", "baked")
+TASK_METHODS: dict[str, tuple[str, ...]] = {
+    "gbuffer_forward": ("ours", "lambertian"),
+    "random_lit_reconstruction": ("ours", "lambertian"),
+    "unknown_lit_relighting": ("ours", "lambertian", "baked"),
+    "novel_view_relighting": ("ours", "lambertian", "baked"),
+}
+SHEET_COLUMNS = ("input", "gt", *METHODS)
+RESULT_VERSION = 2
+
+
+@dataclass
+class EvalConfig:
+    """Settings of one ``near eval`` run (everything that changes the numbers is fingerprinted)."""
+
+    data: str
+    out: str
+    model: str | None = None
+    assets: list[str] | None = None  # asset ids; default: the split
+    split: str = "heldout"  # heldout | all
+    limit: int | None = None  # at most this many assets
+    tasks: tuple[str, ...] = TASKS
+    methods: tuple[str, ...] = METHODS
+    inputs: int = 1  # input views per asset used as the single image
+    steps: int | None = None  # stage-1 sampler steps (default: the pipeline's)
+    seed: int = 0
+    irradiance_height: int = DEFAULT_HEIGHT
+    device: str = "cpu"
+    resume: bool = True
+    progress: bool = True
+    sheet_rows: int = 4
+    sheet_cell: int = 128
+
+    def fingerprint(self) -> str:
+        keys = ("data", "model", "tasks", "methods", "inputs", "steps", "seed", "irradiance_height")
+        d = {k: getattr(self, k) for k in keys}
+        d["model"] = (
+            str(Path(self.model).resolve()) if self.model and Path(self.model).exists() else self.model
+        )
+        d["data"] = str(Path(self.data).resolve())
+        if self.model and Path(self.model).is_dir() and "ours" in self.methods:
+            # a retrained model saved into the same folder must not reuse old results
+            d["model_files"] = sorted(
+                (str(p.relative_to(self.model)), p.stat().st_size, p.stat().st_mtime_ns)
+                for p in Path(self.model).rglob("*")
+                if p.is_file() and p.suffix in (".json", ".yaml", ".yml", ".safetensors")
+            )
+        d["tasks"], d["methods"] = list(self.tasks), list(self.methods)
+        d["version"] = RESULT_VERSION
+        return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Example:
+    """One evaluated image: a task, an asset, the input view index (None for gbuffer_forward) and
+    the target view record (its camera, its lighting and its file = the ground truth)."""
+
+    task: str
+    asset_id: str
+    input: int | None
+    target: ViewRecord
+
+
+@dataclass
+class AssetResult:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    examples: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # task -> column -> image
+    notes: list[str] = field(default_factory=list)
+    planned: list[str] = field(default_factory=list)  # tasks that had images to evaluate
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning
+# ---------------------------------------------------------------------------------------------
+
+
+def select_assets(ds: NearDataset, cfg: EvalConfig) -> list[str]:
+    """The asset ids to evaluate (``--assets``, else the split), at most ``limit``."""
+    if cfg.assets:
+        missing = [a for a in cfg.assets if a not in ds.asset_ids]
+        if missing:
+            shown = ", ".join(ds.asset_ids[:8]) + (" ..." if len(ds.asset_ids) > 8 else "")
+            raise NearError(f"Asset(s) {missing} are not finished assets of {ds.root} (it has: {shown}).")
+        ids = list(cfg.assets)
+    elif cfg.split == "all":
+        ids = list(ds.asset_ids)
+    elif cfg.split == "heldout":
+        ids = ds.split()[1]
+        if not ids:
+            raise NearError(
+                f"{ds.root} has no held-out assets ({len(ds.asset_ids)} finished asset(s); the split "
+                "needs two or more). Use --split all or name assets with --assets."
+            )
+    else:
+        raise NearError(f"--split must be 'heldout' or 'all', got {cfg.split!r}.")
+    if not ids:
+        raise NearError(f"{ds.root} has no finished assets to evaluate.")
+    return ids[: cfg.limit] if cfg.limit else ids
+
+
+def _relight_targets(ds: NearDataset, asset_id: str) -> list[ViewRecord]:
+    held = ds.views(asset_id, "relit_holdout")
+    return held or ds.views(asset_id, "relit")
+
+
+def plan_asset(ds: NearDataset, asset_id: str, cfg: EvalConfig) -> list[Example]:
+    """Every image to evaluate for one asset, task by task."""
+    out: list[Example] = []
+    inputs = ds.views(asset_id, "inputs")[: max(cfg.inputs, 0)]
+    for task in cfg.tasks:
+        if task == "gbuffer_forward":
+            out += [Example(task, asset_id, None, r) for r in _relight_targets(ds, asset_id)]
+        elif task == "random_lit_reconstruction":
+            out += [Example(task, asset_id, r.index, r) for r in inputs]
+        elif task == "unknown_lit_relighting":
+            held = ds.views(asset_id, "inputs_holdout")
+            for r in inputs:
+                out += [Example(task, asset_id, r.index, t) for t in held if t.meta.get("view") == r.index]
+        elif task == "novel_view_relighting":
+            targets = ds.views(asset_id, "relit_holdout")
+            out += [Example(task, asset_id, r.index, t) for r in inputs for t in targets]
+        else:
+            raise NearError(f"Unknown task {task!r}; choose from {', '.join(TASKS)}.")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluating one asset
+# ---------------------------------------------------------------------------------------------
+
+
+class AssetEvaluator:
+    """Runs the methods of every example of one asset, caching stage 1 and baked colours per input."""
+
+    def __init__(self, ds: NearDataset, asset_id: str, cfg: EvalConfig, pipeline: Any | None) -> None:
+        self.ds, self.asset_id, self.cfg, self.pipeline = ds, asset_id, cfg, pipeline
+        self._views: dict[str, dict[str, np.ndarray]] = {}
+        self._lh: dict[int, np.ndarray] = {}
+        self._baked: dict[int, np.ndarray] = {}
+        self._irr: dict[tuple[str, float, float], Irradiance] = {}
+        self.notes: set[str] = set()
+        self._renderer: Any | None = None
+
+    # -- data ------------------------------------------------------------------------------------
+    def view(self, rec: ViewRecord) -> dict[str, np.ndarray]:
+        if rec.file not in self._views:
+            path = self.ds.asset_dir(rec.asset_id) / rec.file
+            try:
+                self._views[rec.file] = self.ds.read(rec)
+            except NearError:
+                raise
+            except Exception as e:
+                raise NearError(
+                    f"Cannot read view file {path} ({e}); re-run `near datagen` for it."
+                ) from None
+        return self._views[rec.file]
+
+    def input_record(self, index: int) -> ViewRecord:
+        return next(r for r in self.ds.views(self.asset_id, "inputs") if r.index == index)
+
+    @property
+    def prior_coords(self) -> np.ndarray:
+        """Geometry-prior voxels [N, 3]: ``mesh_voxels.npz``, else the LH-SLAT's coords."""
+        p = self.ds.asset_dir(self.asset_id) / "mesh_voxels.npz"
+        try:
+            if p.is_file():
+                with np.load(p) as z:
+                    return np.asarray(z["coords"]).astype(np.int64)
+            return np.asarray(self.ds.slat(self.asset_id, "lh")[0]).astype(np.int64)
+        except NearError:
+            raise
+        except Exception as e:
+            raise NearError(f"{self.asset_id}: cannot read its voxels ({e}).") from None
+
+    def gt_slat(self) -> tuple[np.ndarray, np.ndarray]:
+        with_bc = bool(((self.pipeline.args.get("stage2") or {}) if self.pipeline else {}).get("use_bc_slat"))
+        try:
+            return self.ds.slat_features(self.asset_id, with_bc)
+        except NearError:
+            raise
+        except Exception as e:
+            raise NearError(f"{self.asset_id}: cannot read its SLAT files ({e}).") from None
+
+    def environment(self, rec: ViewRecord) -> tuple[Environment, bool]:
+        """(environment, approximated) of a view's lighting."""
+        kind = rec.lighting.get("type")
+        if kind == "envmap":
+            try:
+                return self.ds.environment(rec), False
+            except NearError:
+                raise
+            except Exception as e:
+                raise NearError(
+                    f"Cannot read environment map {rec.envmap!r} of {self.ds.root} ({e})."
+                ) from None
+        if kind == "lights":
+            return lights_environment(rec.lighting, name=f"{rec.asset_id}/{rec.file}"), True
+        if kind == "uniform":
+            c = np.asarray(rec.lighting.get("color", (1, 1, 1)), np.float32) * float(
+                rec.lighting.get("strength", 1)
+            )
+            return Environment.uniform(c), False
+        raise NearError(f"{rec.asset_id}/{rec.file}: unknown lighting {rec.lighting!r}.")
+
+    def irradiance(self, env: Environment) -> Irradiance:
+        key = (env.name, env.rotation_z, float(env.radiance.sum()))
+        if key not in self._irr:
+            self._irr[key] = Irradiance(env, self.cfg.irradiance_height)
+        return self._irr[key]
+
+    # -- methods ---------------------------------------------------------------------------------
+    def lh_slat(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        if index not in self._lh:
+            rgba = self.view(self.input_record(index))["rgba"]
+            self._lh[index] = self.pipeline.image_to_slat(
+                rgba, self.prior_coords, seed=self.cfg.seed + index, steps=self.cfg.steps
+            )
+        return self.prior_coords, self._lh[index]
+
+    def baked_colours(self, index: int) -> np.ndarray:
+        if index not in self._baked:
+            rec = self.input_record(index)
+            self._baked[index] = bake_input_colours(self.prior_coords, self.view(rec), rec.camera)
+        return self._baked[index]
+
+    def ours(self, ex: Example, env: Environment) -> np.ndarray:
+        from ..scene import PlacedAsset, SceneRenderer
+
+        coords, feats = self.gt_slat() if ex.input is None else self.lh_slat(ex.input)
+        if self._renderer is None:  # the cached real-time path: IAD once per SLAT (same images)
+            self._renderer = SceneRenderer(self.pipeline, max_assets=4, max_lightings=4)
+        key = (self.asset_id, "gt" if ex.input is None else f"input{ex.input}")
+        out = self._renderer.render([PlacedAsset(key, coords, feats, np.eye(4))], ex.target.camera, env)
+        return np.asarray(out["hdr"], np.float32)[..., :3]
+
+    def lambertian(self, ex: Example, env: Environment) -> np.ndarray | None:
+        target = self.view(ex.target)
+        if ex.task == "random_lit_reconstruction":
+            same_cam = [
+                r for r in self.ds.views(self.asset_id, "inputs_holdout") if r.meta.get("view") == ex.input
+            ]
+            if not same_cam:
+                self.notes.add(
+                    "lambertian/random_lit_reconstruction needs inputs_holdout renders (base colour)"
+                )
+                return None
+            base = self.view(same_cam[0])["base_color"]
+            gbuf = {"base_color": base, "normal": target["normal"]}
+            return lambertian_view(gbuf, env, self.irradiance(env))
+        return lambertian_view(target, env, self.irradiance(env))
+
+    def baked(self, ex: Example, env: Environment) -> np.ndarray:
+        assert ex.input is not None
+        return baked_view(
+            self.prior_coords, self.baked_colours(ex.input), self.view(ex.target), ex.target.camera, env,
+            self.irradiance(env),
+        )  # fmt: skip
+
+    def run(self, ex: Example, methods: Sequence[str]) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+        """Rows (one per method) and the display images (input, gt, methods) of one example."""
+        target = self.view(ex.target)
+        light_rec = self.input_record(ex.input) if ex.task == "random_lit_reconstruction" else ex.target
+        env, approx = self.environment(light_rec)
+        gt = display(target["rgba"][..., :3])
+        if ex.input is None:  # G-buffer task: show the base colour the renderer is given
+            shown_input = np.asarray(standard(np.clip(target["base_color"], 0, 1)), np.float32)
+        else:
+            shown_input = display(self.view(self.input_record(ex.input))["rgba"][..., :3])
+        images = {"input": shown_input, "gt": gt}
+        rows = []
+        for m in methods:
+            if m not in TASK_METHODS[ex.task]:
+                continue
+            hdr = getattr(self, m)(ex, env)
+            if hdr is None:
+                continue
+            pred = display(hdr)
+            images[m] = pred
+            rows.append({
+                "task": ex.task, "method": m, "asset": ex.asset_id, "input": ex.input,
+                "target": ex.target.file, "light": light_rec.lighting.get("envmap") or light_rec.lighting.get("mode"),
+                "approx_light": approx, **score(pred, gt),
+            })  # fmt: skip
+        return rows, images
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------------
+
+
+def _asset_files(out: Path, asset_id: str) -> tuple[Path, Path]:
+    d = out / "assets" / asset_id
+    return d / "result.json", d / "examples.npz"
+
+
+def load_asset_result(out: Path, asset_id: str, fingerprint: str) -> AssetResult | None:
+    """A finished asset's stored result when it was made with the same settings, else None."""
+    res_path, ex_path = _asset_files(out, asset_id)
+    try:
+        data = json.loads(res_path.read_text())
+        if data.get("fingerprint") != fingerprint:
+            return None
+        examples: dict[str, dict[str, np.ndarray]] = {}
+        if ex_path.is_file():
+            with np.load(ex_path) as z:
+                for key in z.files:
+                    task, col = key.split("/", 1)
+                    examples.setdefault(task, {})[col] = z[key]
+        return AssetResult(data["rows"], examples, list(data["notes"]), list(data["planned"]))
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def save_asset_result(out: Path, asset_id: str, fingerprint: str, result: AssetResult) -> None:
+    res_path, ex_path = _asset_files(out, asset_id)
+    flat = {f"{t}/{c}": img for t, cols in result.examples.items() for c, img in cols.items()}
+    with atomic_path(ex_path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **flat)
+    atomic_write_json(
+        res_path,
+        {
+            "fingerprint": fingerprint,
+            "asset": asset_id,
+            "rows": result.rows,
+            "notes": result.notes,
+            "planned": result.planned,
+        },
+    )
+
+
+def load_pipeline(cfg: EvalConfig) -> Any | None:
+    """The NeAR pipeline for method ``ours`` (None when ``ours`` is not evaluated)."""
+    if "ours" not in cfg.methods:
+        return None
+    if not cfg.model:
+        raise NearError("--model is required to evaluate 'ours' (or pass --methods lambertian baked).")
+    from ..pipeline import NearPipeline
+
+    p = Path(cfg.model)
+    if not p.exists() and p.is_absolute():
+        raise NearError(f"--model {cfg.model}: no such pipeline folder.")
+    try:
+        pipe = NearPipeline.from_pretrained(cfg.model, device=cfg.device)
+    except NearError:
+        raise
+    except Exception as e:
+        raise NearError(f"Cannot load the pipeline {cfg.model} ({type(e).__name__}: {e}).") from None
+    stage1 = {"image_cond_model", "slat_flow_model", "lh_slat_flow_model"}
+    needs_s1 = [t for t in cfg.tasks if t != "gbuffer_forward"]
+    if needs_s1 and not stage1 <= set(pipe.models):
+        raise NearError(
+            f"The pipeline {cfg.model} has no stage-1 models ({sorted(stage1 - set(pipe.models))} missing), "
+            f"which {', '.join(needs_s1)} need. Use --tasks gbuffer_forward or a full pipeline."
+        )
+    try:
+        pipe.stage2()
+    except NearError:
+        raise
+    except Exception as e:
+        raise NearError(f"The pipeline {cfg.model} has no usable stage-2 models ({e}).") from None
+    return pipe
+
+
+def run_eval(cfg: EvalConfig, on_asset: Callable[[str, AssetResult], None] | None = None) -> dict[str, Any]:
+    """Evaluate, write ``R/metrics.json``, ``R/per_asset.jsonl``, ``R/report.md`` and the contact
+    sheets ``R/<task>.png``; returns the metrics dict."""
+    from .report import write_outputs
+
+    for t in cfg.tasks:
+        if t not in TASKS:
+            raise NearError(f"Unknown task {t!r}; choose from {', '.join(TASKS)}.")
+    for m in cfg.methods:
+        if m not in METHODS:
+            raise NearError(f"Unknown method {m!r}; choose from {', '.join(METHODS)}.")
+    if cfg.inputs < 1:
+        raise NearError("--inputs must be >= 1.")
+    ds = NearDataset(cfg.data)
+    ids = select_assets(ds, cfg)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    fp = cfg.fingerprint()
+    pipeline = load_pipeline(cfg)
+    if pipeline is not None:
+        import torch
+
+        torch.set_grad_enabled(False)
+
+    results: dict[str, AssetResult] = {}
+    todo: list[tuple[str, list[Example]]] = []
+    for a in ids:
+        prev = load_asset_result(out, a, fp) if cfg.resume else None
+        if prev is not None:
+            results[a] = prev
+            continue
+        try:
+            todo.append((a, plan_asset(ds, a, cfg)))
+        except (OSError, ValueError, KeyError) as e:
+            raise NearError(
+                f"{a}: cannot read its cameras/lights ({e}); the asset folder is incomplete."
+            ) from None
+    total = sum(len(p) for _, p in todo)
+    notes: set[str] = set()
+    planned = {ex.task for _, plan in todo for ex in plan} | {
+        t for res in results.values() for t in res.planned
+    }
+    for task in cfg.tasks:
+        if task not in planned:
+            why = (
+                "the assets have no input views"
+                if task == "random_lit_reconstruction"
+                else "the dataset has no held-out environment maps (make it with `near datagen --holdout-envmaps ...`)"
+                if task in ("unknown_lit_relighting", "novel_view_relighting")
+                else "the assets have no relit views"
+            )
+            notes.add(f"{task}: nothing to evaluate, {why}.")
+    from tqdm import tqdm
+
+    with tqdm(total=total, desc="near eval", unit="img", disable=not cfg.progress) as bar:
+        for a, plan in todo:
+            ev = AssetEvaluator(ds, a, cfg, pipeline)
+            res = AssetResult(planned=sorted({ex.task for ex in plan}))
+            for ex in plan:
+                bar.set_postfix_str(f"{a[:24]} {ex.task}")
+                rows, images = ev.run(ex, cfg.methods)
+                res.rows += rows
+                res.examples.setdefault(ex.task, images)
+                bar.update(1)
+            res.notes = sorted(ev.notes)
+            save_asset_result(out, a, fp, res)
+            results[a] = res
+            if on_asset is not None:
+                on_asset(a, res)
+    for res in results.values():
+        notes |= set(res.notes)
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("progress",)}
+    settings.update(fingerprint=fp, near_blender=__version__, assets=ids)
+    return write_outputs(out, cfg, ids, results, settings, sorted(notes))
+
+
+def mean_or_none(values: Sequence[float | None]) -> float | None:
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(vals)) if vals else None
+
+
+def is_eval_folder(path: str | os.PathLike[str]) -> bool:
+    return (Path(path) / "metrics.json").is_file()
