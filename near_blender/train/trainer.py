@@ -343,6 +343,7 @@ class Trainer:
             )
         last: dict[str, float] = {}
         t0 = time.perf_counter()
+        restore = _stop_on_sigterm()
         try:
             while self.step < end:
                 if cancel is not None and cancel():
@@ -359,7 +360,24 @@ class Trainer:
             self.save_checkpoint()
             raise
         finally:
+            restore()
             if bar is not None:
                 bar.close()
         self.save_checkpoint()
         return last
+
+
+def _stop_on_sigterm() -> Callable[[], None]:
+    """Make SIGTERM (``kill``, a farm's pre-emption) behave like Ctrl-C during training, so the
+    run checkpoints before it exits (background jobs often ignore SIGINT). Returns the undo."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def _raise(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, _raise)
+    return lambda: signal.signal(signal.SIGTERM, old)

@@ -110,3 +110,29 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_sigterm_checkpoints_the_current_step_and_the_run_resumes(tmp_path):
+    """``kill`` (SIGTERM) mid-run saves a checkpoint at the step reached; rerunning finishes the
+    run with the same weights as an uninterrupted one."""
+    import signal
+
+    t = make(tmp_path / "t", steps=20)
+
+    def step_then_kill(model, batch, rand):
+        if t.step == 7:  # the 8th step: raise SIGTERM in this process, as `kill PID` would
+            os.kill(os.getpid(), signal.SIGTERM)
+        return step_fn(model, batch, rand)
+
+    t.step_fn = step_then_kill
+    with pytest.raises(KeyboardInterrupt):
+        t.fit(progress=False)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is removed again
+    st = torch.load(tmp_path / "t" / "checkpoints" / "last.pt", weights_only=False)
+    assert st["step"] == 7  # the interrupted 8th step is redone on resume
+    resumed = make(tmp_path / "t", steps=20)
+    resumed.fit(progress=False)
+    straight = make(tmp_path / "s", steps=20)
+    straight.fit(progress=False)
+    for p, q in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.allclose(p, q, atol=1e-6)
