@@ -66,7 +66,7 @@ def measure(resolutions: list[int], frames: int, samples: int, model: Path) -> d
 
 def run(quick: bool = False) -> dict[str, Any]:
     resolutions = [64] if quick else [256, 512]
-    frames = 1 if quick else 3
+    frames = 1 if quick else 4
     samples = 4 if quick else 16
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
@@ -90,7 +90,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         "frame (its conditioning is camera-space) and reuses the encoded asset.",
         f"Warm-up is reported apart: NeAR's first frame loads the model and encodes the asset "
         f"({first_near['first_frame_s']:.2f} s at {resolutions[0]}²); EEVEE's first frame of the process compiles "
-        f"its shaders ({by[('BLENDER_EEVEE', resolutions[0])]['first_frame_s']:.1f} s at {resolutions[0]}²).",
+        f"its shaders ({by[('BLENDER_EEVEE', resolutions[0])]['first_frame_s']:.1f} s at {resolutions[0]}²; shorter "
+        "when Blender's shader cache is already warm from an earlier process).",
         "EEVEE Next runs on the CPU through software OpenGL here (no GPU), which is far slower than on a "
         "GPU; NeAR runs its torch CPU path. Compare the ratio, not the absolute times, with other machines.",
         f"2 shared CPU cores; 1-min load average {load_before[0]:.2f} before, {load_after[0]:.2f} after.",

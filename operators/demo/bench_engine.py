@@ -69,7 +69,9 @@ def main() -> int:
             o.hide_render = engine == "NEAR"
 
     def frame(res: int, i: int) -> float:
-        demo.camera_object(scene, orbit_camera(30.0 + 5.0 * i, 15.0, 2.2, 40.0, res, res))
+        # each resolution orbits its own arc, so no frame reuses another one's lighting tokens
+        arc = 90.0 * args.resolutions.index(res)
+        demo.camera_object(scene, orbit_camera(30.0 + arc + 5.0 * i, 15.0, 2.2, 40.0, res, res))
         session.last_error = None
         t0 = time.perf_counter()
         bpy.ops.render.render(scene=scene.name)
