@@ -131,16 +131,17 @@ def _png(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"), dtype=np.float64) / 255.0
 
 
-def _object_mask(out: Path, near_exr: str, eevee_exr: str) -> np.ndarray:
-    """Pixels covered by the NeAR asset or the EEVEE mesh (finite depth in either render)."""
+def _object_mask(out: Path, near_exr: str, eevee_exr: str, far: float) -> np.ndarray:
+    """Pixels covered by the NeAR asset or the EEVEE mesh: a depth well inside the camera's clip
+    range in either render (empty pixels have NeAR's 1e10 or EEVEE's clip-end depth)."""
     from ..render.exr import read_exr_channels
 
     masks = []
     for name in (near_exr, eevee_exr):
         ch = read_exr_channels(out / name)
-        depth = next((v for k, v in ch.items() if k.endswith(("Depth.Z", "Depth.V"))), None)
+        depth = next((v for k, v in ch.items() if k.endswith("Depth.Z")), None)
         if depth is not None:
-            masks.append(depth < 1e9)
+            masks.append(depth < 0.5 * far)
     return np.logical_or.reduce(masks) if masks else np.zeros((1, 1), bool)
 
 
@@ -154,12 +155,13 @@ def compare(out: Path, record: dict[str, Any]) -> list[dict[str, Any]]:
         for view in record["views"]:
             n, e = by[("NEAR", hdri, view)], by[("BLENDER_EEVEE", hdri, view)]
             a, b = _png(out / n["png"]), _png(out / e["png"])
-            mask = _object_mask(out, n["exr"], e["exr"])
+            mask = _object_mask(out, n["exr"], e["exr"], float(record.get("clip_end", 100.0)))
             obj = float("nan")
             if mask.shape == a.shape[:2] and mask.any():
                 mse = float(((a - b) ** 2)[mask].mean())
                 obj = math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)
             rows.append({"hdri": hdri, "view": view, "psnr": psnr(a, b), "psnr_object": obj, "ssim": ssim(a, b),
+                         "object_fraction": float(mask.mean()) if mask.shape == a.shape[:2] else 0.0,
                          "near_s": n["seconds"], "eevee_s": e["seconds"], "near_png": n["png"],
                          "eevee_png": e["png"]})  # fmt: skip
     return rows

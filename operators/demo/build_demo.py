@@ -81,6 +81,7 @@ def main() -> int:
     emit(event="start", renders=n_renders)
     try:
         bpy.ops.wm.read_factory_settings(use_empty=True)
+        bpy.context.preferences.filepaths.save_version = 0  # no demo.blend1 backups
         scene = bpy.context.scene
         bpy.ops.wm.save_as_mainfile(filepath=str(out / "demo.blend"))
         r = scene.render
@@ -168,7 +169,7 @@ def main() -> int:
                   "eevee_samples": args.eevee_samples, "input": "input.png", "input_seconds": input_s,
                   "stage1_seconds": stage1_s, "model_id": str(pipe.args.get("model_id", "")),
                   "asset_object": asset.name, "blend": "demo.blend", "renders": renders,
-                  "hdris": list(args.hdris), "views": list(VIEWS)}  # fmt: skip
+                  "hdris": list(args.hdris), "views": list(VIEWS), "clip_end": float(scene.camera.data.clip_end)}  # fmt: skip
         (out / "demo.json").write_text(json.dumps(record, indent=1))
     except NearError as e:
         print(f"near demo: error: {e}", file=sys.stderr, flush=True)
