@@ -105,7 +105,9 @@ def check_scene(scene: Any, engine: str) -> list[str]:
     if engine != "NEAR":
         return []
     assets = [
-        o for o in scene.objects if getattr(o, "near_asset", None) is not None and o.near_asset.is_asset
+        o
+        for o in scene.objects
+        if getattr(o, "near_asset", None) is not None and o.near_asset.is_asset and not o.hide_render
     ]
     if not assets:
         raise NearError(
