@@ -135,7 +135,12 @@ def run(args: argparse.Namespace) -> int:
     if code != 0:
         errors = [t.split("error: ", 1)[1] for t in tail if t.startswith("near render: error: ")]
         if errors:
-            raise NearError(errors[-1])
+            hint = ""
+            if "bundled default NeAR model is missing" in errors[-1]:
+                hint = (
+                    " For `near render`, pass --model PATH (a pipeline folder or Hub id) or set $NEAR_MODEL."
+                )
+            raise NearError(errors[-1] + hint)
         shown = "\n".join(tail[-15:])
         raise NearError(f"Blender exited with status {code}:\n{shown}")
     cache = summary.get("cache") or {}

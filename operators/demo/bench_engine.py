@@ -89,7 +89,7 @@ def main() -> int:
             steady = [frame(res, i) for i in range(1, args.frames + 1)]
             after = cache_stats()
             row = {"engine": engine, "resolution": res, "first_frame_s": warm, "frames": len(steady),
-                   "s_per_frame": statistics.median(steady), "min_s": min(steady),
+                   "s_per_frame": statistics.median(steady), "min_s": min(steady), "times_s": steady,
                    "samples": args.eevee_samples if engine != "NEAR" else None,
                    "cache": {k: after.get(k, 0) - before.get(k, 0) for k in after}}  # fmt: skip
             rows.append(row)
