@@ -269,6 +269,7 @@ def image_pixels_linear(image: Any, where: str) -> np.ndarray:
     """
     if image is None:
         raise NearError(f"{where}: no image is assigned. Open an HDRI in the Environment Texture node.")
+    image = getattr(image, "original", None) or image  # pixels live on the original (not the evaluated copy)
     w, h = image.size[:]
     if w == 0 or h == 0:
         import bpy

@@ -56,7 +56,9 @@ class RenderSession:
 
     # -- entry point from NearRenderEngine.render ------------------------------------------------
     def render(self, engine: Any, depsgraph: Any) -> None:
-        scene = depsgraph.scene
+        # The evaluated scene: its camera, world (Mapping rotation) and objects are at this frame's
+        # animated values. The original scene is not updated during `blender -a` / render(animation).
+        scene = depsgraph.scene_eval
         t0 = time.perf_counter()
 
         def progress(fraction: float, message: str) -> None:
@@ -64,7 +66,7 @@ class RenderSession:
             engine.update_stats("NeAR", message)
 
         try:
-            camera = self.read_camera(engine, scene)
+            camera = self.read_camera(engine, scene, depsgraph)
             env = scene_bridge.environment_from_world(scene.world)
             assets = collect_assets(depsgraph)
             images = self.render_images(
@@ -93,10 +95,12 @@ class RenderSession:
             return None
 
     @staticmethod
-    def read_camera(engine: Any, scene: Any) -> Camera:
+    def read_camera(engine: Any, scene: Any, depsgraph: Any = None) -> Camera:
         cam_obj = engine.camera_override or scene.camera
         if cam_obj is None:
             return scene_bridge.camera_from_object(None, scene)
+        if depsgraph is not None and hasattr(cam_obj, "evaluated_get"):
+            cam_obj = cam_obj.evaluated_get(depsgraph)  # animated transform and lens at this frame
         return scene_bridge.camera_from_object(cam_obj, scene, engine.camera_model_matrix(cam_obj))
 
     @staticmethod
@@ -159,6 +163,11 @@ class RenderSession:
             engine.end_result(result)
 
 
+last_error: str | None = None  # the latest render failure (batch renders check it after each frame)
+
+
 def _fail(engine: Any, message: str) -> None:
+    global last_error
+    last_error = message
     engine.error_set(message)
     engine.report({"ERROR"}, message)

@@ -28,6 +28,9 @@ from .render.camera import Camera
 from .render.envmap import Environment
 from .utils.progress import CancelCheck, Progress, as_reporter
 
+# Cache counters of SceneRenderer.stats: misses are encoder runs (IAD per asset, tokenizer per
+# lighting); conditioning_builds counts the resampling of an environment's pixels.
+STAT_KEYS = ("asset_hits", "asset_misses", "lighting_hits", "lighting_misses", "conditioning_builds")
 PASS_KEYS = ("hdr", "alpha", "depth", "normal", "shadow", "base_color", "roughness", "metallic")
 
 
@@ -72,8 +75,24 @@ def object_viewmat(viewmat: np.ndarray, matrix_world: np.ndarray) -> np.ndarray:
 
 def environment_key(env: Environment) -> tuple[str, float]:
     """Identity of an environment's pixels + rotation (cheap enough per frame)."""
-    h = hashlib.blake2b(np.ascontiguousarray(env.radiance).view(np.uint8), digest_size=16).hexdigest()
-    return h, round(float(env.rotation_z), 9)
+    return radiance_key(env.radiance), round(float(env.rotation_z), 9)
+
+
+def radiance_key(radiance: np.ndarray) -> str:
+    """Content hash of an environment's pixels (blake2b; ~10 ms for a 1k map), so that a world that
+    is re-read every frame but did not change is recognised."""
+    arr = np.ascontiguousarray(radiance)
+    return hashlib.blake2b(arr.view(np.uint8), digest_size=16).hexdigest() + f"{arr.shape}"
+
+
+def lighting_key(env: Environment, viewmat: np.ndarray, content: str | None = None) -> tuple:
+    """Cache key of the light tokens: what the tokenizer sees. Its input is the map's pixels plus the
+    camera-space direction of every texel, ``R_cam @ Rz(-rotation_z)``; a moving camera that does not
+    turn keeps the key, a turning camera or an animated world rotation changes it."""
+    from .render.envmap import rotation_z
+
+    M = np.asarray(viewmat, dtype=np.float64)[:3, :3] @ rotation_z(-float(env.rotation_z))
+    return (content or radiance_key(env.radiance), tuple(np.round(M, 7).ravel()))
 
 
 class SceneRenderer:
@@ -87,7 +106,11 @@ class SceneRenderer:
         self._lightings: OrderedDict[Any, Any] = OrderedDict()
         self._conds: OrderedDict[Any, Any] = OrderedDict()
         self.max_assets, self.max_lightings = max_assets, max_lightings
-        self.stats = {"asset_hits": 0, "asset_misses": 0, "lighting_hits": 0, "lighting_misses": 0}
+        self.stats = dict.fromkeys(STAT_KEYS, 0)
+
+    def reset_stats(self) -> None:
+        """Zero the cache counters (the caches themselves are kept)."""
+        self.stats = dict.fromkeys(STAT_KEYS, 0)
 
     # -- caches -------------------------------------------------------------------------------------
     def _asset_cache(self, a: PlacedAsset) -> Any:
@@ -95,7 +118,7 @@ class SceneRenderer:
             self._assets.move_to_end(a.key)
             self.stats["asset_hits"] += 1
             return self._assets[a.key]
-        self.stats["asset_misses"] += 1
+        self.stats["asset_misses"] += 1  # = one run of the Intrinsic-Aware Decoder
         with torch.no_grad():
             cache = self.model.encode_asset(self.pipe.stage2_inputs(a.coords, a.feats))
         self._assets[a.key] = cache
@@ -104,18 +127,21 @@ class SceneRenderer:
         return cache
 
     def _lighting_cache(self, env: Environment, viewmat: np.ndarray) -> Any:
-        ekey = environment_key(env)
-        key = (ekey, tuple(np.round(np.asarray(viewmat)[:3, :3], 9).ravel()))
+        content = radiance_key(env.radiance)
+        key = lighting_key(env, viewmat, content)
         if key in self._lightings:
             self._lightings.move_to_end(key)
             self.stats["lighting_hits"] += 1
             return self._lightings[key]
-        self.stats["lighting_misses"] += 1
-        if ekey not in self._conds:
-            self._conds[ekey] = self.pipe.conditioning(env)
+        self.stats["lighting_misses"] += 1  # = one run of the lighting tokenizer
+        if content not in self._conds:  # the pixel maps (resampled LDR / log) do not depend on rotation
+            self.stats["conditioning_builds"] += 1
+            self._conds[content] = self.pipe.conditioning(env.with_rotation(0.0))
             while len(self._conds) > self.max_lightings:
                 self._conds.popitem(last=False)
-        env_in = self._conds[ekey](viewmat).stacked()[None]
+        else:
+            self._conds.move_to_end(content)
+        env_in = self._conds[content](viewmat, rotation_z=env.rotation_z).stacked()[None]
         with torch.no_grad():
             cache = self.model.encode_lighting(env_in.to(self.pipe.device))
         self._lightings[key] = cache

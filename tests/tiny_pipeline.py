@@ -1,46 +1,8 @@
-"""A complete, tiny, randomly initialised NeAR pipeline (stage 1 + stage 2) saved in the
-``from_pretrained`` layout, for tests that need the whole chain (import, F12, eval) without the
-trained default model."""
+"""A complete, tiny, randomly initialised NeAR pipeline for tests (now shipped in
+``near_blender.models.tiny_pipeline`` so that benchmarks and the demo can fall back to it)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from near_blender.models.tiny_pipeline import build_tiny_pipeline
 
-import torch
-
-from near_blender.models.homogenizer import LHSLatFlowModel
-from near_blender.models.image_encoder import PatchImageEncoder
-from near_blender.models.relightable import RelightableDecoder, stage2_configs
-from near_blender.models.slat_flow import SLatFlowModel
-from near_blender.pipeline import NearPipeline
-
-
-def build_tiny_pipeline(folder: Path, latent: int = 16, seed: int = 0) -> Path:
-    """Write the pipeline into ``folder`` and return it."""
-    torch.manual_seed(seed)
-    enc = PatchImageEncoder(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2)
-    flow_args = SLatFlowModel.tiny_config(in_channels=8, out_channels=8, cond_channels=32, model_channels=32,
-                                          num_blocks=1, io_block_channels=[16])  # fmt: skip
-    base = SLatFlowModel(**flow_args)
-    lh = LHSLatFlowModel(
-        **{**flow_args, "in_channels": latent + 8, "out_channels": latent}, shaded_channels=8
-    )
-    s2 = RelightableDecoder.from_configs(stage2_configs("near-tiny", decoder={"latent_channels": latent}))
-    norm = {"mean": [0.0] * latent, "std": [1.0] * latent}
-    args = {
-        "stage1": {
-            "normalization": {"shaded": {"mean": [0.0] * 8, "std": [1.0] * 8}, "lh": norm},
-            "image_size": 32,
-            "sampler": {"steps": 2, "rescale_t": 3.0, "cfg_strength": 0.0},
-        },
-        "stage2": {"slat_normalization": norm, "env_height": 32, "use_bc_slat": latent == 16},
-        "model_id": "tiny-random",
-    }
-    models = {
-        "image_cond_model": enc,
-        "slat_flow_model": base,
-        "lh_slat_flow_model": lh,
-        **s2.stage2_models(),
-    }
-    NearPipeline(models=models, args=args).save_pretrained(folder)
-    return folder
+__all__ = ["build_tiny_pipeline"]

@@ -1,0 +1,153 @@
+"""``near render``: render frames of a .blend with the NeAR engine (batch / animation).
+
+::
+
+    near render FILE.blend [--frames 1-4,7] [--out DIR] [--engine NEAR|eevee|cycles|SCENE]
+                [--resolution WxH] [--model PATH] [--overwrite] [--blender PATH]
+
+Blender does the work: this command runs the extension's ``engine/batch.py`` in a Blender binary
+(``--blender``, ``$BLENDER`` or ``blender`` on PATH) or with this Python's ``bpy`` module, in one
+subprocess for all frames (so the model and the NeAR caches are loaded once), and shows a progress
+bar. Frames are written with the scene's output settings (multilayer EXR, PNG, ...) to its output
+path or ``--out``; frames whose file exists are skipped (resume) unless ``--overwrite``. The same
+frames render with ``blender -b FILE.blend -f N`` when the extension is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from .. import NearError
+from ..utils.frames import parse_frames, parse_resolution
+
+EVENT_PREFIX = "NEAR_EVENT "
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("blend", help="the .blend file to render")
+    parser.add_argument(
+        "--frames", default=None, help="frames, e.g. 1-4,7 or 1-20:2 (default: the scene's range)"
+    )
+    parser.add_argument("--out", default=None, help="output folder (default: the scene's output path)")
+    parser.add_argument(
+        "--engine", default="NEAR", help="NEAR (default), eevee, cycles, or SCENE (keep the file's)"
+    )
+    parser.add_argument("--resolution", default=None, metavar="WxH", help="override the render size")
+    parser.add_argument(
+        "--model", default=None, metavar="PATH", help="NeAR pipeline folder or Hub id ($NEAR_MODEL)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="re-render frames whose output exists")
+    parser.add_argument(
+        "--blender", default=None, metavar="PATH", help="Blender executable (default: bpy module)"
+    )
+    parser.add_argument("--progress", choices=("bar", "none"), default="bar", help="progress display")
+
+
+def script_path() -> Path:
+    """The Blender-side script (in the extension's ``engine/``)."""
+    import near_blender
+
+    p = Path(near_blender.__file__).resolve().parents[1] / "engine" / "batch.py"
+    if not p.is_file():
+        raise NearError(
+            f"The Blender-side render script is missing ({p}). `near render` runs from a source checkout of "
+            "near-blender; with the installed extension use `blender -b FILE.blend -f N` instead."
+        )
+    return p
+
+
+def check_args(args: argparse.Namespace) -> Path:
+    """Fail fast, before Blender starts; returns the absolute .blend path."""
+    blend = Path(args.blend).expanduser().resolve()
+    if not blend.is_file():
+        raise NearError(f"No such .blend file: {blend}")
+    if blend.suffix.lower() != ".blend":
+        raise NearError(f"{blend.name} is not a .blend file.")
+    if args.frames:
+        parse_frames(args.frames)
+    if args.resolution:
+        parse_resolution(args.resolution)
+    return blend
+
+
+def build_command(args: argparse.Namespace, blend: Path) -> list[str]:
+    from .datagen import find_blender
+
+    prefix = find_blender(args.blender)
+    forwarded = [str(blend)]
+    for opt in ("frames", "out", "engine", "resolution", "model"):
+        v = getattr(args, opt)
+        if v:
+            if opt in ("out", "model") and os.path.exists(v):
+                v = str(Path(v).resolve())
+            forwarded += [f"--{opt}", str(v)]
+    if args.overwrite:
+        forwarded.append("--overwrite")
+    forwarded += ["--progress", "json"]
+    if len(prefix) == 1:  # the bpy module: python batch.py ARGS
+        return [*prefix, str(script_path()), *forwarded]
+    return [*prefix, str(script_path()), "--", *forwarded]
+
+
+def run(args: argparse.Namespace) -> int:
+    blend = check_args(args)
+    cmd = build_command(args, blend)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    summary: dict[str, Any] = {}
+    bar = None
+    tail: list[str] = []
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env,
+                            errors="replace")  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if not line.startswith(EVENT_PREFIX):
+                tail = (tail + [line.rstrip()])[-40:]
+                continue
+            ev = json.loads(line[len(EVENT_PREFIX) :])
+            kind = ev.get("event")
+            if kind == "start":
+                print(f"near render: {blend.name}: {ev['frames']} frame(s), {ev['frames'] - ev['todo']} already "
+                      f"done, engine {ev['engine']}, {len(ev['assets'])} NeAR asset(s) -> {ev['output']}",
+                      flush=True)  # fmt: skip
+                if args.progress == "bar":
+                    from tqdm import tqdm
+
+                    bar = tqdm(total=ev["frames"], unit="frame", desc="near render", dynamic_ncols=True)
+            elif kind == "frame" and bar is not None:
+                bar.update(ev["done"] - bar.n)
+                bar.set_postfix_str(f"frame {ev['frame']} {ev['status']}")
+            elif kind == "end":
+                summary = ev
+        code = proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait()
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    if code != 0:
+        errors = [t.split("error: ", 1)[1] for t in tail if t.startswith("near render: error: ")]
+        if errors:
+            hint = ""
+            if "bundled default NeAR model is missing" in errors[-1]:
+                hint = (
+                    " For `near render`, pass --model PATH (a pipeline folder or Hub id) or set $NEAR_MODEL."
+                )
+            raise NearError(errors[-1] + hint)
+        shown = "\n".join(tail[-15:])
+        raise NearError(f"Blender exited with status {code}:\n{shown}")
+    cache = summary.get("cache") or {}
+    line = (f"near render: {summary.get('done', 0)} rendered, {summary.get('skipped', 0)} skipped (already there; "
+            f"--overwrite redoes them) in {summary.get('seconds', 0.0):.1f} s")  # fmt: skip
+    if cache:
+        line += (f"; NeAR caches: {cache.get('asset_misses', 0)} asset encode(s), "
+                 f"{cache.get('lighting_misses', 0)} lighting encode(s)")  # fmt: skip
+    print(line)
+    return 0
