@@ -1,0 +1,161 @@
+"""``near import-image IMAGE --prior PRIOR --out ASSET.npz``: stage 1 without Blender.
+
+IMAGE: a PNG/JPEG/WebP (sRGB, alpha = the object's mask) or an EXR (scene-linear RGBA). PRIOR: the
+geometry prior, either a Wavefront ``.obj`` mesh (``v`` / ``f`` records; the shape of the object,
+e.g. from an image-to-3D model) or an ``.npz`` holding ``coords [N, 3]`` voxel indices in the
+canonical 64³ grid (as ``near datagen`` writes ``mesh_voxels.npz``). Writes the LH-SLAT
+(``coords``, ``feats``) and, for a mesh prior, ``matrix_world`` (canonical box -> mesh frame) to
+OUT atomically; the file loads in the engine as a NeAR asset sidecar.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from .. import NearError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("image", help="image with a transparent background (PNG/JPEG/WebP sRGB, or EXR)")
+    parser.add_argument("--prior", required=True, help="geometry prior: .obj mesh or .npz with 'coords'")
+    parser.add_argument("--out", required=True, help="output .npz (LH-SLAT sidecar)")
+    parser.add_argument("--model", help="pipeline folder or Hub repo (default: the bundled model)")
+    parser.add_argument("--steps", type=int, help="sampler steps (default: the model's)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+
+
+def srgb_to_linear(x: np.ndarray) -> np.ndarray:
+    """IEC 61966-2-1 decoding of values in [0, 1]."""
+    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4).astype(np.float32)
+
+
+def read_rgba(path: str | Path) -> np.ndarray:
+    """Premultiplied scene-linear RGBA ``[H, W, 4]``, row 0 at the top; errors name the fix."""
+    p = Path(path)
+    if not p.is_file():
+        raise NearError(f"Image not found: {p}")
+    if p.suffix.lower() == ".exr":
+        from ..render.exr import read_exr_channels
+
+        ch = read_exr_channels(p)
+        names = {k.rsplit(".", 1)[-1].upper(): k for k in ch}
+        if not {"R", "G", "B"} <= set(names):
+            raise NearError(f"{p.name} has no R, G, B channels (it has {sorted(ch)}).")
+        rgb = np.stack([ch[names[c]] for c in "RGB"], -1).astype(np.float32)
+        a = ch[names["A"]].astype(np.float32) if "A" in names else None
+        premultiplied = True
+    else:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(p) as im:
+                im.load()
+                has_alpha = "A" in im.getbands() or "transparency" in im.info
+                arr = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
+        except (UnidentifiedImageError, OSError) as e:
+            raise NearError(
+                f"Cannot read the image {p.name} ({e}). Is it a complete PNG/JPEG file?"
+            ) from None
+        rgb = srgb_to_linear(arr[..., :3])
+        a = arr[..., 3] if has_alpha else None
+        premultiplied = False
+    if not np.isfinite(rgb).all():
+        raise NearError(f"{p.name} contains NaN or Inf pixels; fix the image and retry.")
+    if a is None or float((a > 0.5).mean()) > 0.995:
+        raise NearError(
+            f"The image {p.name} has no transparent background. Remove the background (e.g. with rembg) "
+            "and save it as a PNG/EXR with alpha."
+        )
+    if float((a > 0.5).mean()) < 1e-4:
+        raise NearError(f"The image {p.name} is fully transparent: there is no object in it.")
+    if not premultiplied:
+        rgb = rgb * a[..., None]
+    return np.concatenate([rgb, a[..., None]], -1).astype(np.float32)
+
+
+def read_obj_triangles(path: str | Path) -> np.ndarray:
+    """Triangles ``[F, 3, 3]`` of a Wavefront OBJ (polygons fan-triangulated; negative indices ok)."""
+    verts: list[list[float]] = []
+    tris: list[tuple[int, int, int]] = []
+    try:
+        lines = Path(path).read_text(errors="replace").splitlines()
+    except OSError as e:
+        raise NearError(f"Cannot read the geometry prior {path}: {e}") from None
+    for ln, line in enumerate(lines, 1):
+        parts = line.split()
+        if not parts:
+            continue
+        try:
+            if parts[0] == "v":
+                verts.append([float(x) for x in parts[1:4]])
+            elif parts[0] == "f":
+                idx = [int(t.split("/")[0]) for t in parts[1:]]
+                idx = [i - 1 if i > 0 else len(verts) + i for i in idx]
+                tris += [(idx[0], idx[k], idx[k + 1]) for k in range(1, len(idx) - 1)]
+        except ValueError:
+            raise NearError(f"{Path(path).name} line {ln} is not a valid OBJ record: {line[:60]!r}") from None
+    if not tris:
+        raise NearError(f"The geometry prior {Path(path).name} has no faces; NeAR needs a surface mesh.")
+    v = np.asarray(verts, dtype=np.float64)
+    t = np.asarray(tris, dtype=np.int64)
+    if t.min() < 0 or t.max() >= len(v):
+        raise NearError(f"{Path(path).name} has faces that index missing vertices.")
+    return v[t]
+
+
+def prior_voxels(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """(voxel coords ``[N, 3]`` in the 64³ grid, matrix_world or None) of a prior file."""
+    from ..data.voxelize import canonical_transform, voxelize_triangles
+
+    p = Path(path)
+    if not p.is_file():
+        raise NearError(f"Geometry prior not found: {p}")
+    if p.suffix.lower() == ".npz":
+        try:
+            with np.load(p, allow_pickle=False) as d:
+                c = np.asarray(d["coords"])
+        except (KeyError, ValueError, OSError) as e:
+            raise NearError(f"{p.name} is not a voxel file with a 'coords' array ({e}).") from None
+        if c.ndim != 2 or c.shape[1] != 3 or len(c) == 0 or c.min() < 0 or c.max() >= 64:
+            raise NearError(f"{p.name}: 'coords' must be a non-empty [N, 3] array of indices in 0..63.")
+        return c.astype(np.int64), None
+    if p.suffix.lower() != ".obj":
+        raise NearError(f"Geometry prior {p.name}: use an .obj mesh or an .npz of voxel coords.")
+    tris = read_obj_triangles(p)
+    M = canonical_transform(tris)
+    canon = tris @ M[:3, :3].T + M[:3, 3]
+    return voxelize_triangles(canon), np.linalg.inv(M)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ..data.slat_io import save_slat_npz
+    from ..pipeline import NearPipeline
+    from ..train.default_model import bundled_folder
+    from ..utils.atomic import atomic_path
+
+    rgba = read_rgba(args.image)
+    coords, matrix = prior_voxels(args.prior)
+    pipe = NearPipeline.from_pretrained(args.model or bundled_folder(), device=args.device)
+    with tqdm(total=100, desc="near import-image", unit="%") as bar:
+
+        def progress(fraction: float, message: str) -> None:
+            bar.update(int(100 * fraction) - bar.n)
+            bar.set_postfix_str(message)
+
+        feats = pipe.image_to_slat(rgba, coords, seed=args.seed, steps=args.steps, progress=progress)
+    out = Path(args.out)
+    save_slat_npz(out, coords, feats)
+    if matrix is not None:  # the placement next to the SLAT, in the same file
+        with np.load(out) as d:
+            arrays = dict(d)
+        arrays["matrix_world"] = matrix.astype(np.float64)
+        with atomic_path(out) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+    print(f"near import-image: {len(coords)} voxels -> {out}")
+    return 0
