@@ -426,6 +426,14 @@ def load_pipeline(cfg: EvalConfig) -> Any | None:
 
 
 def run_eval(cfg: EvalConfig, on_asset: Callable[[str, AssetResult], None] | None = None) -> dict[str, Any]:
+    """Evaluate as configured (gradients off for the duration, restored afterwards)."""
+    import torch
+
+    with torch.no_grad():
+        return _run_eval(cfg, on_asset)
+
+
+def _run_eval(cfg: EvalConfig, on_asset: Callable[[str, AssetResult], None] | None = None) -> dict[str, Any]:
     """Evaluate, write ``R/metrics.json``, ``R/per_asset.jsonl``, ``R/report.md`` and the contact
     sheets ``R/<task>.png``; returns the metrics dict."""
     from .report import write_outputs
@@ -444,10 +452,6 @@ def run_eval(cfg: EvalConfig, on_asset: Callable[[str, AssetResult], None] | Non
     out.mkdir(parents=True, exist_ok=True)
     fp = cfg.fingerprint()
     pipeline = load_pipeline(cfg)
-    if pipeline is not None:
-        import torch
-
-        torch.set_grad_enabled(False)
 
     results: dict[str, AssetResult] = {}
     todo: list[tuple[str, list[Example]]] = []

@@ -31,6 +31,7 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
     fd, tmp_name = tempfile.mkstemp(prefix=f"{TMP_MARKER}{path.stem}-", suffix=ext, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; finished files get the usual rw-r--r--
     try:
         yield tmp
         _fsync_file(tmp)

@@ -93,6 +93,9 @@ def test_near_eval_end_to_end(tiny_dataset, tiny_pipeline, tmp_path, capsys):
     common = ["--model", tiny_pipeline, "--data", tiny_dataset, "--out", out, "--split", "all", "--steps", "1",
               "--sheet-cell", "32", "--no-progress"]  # fmt: skip
     assert _eval(*common) == 0
+    import torch
+
+    assert torch.is_grad_enabled()  # the run turned gradients off only for itself
     metrics = json.loads((out / "metrics.json").read_text())
     assert list(metrics) == list(TASKS)
     for task, methods in metrics.items():

@@ -136,3 +136,11 @@ def test_sigterm_checkpoints_the_current_step_and_the_run_resumes(tmp_path):
     straight.fit(progress=False)
     for p, q in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()):
         assert torch.allclose(p, q, atol=1e-6)
+
+
+def test_atomic_writes_leave_readable_files(tmp_path):
+    from near_blender.utils.atomic import atomic_write_text
+
+    atomic_write_text(tmp_path / "a.json", "{}")
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
