@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -28,8 +26,7 @@ from .. import NearError
 from ..data.config import add_arguments as add_datagen_arguments
 from ..data.config import config_from_args, parse_shard, to_argv
 from ..data.sources import collect_sources
-
-EVENT_PREFIX = "NEAR_EVENT "
+from ..utils.blender_job import blender_failure, run_blender_events
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -104,62 +101,38 @@ def run(args: argparse.Namespace) -> int:
     log_path = out / "logs" / f"datagen-shard-{i}-of-{n}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     show_bar = getattr(args, "progress", "bar") != "none"
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
     failures: list[str] = []
     summary: dict = {}
     bar = None
-    tail: list[str] = []
+
+    def on_event(ev: dict) -> None:
+        nonlocal bar, summary
+        kind = ev.get("event")
+        if kind == "start" and show_bar:
+            from tqdm import tqdm
+
+            bar = tqdm(total=ev["renders"], unit="view", desc=f"near datagen {i}/{n}", dynamic_ncols=True)
+        elif kind in ("render", "asset") and bar is not None:
+            bar.update(ev["done"] - bar.n)
+            bar.set_postfix_str(ev["id"][:32])
+        if kind == "asset" and ev.get("status") == "failed":
+            failures.append(f"{ev['id']}: {ev['error']}")
+            if bar is not None:
+                bar.write(f"failed: {ev['id']}: {ev['error']}")
+        elif kind == "envmap" and ev.get("status") == "failed":
+            failures.append(f"{ev['name']}: {ev['error']}")
+        elif kind == "end":
+            summary = ev
+
     with open(log_path, "a", encoding="utf-8") as log:
         log.write("$ " + " ".join(cmd) + "\n")
-        proc = subprocess.Popen(
-            cmd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            bufsize=1,
-            env=env,
-            errors="replace",
-        )
         try:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                if not line.startswith(EVENT_PREFIX):
-                    log.write(line)
-                    tail = (tail + [line.rstrip()])[-40:]
-                    continue
-                ev = json.loads(line[len(EVENT_PREFIX) :])
-                kind = ev.get("event")
-                if kind == "start" and show_bar:
-                    from tqdm import tqdm
-
-                    bar = tqdm(
-                        total=ev["renders"], unit="view", desc=f"near datagen {i}/{n}", dynamic_ncols=True
-                    )
-                elif kind in ("render", "asset") and bar is not None:
-                    bar.update(ev["done"] - bar.n)
-                    bar.set_postfix_str(ev["id"][:32])
-                if kind == "asset" and ev.get("status") == "failed":
-                    failures.append(f"{ev['id']}: {ev['error']}")
-                    if bar is not None:
-                        bar.write(f"failed: {ev['id']}: {ev['error']}")
-                elif kind == "envmap" and ev.get("status") == "failed":
-                    failures.append(f"{ev['name']}: {ev['error']}")
-                elif kind == "end":
-                    summary = ev
-            code = proc.wait()
-        except KeyboardInterrupt:
-            proc.terminate()
-            proc.wait()
-            raise
+            code, tail = run_blender_events(cmd, on_event, log)
         finally:
             if bar is not None:
                 bar.close()
     if code != 0:
-        errors = [t.split("error: ", 1)[1] for t in tail if t.startswith("near datagen: error: ")]
-        if errors:
-            raise NearError(errors[-1])
-        shown = "\n".join(tail[-15:])
-        raise NearError(f"Blender exited with status {code} (full log: {log_path}):\n{shown}")
+        raise blender_failure("near datagen", code, tail, log_path)
     if summary:
         print(
             f"near datagen: {summary.get('done', 0)} done, {summary.get('failed', 0)} failed, "

@@ -20,7 +20,6 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,8 +27,7 @@ from typing import Any
 import numpy as np
 
 from .. import NearError
-
-EVENT_PREFIX = "NEAR_EVENT "
+from ..utils.blender_job import blender_failure, run_blender_events
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -89,40 +87,27 @@ def run_blender(args: argparse.Namespace, out: Path, model: Path) -> None:
     cmd = [*prefix, str(script_path()), *([] if len(prefix) == 1 else ["--"]), *forwarded]
     log_path = out / "demo.log"
     bar = None
-    tail: list[str] = []
-    with open(log_path, "w", encoding="utf-8") as log:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                                env=dict(os.environ, PYTHONUNBUFFERED="1"), errors="replace")  # fmt: skip
-        try:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                if not line.startswith(EVENT_PREFIX):
-                    log.write(line)
-                    tail = (tail + [line.rstrip()])[-40:]
-                    continue
-                ev = json.loads(line[len(EVENT_PREFIX) :])
-                if ev["event"] == "start" and args.progress == "bar":
-                    from tqdm import tqdm
 
-                    bar = tqdm(total=ev["renders"], unit="render", desc="near demo", dynamic_ncols=True)
-                elif bar is not None and ev["event"] == "render":
-                    bar.update(ev["done"] - bar.n)
-                    bar.set_postfix_str(ev["name"])
-                elif bar is not None and ev["event"] == "stage1":
-                    bar.set_postfix_str(f"stage 1 {ev['fraction'] * 100:.0f}%")
-            code = proc.wait()
-        except KeyboardInterrupt:
-            proc.terminate()
-            proc.wait()
-            raise
+    def on_event(ev: dict[str, Any]) -> None:
+        nonlocal bar
+        if ev["event"] == "start" and args.progress == "bar":
+            from tqdm import tqdm
+
+            bar = tqdm(total=ev["renders"], unit="render", desc="near demo", dynamic_ncols=True)
+        elif bar is not None and ev["event"] == "render":
+            bar.update(ev["done"] - bar.n)
+            bar.set_postfix_str(ev["name"])
+        elif bar is not None and ev["event"] == "stage1":
+            bar.set_postfix_str(f"stage 1 {ev['fraction'] * 100:.0f}%")
+
+    with open(log_path, "w", encoding="utf-8") as log:
+        try:
+            code, tail = run_blender_events(cmd, on_event, log)
         finally:
             if bar is not None:
                 bar.close()
     if code != 0:
-        errors = [t.split("error: ", 1)[1] for t in tail if t.startswith("near demo: error: ")]
-        if errors:
-            raise NearError(errors[-1])
-        raise NearError(f"Blender exited with status {code} (log: {log_path}):\n" + "\n".join(tail[-15:]))
+        raise blender_failure("near demo", code, tail, log_path)
 
 
 def _png(path: Path) -> np.ndarray:

@@ -16,16 +16,13 @@ frames render with ``blender -b FILE.blend -f N`` when the extension is installe
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
 from .. import NearError
+from ..utils.blender_job import blender_failure, run_blender_events
 from ..utils.frames import parse_frames, parse_resolution
-
-EVENT_PREFIX = "NEAR_EVENT "
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -97,52 +94,36 @@ def build_command(args: argparse.Namespace, blend: Path) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     blend = check_args(args)
     cmd = build_command(args, blend)
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
     summary: dict[str, Any] = {}
     bar = None
-    tail: list[str] = []
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env,
-                            errors="replace")  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if not line.startswith(EVENT_PREFIX):
-                tail = (tail + [line.rstrip()])[-40:]
-                continue
-            ev = json.loads(line[len(EVENT_PREFIX) :])
-            kind = ev.get("event")
-            if kind == "start":
-                print(f"near render: {blend.name}: {ev['frames']} frame(s), {ev['frames'] - ev['todo']} already "
-                      f"done, engine {ev['engine']}, {len(ev['assets'])} NeAR asset(s) -> {ev['output']}",
-                      flush=True)  # fmt: skip
-                if args.progress == "bar":
-                    from tqdm import tqdm
 
-                    bar = tqdm(total=ev["frames"], unit="frame", desc="near render", dynamic_ncols=True)
-            elif kind == "frame" and bar is not None:
-                bar.update(ev["done"] - bar.n)
-                bar.set_postfix_str(f"frame {ev['frame']} {ev['status']}")
-            elif kind == "end":
-                summary = ev
-        code = proc.wait()
-    except KeyboardInterrupt:
-        proc.terminate()
-        proc.wait()
-        raise
+    def on_event(ev: dict[str, Any]) -> None:
+        nonlocal bar, summary
+        kind = ev.get("event")
+        if kind == "start":
+            print(f"near render: {blend.name}: {ev['frames']} frame(s), {ev['frames'] - ev['todo']} already "
+                  f"done, engine {ev['engine']}, {len(ev['assets'])} NeAR asset(s) -> {ev['output']}",
+                  flush=True)  # fmt: skip
+            if args.progress == "bar":
+                from tqdm import tqdm
+
+                bar = tqdm(total=ev["frames"], unit="frame", desc="near render", dynamic_ncols=True)
+        elif kind == "frame" and bar is not None:
+            bar.update(ev["done"] - bar.n)
+            bar.set_postfix_str(f"frame {ev['frame']} {ev['status']}")
+        elif kind == "end":
+            summary = ev
+
+    try:
+        code, tail = run_blender_events(cmd, on_event)
     finally:
         if bar is not None:
             bar.close()
     if code != 0:
-        errors = [t.split("error: ", 1)[1] for t in tail if t.startswith("near render: error: ")]
-        if errors:
-            hint = ""
-            if "bundled default NeAR model is missing" in errors[-1]:
-                hint = (
-                    " For `near render`, pass --model PATH (a pipeline folder or Hub id) or set $NEAR_MODEL."
-                )
-            raise NearError(errors[-1] + hint)
-        shown = "\n".join(tail[-15:])
-        raise NearError(f"Blender exited with status {code}:\n{shown}")
+        hint = ""
+        if any("bundled default NeAR model is missing" in t for t in tail):
+            hint = " For `near render`, pass --model PATH (a pipeline folder or Hub id) or set $NEAR_MODEL."
+        raise blender_failure("near render", code, tail, hint=hint)
     cache = summary.get("cache") or {}
     line = (f"near render: {summary.get('done', 0)} rendered, {summary.get('skipped', 0)} skipped (already there; "
             f"--overwrite redoes them) in {summary.get('seconds', 0.0):.1f} s")  # fmt: skip

@@ -1,0 +1,56 @@
+"""Run a Blender job (the bpy module or a ``blender`` binary) in a subprocess and follow it.
+
+The job prints progress as lines ``NEAR_EVENT {json}``; every other line is Blender's own output,
+kept in a log file and in a short tail for error messages. Ctrl-C terminates the job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+from .. import NearError
+
+EVENT_PREFIX = "NEAR_EVENT "
+
+
+def run_blender_events(
+    cmd: list[str], on_event: Callable[[dict[str, Any]], None], log: IO[str] | None = None, keep: int = 40
+) -> tuple[int, list[str]]:
+    """Run ``cmd``, call ``on_event`` for each event, write other lines to ``log``; returns
+    (exit code, the last ``keep`` non-event lines)."""
+    tail: list[str] = []
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"), errors="replace",
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith(EVENT_PREFIX):
+                on_event(json.loads(line[len(EVENT_PREFIX) :]))
+                continue
+            if log is not None:
+                log.write(line)
+            tail = (tail + [line.rstrip()])[-keep:]
+        return proc.wait(), tail
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait()
+        raise
+
+
+def blender_failure(
+    command: str, code: int, tail: list[str], log_path: Path | None = None, hint: str = ""
+) -> NearError:
+    """The error for a failed job: the job's own ``<command>: error: ...`` line when it printed one
+    (plus ``hint``), else the exit status and the end of Blender's output."""
+    errors = [t.split("error: ", 1)[1] for t in tail if t.startswith(f"{command}: error: ")]
+    if errors:
+        return NearError(errors[-1] + hint)
+    where = f" (full log: {log_path})" if log_path is not None else ""
+    return NearError(f"Blender exited with status {code}{where}:\n" + "\n".join(tail[-15:]))
