@@ -6,8 +6,10 @@ the process-wide session and reset the scene with :func:`empty_scene` instead of
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,3 +44,27 @@ def import_addon():
 def studio_hdri(name: str = "forest") -> Path:
     """Path of one of Blender's bundled studio HDRIs (1024x512 EXR, CC0)."""
     return Path(bpy.utils.system_resource("DATAFILES")) / "studiolights" / "world" / f"{name}.exr"
+
+
+@contextlib.contextmanager
+def addon_with_model(folder: str | None) -> Iterator[None]:
+    """The add-on registered with ``$NEAR_MODEL`` = ``folder`` (``None``: the bundled default
+    model); the model cache is cleared on entry and exit and ``$NEAR_MODEL`` restored."""
+    import os
+
+    addon = import_addon()
+    from near_addon.engine import model_manager
+
+    old = os.environ.pop("NEAR_MODEL", None)
+    if folder is not None:
+        os.environ["NEAR_MODEL"] = str(folder)
+    model_manager.clear()
+    addon.register()
+    try:
+        yield
+    finally:
+        addon.unregister()
+        model_manager.clear()
+        os.environ.pop("NEAR_MODEL", None)
+        if old is not None:
+            os.environ["NEAR_MODEL"] = old

@@ -5,7 +5,6 @@ directly, so the module stays fast)."""
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ from near_blender import NearError, cli
 from near_blender.data.slat_io import save_slat_npz
 from near_blender.render import exr
 from near_blender.render.camera import Camera, intrinsics_from_fov, look_at
-from tests.bpy_session import bpy, empty_scene, import_addon, studio_hdri
+from tests.bpy_session import addon_with_model, bpy, empty_scene, import_addon, studio_hdri
 from tests.tiny_pipeline import build_tiny_pipeline
 
 pytestmark = pytest.mark.bpy
@@ -33,17 +32,8 @@ STEP = np.array([0.0, 0.25, 0.0])  # camera translation per frame (along its ima
 @pytest.fixture(scope="module", autouse=True)
 def tiny_model(tmp_path_factory):
     folder = build_tiny_pipeline(tmp_path_factory.mktemp("model"))
-    old = os.environ.get("NEAR_MODEL")
-    os.environ["NEAR_MODEL"] = str(folder)
-    model_manager.clear()
-    addon.register()
-    yield folder
-    addon.unregister()
-    model_manager.clear()
-    if old is None:
-        os.environ.pop("NEAR_MODEL", None)
-    else:
-        os.environ["NEAR_MODEL"] = old
+    with addon_with_model(folder):
+        yield folder
 
 
 def _ball_slat(path: Path, radius: float = 9.0, seed: int = 0) -> Path:

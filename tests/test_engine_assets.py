@@ -6,7 +6,6 @@ tests/test_default_model.py.)"""
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ import pytest
 from near_blender import NearError
 from near_blender.render import exr
 from near_blender.render.camera import Camera, intrinsics_from_fov, look_at
-from tests.bpy_session import bpy, empty_scene, import_addon, studio_hdri
+from tests.bpy_session import addon_with_model, bpy, empty_scene, import_addon, studio_hdri
 from tests.tiny_pipeline import build_tiny_pipeline
 
 pytestmark = pytest.mark.bpy
@@ -31,17 +30,8 @@ W, H = 64, 48
 @pytest.fixture(scope="module", autouse=True)
 def tiny_model(tmp_path_factory):
     folder = build_tiny_pipeline(tmp_path_factory.mktemp("model"))
-    old = os.environ.get("NEAR_MODEL")
-    os.environ["NEAR_MODEL"] = str(folder)
-    model_manager.clear()
-    addon.register()
-    yield folder
-    addon.unregister()
-    model_manager.clear()
-    if old is None:
-        os.environ.pop("NEAR_MODEL", None)
-    else:
-        os.environ["NEAR_MODEL"] = old
+    with addon_with_model(folder):
+        yield folder
 
 
 def _png_with_alpha(path: Path, alpha: bool = True) -> Path:

@@ -3,7 +3,6 @@ covers the geometry prior's silhouette through the camera (see the IoU figure be
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -11,12 +10,11 @@ import pytest
 
 from near_blender.render import exr
 from near_blender.render.camera import Camera, intrinsics_from_fov, look_at
-from tests.bpy_session import bpy, empty_scene, import_addon, studio_hdri
+from tests.bpy_session import addon_with_model, bpy, empty_scene, import_addon, studio_hdri
 
 pytestmark = pytest.mark.bpy
 
 addon = import_addon()
-from near_addon.engine import model_manager  # noqa: E402
 
 W = H = 64
 CENTRE, RADIUS = np.array([0.2, -0.1, 0.3]), 0.5
@@ -24,14 +22,8 @@ CENTRE, RADIUS = np.array([0.2, -0.1, 0.3]), 0.5
 
 @pytest.fixture(scope="module", autouse=True)
 def bundled_model():
-    old = os.environ.pop("NEAR_MODEL", None)  # the add-on's default: the bundled model
-    model_manager.clear()
-    addon.register()
-    yield
-    addon.unregister()
-    model_manager.clear()
-    if old is not None:
-        os.environ["NEAR_MODEL"] = old
+    with addon_with_model(None):  # the add-on's default: the bundled model
+        yield
 
 
 def sphere_coverage(cam: Camera, ss: int = 4) -> np.ndarray:

@@ -84,6 +84,15 @@ IMAGE_KEYS = (
 # ---------------------------------------------------------------------------------------------
 
 
+# the class of each stage-2 model, under its published name
+STAGE2_CLASSES: dict[str, type[nn.Module]] = {
+    "decoder": IntrinsicAwareDecoder,
+    "renderer": SLatGaussianRenderer,
+    "hdri_encoder": LightingTokenizer,
+    "neural_basis": RadianceMLP,
+}
+
+
 def stage2_configs(name: str = "near-tiny", **overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """``{model name: {"name": class name, "args": kwargs}}`` of the four stage-2 models.
 
@@ -98,12 +107,7 @@ def stage2_configs(name: str = "near-tiny", **overrides: dict[str, Any]) -> dict
     unknown = set(overrides) - set(MODEL_NAMES)
     if unknown:
         raise NearError(f"Unknown stage-2 model name(s) {sorted(unknown)}; use {list(MODEL_NAMES)}.")
-    classes = {
-        "decoder": IntrinsicAwareDecoder,
-        "renderer": SLatGaussianRenderer,
-        "hdri_encoder": LightingTokenizer,
-        "neural_basis": RadianceMLP,
-    }
+    classes = STAGE2_CLASSES
     if name == "near-paper":
         base = {k: cls.paper_config() for k, cls in classes.items()}
     elif name == "near-tiny":
@@ -255,13 +259,7 @@ class RelightableDecoder(nn.Module):
         missing = [k for k in MODEL_NAMES if k not in models]
         if missing:
             raise NearError(f"The pipeline lacks the stage-2 model(s) {missing}; need {list(MODEL_NAMES)}.")
-        expected = {
-            "decoder": IntrinsicAwareDecoder,
-            "renderer": SLatGaussianRenderer,
-            "hdri_encoder": LightingTokenizer,
-            "neural_basis": RadianceMLP,
-        }
-        for k, want in expected.items():
+        for k, want in STAGE2_CLASSES.items():
             if not isinstance(models[k], want):
                 raise NearError(f"Model {k!r} is a {type(models[k]).__name__}, expected {want.__name__}.")
         return cls(**{k: models[k] for k in MODEL_NAMES}, **render_options)
