@@ -56,6 +56,30 @@ def timeit(fn: Callable[[], Any], repeat: int = 3, warmup: int = 1) -> float:
     return times[len(times) // 2]
 
 
+def run_in_spawned_process(target: Callable[..., None], args: tuple, timeout: float = 600) -> float:
+    """Run ``target(*args, queue)`` in a freshly spawned process (glibc returning freed memory to
+    the OS, so resident-memory peaks are the call's own) and return the float it puts on the queue."""
+    import multiprocessing as mp
+    import os
+
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    old = os.environ.get("MALLOC_MMAP_THRESHOLD_")
+    os.environ["MALLOC_MMAP_THRESHOLD_"] = "65536"  # freed tensors go back to the OS
+    try:
+        proc = ctx.Process(target=target, args=(*args, q))
+        proc.start()
+    finally:
+        if old is None:
+            os.environ.pop("MALLOC_MMAP_THRESHOLD_", None)
+        else:
+            os.environ["MALLOC_MMAP_THRESHOLD_"] = old
+    try:
+        return float(q.get(timeout=timeout))
+    finally:
+        proc.join()
+
+
 def load(name: str):
     return importlib.import_module(f"{__package__}.{BENCHMARKS[name]}")
 

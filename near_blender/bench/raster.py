@@ -32,6 +32,7 @@ from ..render import rasterize
 from ..render._projection import project_gaussians
 from ..render._threads import available_threads, single_threaded
 from ..render.camera import orbit_camera
+from . import run_in_spawned_process
 
 SIZES = [10_000, 100_000, 640_000]
 RESOLUTIONS = [128, 256, 512]
@@ -175,24 +176,7 @@ def _peak_child(n: int, res: int, backward: bool, queue: Any) -> None:
 
 def peak_mib(n: int, res: int, backward: bool) -> float:
     """Peak extra resident memory (MiB) of one call, in a freshly spawned process."""
-    import multiprocessing as mp
-
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    old = os.environ.get("MALLOC_MMAP_THRESHOLD_")
-    os.environ["MALLOC_MMAP_THRESHOLD_"] = "65536"  # freed tensors go back to the OS
-    try:
-        proc = ctx.Process(target=_peak_child, args=(n, res, backward, q))
-        proc.start()
-    finally:
-        if old is None:
-            os.environ.pop("MALLOC_MMAP_THRESHOLD_", None)
-        else:
-            os.environ["MALLOC_MMAP_THRESHOLD_"] = old
-    try:
-        return float(q.get(timeout=600))
-    finally:
-        proc.join()
+    return run_in_spawned_process(_peak_child, (n, res, backward), timeout=600)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import torch
 from ..models.image_encoder import DinoV2Encoder, PatchImageEncoder, dinov2_vitl14_reg_config
 from ..models.slat_flow import SLatFlowModel, count_parameters
 from ..sparse import SparseTensor, SubMConv3d, conv_backend, spconv_available
-from . import timeit
+from . import run_in_spawned_process, timeit
 
 
 def shell_voxels(n: int, res: int = 64, seed: int = 0) -> torch.Tensor:
@@ -69,24 +69,7 @@ def _forward_peak_child(n: int, backend: str, queue: Any) -> None:
 
 def forward_peak_mib(n: int, backend: str) -> float:
     """Peak extra resident memory of one forward, measured in a freshly spawned process."""
-    import multiprocessing as mp
-
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    old = os.environ.get("MALLOC_MMAP_THRESHOLD_")
-    os.environ["MALLOC_MMAP_THRESHOLD_"] = "65536"
-    try:
-        p = ctx.Process(target=_forward_peak_child, args=(n, backend, q))
-        p.start()
-    finally:
-        if old is None:
-            os.environ.pop("MALLOC_MMAP_THRESHOLD_", None)
-        else:
-            os.environ["MALLOC_MMAP_THRESHOLD_"] = old
-    try:
-        return float(q.get(timeout=300))
-    finally:
-        p.join()
+    return run_in_spawned_process(_forward_peak_child, (n, backend), timeout=300)
 
 
 def _baseline() -> float:
