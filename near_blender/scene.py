@@ -178,7 +178,7 @@ class SceneRenderer:
                 object_viewmat(camera.viewmat, a.matrix_world)[None], dtype=torch.float32
             )
             g = model.gaussians(cache, lighting, vm_obj.to(device))
-            g.radiance = model.neural_basis.radiance(g.color_feature, g.normals)  # object-space normals
+            g.radiance = model.radiance(g, lighting, vm_obj.to(device))  # before moving to the world
             R, s, t, _ = similarity(a.matrix_world)
             parts.append(
                 g.transformed(torch.as_tensor(R, dtype=torch.float32, device=device), s,

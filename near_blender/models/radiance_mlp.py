@@ -14,6 +14,14 @@ SIREN initialisation: first layer ``U(-1/n, 1/n)``, later layers ``U(-sqrt(6/n)/
 biases ``U(-1/n, 1/n)``), ``"relu"`` (the paper), ``"silu"`` or ``"gelu"`` (Xavier init, zero bias).
 The normal encoding is :func:`~.encodings.nerf_encoding` (no pi, ``sin(x + pi/2)`` for cos) of the
 unit normal, 6 frequencies plus the input (39 channels). Keys: ``mlp.0``, ``mlp.2``, ``mlp.4``.
+
+``shading_prior`` (our option, not in the published models, which use ``"none"``): with
+``"diffuse"`` the stage-2 assembly adds the network's radiance to an analytic diffuse term,
+``base_colour * (1 - metallic) * shadow * E(n) / pi`` with the irradiance ``E`` integrated from
+the conditioning map (:meth:`~near_blender.models.relightable.RelightableDecoder.radiance`), so
+the network only learns what a Lambertian surface does not explain (specular, interreflection).
+It is an inductive bias for small models trained on little data (the bundled CPU model); the
+weights are the same, only how the output is used changes.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from .model_config import merge_config
 from .registry import register_model
 
 ACTIVATIONS = ("sine", "relu", "silu", "gelu")
+SHADING_PRIORS = ("none", "diffuse")
 
 
 class Sine(nn.Module):
@@ -72,8 +81,12 @@ class RadianceMLP(nn.Module):
         use_residual: bool = False,
         pretrained_path: str | None = None,
         n_extra: int | None = None,
+        shading_prior: str = "none",
     ) -> None:
         super().__init__()
+        if shading_prior not in SHADING_PRIORS:
+            raise NearError(f"Unknown shading_prior {shading_prior!r}; use one of {SHADING_PRIORS}.")
+        self.shading_prior = shading_prior
         if n_extra is not None:
             if n_extra < 0 or (output_dim not in (3, 3 + n_extra)):
                 raise NearError(

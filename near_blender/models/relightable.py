@@ -171,10 +171,13 @@ class AssetCache:
 
 @dataclass
 class LightingCache:
-    """Everything computed once per lighting: tokens ``[B or 1, N_L, C]`` and the LAD's K/V."""
+    """Everything computed once per lighting: tokens ``[B or 1, N_L, C]``, the LAD's K/V and the
+    irradiance basis ``(dirs, power)`` ``[B or 1, K, 3]`` of the conditioning map (for the diffuse
+    shading prior; :func:`~near_blender.render.conditioning.irradiance_basis`)."""
 
     tokens: Tensor
     lad: LADLightingCache
+    irradiance: tuple[Tensor, Tensor] | None = None
 
     @property
     def batch_size(self) -> int:
@@ -277,8 +280,16 @@ class RelightableDecoder(nn.Module):
 
     def encode_lighting(self, env_input: Tensor) -> LightingCache:
         """Run the tokenizer once: ``env_input [B or 1, 9, H, W]`` -> :class:`LightingCache`."""
+        from ..render.conditioning import irradiance_basis
+
         tokens = self.hdri_encoder(env_input)
-        return LightingCache(tokens, self.renderer.prepare_lighting(tokens))
+        irr = irradiance_basis(env_input) if self.shading_prior != "none" else None
+        return LightingCache(tokens, self.renderer.prepare_lighting(tokens), irr)
+
+    @property
+    def shading_prior(self) -> str:
+        """The radiance MLP's ``shading_prior`` (``"none"`` for the published models)."""
+        return getattr(self.neural_basis, "shading_prior", "none")
 
     # -- per view ---------------------------------------------------------------------------------
     def gaussians(self, asset: AssetCache, lighting: LightingCache, viewmats: Tensor) -> RelightableGaussians:
@@ -307,7 +318,43 @@ class RelightableDecoder(nn.Module):
                 f"Cameras must be [B, 4, 4] with B = {B} (one camera per item), got {tuple(viewmats.shape)}."
             )
         g = self.gaussians(asset, lighting, viewmats)
+        if "light" in passes:
+            g.radiance = self.radiance(g, lighting, viewmats)
         return self.render_gaussians(g, viewmats, Ks, width, height, camera_model, passes)
+
+    def radiance(self, g: RelightableGaussians, lighting: LightingCache, viewmats: Tensor) -> Tensor:
+        """HDR radiance ``[M, 3]`` of the Gaussians ``g`` (decoded with ``viewmats [B, 4, 4]``).
+
+        The radiance MLP's output, plus, with ``shading_prior == "diffuse"``, the diffuse term
+        ``base_colour * (1 - metallic) * shadow * E(n) / pi``: ``n`` is each Gaussian's normal
+        rotated by its item's viewmat into the frame of the conditioning's directions (camera space
+        for the default conditioning; a scaled object-to-camera viewmat is fine, the normal is
+        renormalized) and ``E`` the irradiance integrated over the conditioning map, i.e. the
+        dataset's definition of ``shadow`` (:mod:`near_blender.data.shadow`).
+        """
+        import math
+
+        from ..render.conditioning import diffuse_irradiance
+
+        rad = self.neural_basis.radiance(g.color_feature, g.normals)
+        if self.shading_prior == "none" or g.means.shape[0] == 0:
+            return rad
+        if lighting.irradiance is None:
+            raise NearError("This lighting was encoded without an irradiance basis; re-encode it.")
+        dirs, power = lighting.irradiance
+        E = torch.zeros_like(rad)
+        for b in range(viewmats.shape[0]):
+            sel = g.batch == b
+            if not bool(sel.any()):
+                continue
+            R = viewmats[b, :3, :3].to(rad.dtype)
+            n = torch.nn.functional.normalize(g.normals[sel].to(rad.dtype) @ R.T, dim=-1)
+            i = b if dirs.shape[0] > 1 else 0
+            E = E.index_put(
+                (sel.nonzero()[:, 0],), diffuse_irradiance(n, dirs[i].to(rad.dtype), power[i].to(rad.dtype))
+            )
+        diffuse = g.base_color * ((1.0 - g.metallic) * g.shadow)[:, None] * E / math.pi
+        return diffuse + rad
 
     def render_gaussians(
         self,
@@ -348,6 +395,11 @@ class RelightableDecoder(nn.Module):
             if "light" in passes:
                 radiance = gb.radiance
                 if radiance is None:
+                    if self.shading_prior != "none":
+                        raise NearError(
+                            "This model's radiance needs the lighting (diffuse shading prior): set "
+                            "g.radiance = model.radiance(g, lighting, viewmats) before rendering."
+                        )
                     radiance = self.neural_basis.radiance(gb.color_feature, gb.normals)
                 feats = torch.cat([radiance, gb.shadow[:, None], gb.normals], dim=-1)
                 lf, la, ld = rasterize(gb.means, gb.quats, gb.light_scales, gb.opacities, feats, **common)
@@ -391,6 +443,8 @@ class RelightableDecoder(nn.Module):
         if not return_gaussians:
             return self.decode_view(asset, lighting, viewmats, Ks, width, height, camera_model, passes)
         g = self.gaussians(asset, lighting, viewmats)
+        if "light" in passes:
+            g.radiance = self.radiance(g, lighting, viewmats)
         out: dict[str, Any] = dict(
             self.render_gaussians(g, viewmats, Ks, width, height, camera_model, passes)
         )

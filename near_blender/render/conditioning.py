@@ -211,3 +211,50 @@ def environment_conditioning(
 ) -> ConditioningMaps:
     """One-shot :class:`EnvConditioning` for a single camera."""
     return EnvConditioning(env, height, width, log_norm, sanitize)(viewmat)
+
+
+# ---------------------------------------------------------------------------------------------
+# Diffuse irradiance straight from the tokenizer input (the decoder's diffuse shading prior)
+# ---------------------------------------------------------------------------------------------
+
+IRRADIANCE_HEIGHT = 16  # rows the irradiance integral runs over (16 x 32 = 512 directions)
+
+
+def irradiance_basis(env_input: Any, height: int = IRRADIANCE_HEIGHT) -> tuple[Any, Any]:
+    """Texel directions and radiant power of a stacked conditioning, for diffuse irradiance.
+
+    ``env_input``: torch ``[B, 9, H, W]`` as :meth:`ConditioningMaps.stacked` builds it (ldr, log,
+    dirs) with the **fixed** log normalization, so the HDR radiance is recovered exactly as
+    ``L = expm1(log * log(1 + 65504))``. Returns ``(dirs [B, K, 3], power [B, K, 3])`` in the frame
+    of the map's direction channels (camera space for the default conditioning): ``power`` is
+    ``L * solid angle`` of each texel of the equirect grid, summed over ``f x f`` blocks down to
+    ``height`` rows (total power kept exactly), ``dirs`` the unit mean direction of each block.
+    Then ``E(n) = sum_k power_k max(0, n . dirs_k)`` (:func:`diffuse_irradiance`), the integral of
+    :mod:`near_blender.eval.irradiance` and of the dataset's shadow pass.
+    """
+    import torch
+
+    if env_input.ndim != 4 or env_input.shape[1] != 9:
+        raise NearError(f"Conditioning must be [B, 9, H, W], got {tuple(env_input.shape)}.")
+    B, _, H, W = env_input.shape
+    x = env_input.permute(0, 2, 3, 1)  # [B, H, W, 9]
+    radiance = torch.expm1(x[..., 3:6].clamp_min(0.0) * FIXED_LOG_NORM)
+    dirs = x[..., 6:9]
+    theta = torch.linspace(0.0, math.pi, H + 1, dtype=x.dtype, device=x.device)
+    omega = (2.0 * math.pi / W) * (torch.cos(theta[:-1]) - torch.cos(theta[1:]))  # [H] sr per texel
+    power = radiance * omega[None, :, None, None]
+    f = 1
+    while H // (2 * f) >= height and H % (2 * f) == 0 and W % (2 * f) == 0:
+        f *= 2
+    if f > 1:
+        h, w = H // f, W // f
+        power = power.reshape(B, h, f, w, f, 3).sum(dim=(2, 4))
+        dirs = dirs.reshape(B, h, f, w, f, 3).mean(dim=(2, 4))
+        dirs = dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return dirs.reshape(B, -1, 3), power.reshape(B, -1, 3)
+
+
+def diffuse_irradiance(normals: Any, dirs: Any, power: Any) -> Any:
+    """``E(n) = sum_k power_k max(0, n . dirs_k)`` ``[M, 3]`` for unit ``normals [M, 3]`` and one
+    item's ``dirs, power [K, 3]`` from :func:`irradiance_basis` (same frame); differentiable."""
+    return (normals @ dirs.T).clamp_min(0.0) @ power

@@ -38,6 +38,8 @@ class Stage2Config:
     env_height: int = 32  # conditioning map height (width = 2x); multiples of 32 for the tokenizer
     alpha_weight: float = 1.0  # extra L1 on the silhouette (0 = the paper's objective exactly)
     weights: dict[str, float] = field(default_factory=dict)  # Stage2Weights overrides
+    # a stage-2 export (``<run>/model``) whose weights start a new run (fine-tuning); see init_weights
+    init_from: str | None = None
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields
 
     @classmethod
@@ -154,6 +156,41 @@ def build_model(cfg: Stage2Config, latent_channels: int) -> RelightableDecoder:
     return RelightableDecoder.from_configs(stage2_configs(cfg.model, **overrides))
 
 
+def read_init_source(folder: str) -> Any:
+    """The :class:`~near_blender.pipeline.NearPipeline` export named by ``init_from``."""
+    from ..pipeline import NearPipeline
+
+    path = Path(folder)
+    if not (path / "pipeline.json").is_file():
+        raise NearError(
+            f"init_from: {folder} is not a stage-2 export (no pipeline.json); train the run it names "
+            "first (its `<out>/model` folder), or remove init_from to start from random weights."
+        )
+    pipe = NearPipeline.from_pretrained(path)
+    if "stage2" not in pipe.args or any(k not in pipe.models for k in MODEL_NAMES):
+        raise NearError(f"init_from: {folder} holds no stage-2 models ({list(MODEL_NAMES)}).")
+    return pipe
+
+
+def init_weights(model: RelightableDecoder, source: Any, name: str) -> None:
+    """Copy the four stage-2 models' weights from ``source`` into ``model`` (shapes must match).
+
+    When ``model`` adds the diffuse shading prior and the source had none, the radiance MLP's last
+    layer is zeroed for the RGB outputs, so the run starts from the source's geometry, materials
+    and shadows with radiance = the diffuse term alone (the MLP then learns the residual).
+    """
+    from ..models.checkpoint import load_weights
+
+    for k in MODEL_NAMES:
+        load_weights(getattr(model, k), source.models[k].state_dict(), strict=True, source=name)
+    before = getattr(source.models["neural_basis"], "shading_prior", "none")
+    if model.shading_prior != before:
+        last = [m for m in model.neural_basis.mlp if isinstance(m, torch.nn.Linear)][-1]
+        with torch.no_grad():
+            last.weight[:3].zero_()
+            last.bias[:3].zero_()
+
+
 def export_stage2(model: RelightableDecoder, folder: Path, extra_args: dict[str, Any]) -> None:
     """Write the four models + ``pipeline.json`` (published names) into ``folder``."""
     from ..pipeline import NearPipeline
@@ -170,15 +207,21 @@ def train_stage2(cfg: Stage2Config, progress: bool = True, stop_at: int | None =
         raise NearError(f"No training assets in {cfg.data}.")
     out = Path(cfg.out)
     norm_path = out / "slat_normalization.json"
+    source = read_init_source(cfg.init_from) if cfg.init_from else None
     if norm_path.is_file():
         norm = json.loads(norm_path.read_text())
     else:
         from ..utils.atomic import atomic_write_json
 
-        norm = measure_normalization(ds, train_ids, cfg.use_bc_slat)
+        if source is not None:  # the inputs must be normalized as the initial weights expect
+            norm = source.args["stage2"]["slat_normalization"]
+        else:
+            norm = measure_normalization(ds, train_ids, cfg.use_bc_slat)
         atomic_write_json(norm_path, norm)
     latent = len(norm["mean"])
     model = build_model(cfg, latent)
+    if source is not None:
+        init_weights(model, source, cfg.init_from or "")
     data = Stage2Views(ds, train_ids, "relit")
     step = Stage2Step(ds, cfg, norm)
     tcfg = TrainConfig.from_dict(cfg.train)
