@@ -5,7 +5,10 @@ continues where it stopped):
 
 1. ``near datagen`` of :data:`DATAGEN_ARGS` into ``data/default`` (procedural assets, Cycles 64²,
    two environment maps held out of training: ``courtyard`` and ``sunset``).
-2. stage 2 with ``configs/default_stage2.json`` into ``runs/default/stage2``.
+2. stage 2 with ``configs/default_stage2.json`` into ``runs/default/stage2``, then fine-tuned with
+   the diffuse shading prior (``configs/default_stage2_finetune.json``, ``init_from`` the first
+   run) into ``runs/default/stage2_diffuse``: the radiance MLP then learns only what a Lambertian
+   surface does not explain (see :mod:`near_blender.models.radiance_mlp`).
 3. stage 1 with ``configs/default_stage1.json`` into ``runs/default/stage1`` (base flow, then the
    LoRA homogenizer on it).
 4. :func:`assemble_pipeline`: the exported stage-1 and stage-2 models, merged into one
@@ -36,6 +39,7 @@ DATAGEN_ARGS: tuple[str, ...] = (
     "--relit-views", "6", "--relit-lights", "4", "--input-views", "6",
     "--holdout-envmaps", "courtyard", "sunset",
 )  # fmt: skip
+STAGE2_RUN = "stage2_diffuse"  # the run whose export ships (the fine-tuned one)
 STAGE1_MODELS = ("image_cond_model", "slat_flow_model", "lh_slat_flow_model")
 
 
@@ -101,6 +105,7 @@ def build_default_model(progress: bool = True, out: str | Path | None = None) ->
     steps = [
         [*py, "datagen", "--out", DATA, *DATAGEN_ARGS, "--resume"],
         [*py, "train", "stage2", "--config", "configs/default_stage2.json", *bar],
+        [*py, "train", "stage2", "--config", "configs/default_stage2_finetune.json", *bar],
         [*py, "train", "stage1", "--config", "configs/default_stage1.json", *bar],
     ]
     for cmd in steps:
@@ -108,7 +113,7 @@ def build_default_model(progress: bool = True, out: str | Path | None = None) ->
         if subprocess.run(cmd, cwd=REPO).returncode != 0:
             raise NearError(f"`{' '.join(cmd[2:])}` failed; fix the error above and rerun (it resumes).")
     dest = Path(out) if out else bundled_folder()
-    pfile = assemble_pipeline(REPO / RUNS / "stage2", REPO / RUNS / "stage1", dest)
+    pfile = assemble_pipeline(REPO / RUNS / STAGE2_RUN, REPO / RUNS / "stage1", dest)
     size = folder_size_mb(dest)
     if size > 20:
         raise NearError(f"The default model is {size:.1f} MB; the bundled model must stay under 20 MB.")

@@ -37,6 +37,9 @@ class Stage2Config:
     held_out_fraction: float = 0.2
     env_height: int = 32  # conditioning map height (width = 2x); multiples of 32 for the tokenizer
     alpha_weight: float = 1.0  # extra L1 on the silhouette (0 = the paper's objective exactly)
+    # the same L1 on the base (intrinsic-scale) pass's silhouette: the PBR losses are masked to the
+    # object, so without it nothing stops the base scales from growing into streaks outside it
+    base_alpha_weight: float = 0.0
     weights: dict[str, float] = field(default_factory=dict)  # Stage2Weights overrides
     # a stage-2 export (``<run>/model``) whose weights start a new run (fine-tuning); see init_weights
     init_from: str | None = None
@@ -147,6 +150,9 @@ class Stage2Step:
         if self.cfg.alpha_weight:
             losses["alpha_l1"] = l1(out["alpha"], gt["alpha"])
             losses["total"] = losses["total"] + self.cfg.alpha_weight * losses["alpha_l1"]
+        if self.cfg.base_alpha_weight and "alpha_base" in out:
+            losses["alpha_base_l1"] = l1(out["alpha_base"], gt["alpha"])
+            losses["total"] = losses["total"] + self.cfg.base_alpha_weight * losses["alpha_base_l1"]
         return losses
 
 
