@@ -40,6 +40,10 @@ class Stage2Config:
     # the same L1 on the base (intrinsic-scale) pass's silhouette: the PBR losses are masked to the
     # object, so without it nothing stops the base scales from growing into streaks outside it
     base_alpha_weight: float = 0.0
+    # L1 between every Gaussian's base colour and its voxel's base colour in the input base-colour
+    # SLAT (channels 0-2 of ``slat_bc``; needs use_bc_slat): a direct 3D target per Gaussian, where
+    # the rendered PBR loss only constrains colours averaged over a pixel's footprint
+    voxel_base_color_weight: float = 0.0
     weights: dict[str, float] = field(default_factory=dict)  # Stage2Weights overrides
     # a stage-2 export (``<run>/model``) whose weights start a new run (fine-tuning); see init_weights
     init_from: str | None = None
@@ -150,10 +154,37 @@ class Stage2Step:
         if self.cfg.alpha_weight:
             losses["alpha_l1"] = l1(out["alpha"], gt["alpha"])
             losses["total"] = losses["total"] + self.cfg.alpha_weight * losses["alpha_l1"]
+        if self.cfg.voxel_base_color_weight:
+            losses["voxel_base_color"] = voxel_base_color_l1(g, x["slat"], self.norm)
+            losses["total"] = losses["total"] + self.cfg.voxel_base_color_weight * losses["voxel_base_color"]
         if self.cfg.base_alpha_weight and "alpha_base" in out:
             losses["alpha_base_l1"] = l1(out["alpha_base"], gt["alpha"])
             losses["total"] = losses["total"] + self.cfg.base_alpha_weight * losses["alpha_base_l1"]
         return losses
+
+
+LH_CHANNELS = 8  # the LH-SLAT's channels; the base-colour SLAT's colour follows at 8-10
+
+
+def voxel_base_color_l1(g: Any, slat: SparseTensor, norm: dict[str, list[float]]) -> torch.Tensor:
+    """Mean L1 between the Gaussians' base colours ``[N*K, 3]`` (voxel-major) and their voxels'
+    base colour from the input SLAT (``slat.feats`` standardized with ``norm``, 16 channels)."""
+    feats = slat.feats
+    if feats.shape[1] < LH_CHANNELS + 3:
+        raise NearError(
+            "voxel_base_color_weight needs the base-colour SLAT in the input (use_bc_slat: true)."
+        )
+    N, M = feats.shape[0], g.base_color.shape[0]
+    if M % N:
+        raise NearError(f"{M} Gaussians do not split evenly over {N} voxels.")
+    K = M // N
+    mean = torch.as_tensor(norm["mean"], dtype=feats.dtype)[LH_CHANNELS : LH_CHANNELS + 3]
+    std = torch.as_tensor(norm["std"], dtype=feats.dtype)[LH_CHANNELS : LH_CHANNELS + 3]
+    target = (feats[:, LH_CHANNELS : LH_CHANNELS + 3] * std + mean).clamp(0.0, 1.0)
+    centres = (slat.coords[:, 1:].to(g.means.dtype) + 0.5) / 64.0 - 0.5
+    if float((g.means.detach().view(N, K, 3) - centres[:, None]).abs().amax()) > 1.5 / 64.0:
+        raise NearError("The Gaussians are not in the input SLAT's voxel order; cannot pair colours.")
+    return (g.base_color.view(N, K, 3) - target[:, None]).abs().mean()
 
 
 def build_model(cfg: Stage2Config, latent_channels: int) -> RelightableDecoder:
