@@ -268,6 +268,7 @@ class NearPipeline:
         steps: int | None = None,
         progress: Progress | ProgressReporter | None = None,
         cancel: CancelCheck | None = None,
+        camera: tuple[Any, Any] | None = None,
     ) -> Any:
         """Stage 1: a casually lit image + geometry-prior voxels -> the LH-SLAT features.
 
@@ -277,6 +278,12 @@ class NearPipeline:
         flow (image -> shaded SLAT ``Z_s``) then the homogenizer ((image, ``Z_s``) -> LH-SLAT), as in
         paper eq. 1. Needs ``image_cond_model``, ``slat_flow_model``, ``lh_slat_flow_model`` and
         ``args.stage1``.
+
+        Models trained with ``zs_source: "projection"`` (``args.stage1.zs_source``; the bundled
+        default model) take ``Z_s`` from the image projected onto the voxels instead
+        (:mod:`near_blender.data.image_projection`) and need ``camera = (viewmat [4, 4], K [3, 3])``:
+        the camera that took the image, in the voxels' object space (OpenCV, K in the image's
+        pixels).
         """
         import numpy as np
 
@@ -302,16 +309,48 @@ class NearPipeline:
         enc = self.models["image_cond_model"]
         sampler = FlowEulerSampler.from_spec(s1.get("sampler") or self.args.get("slat_sampler"))
         g = torch.Generator().manual_seed(int(seed))
+        projected = s1.get("zs_source", "base_flow") == "projection"
+        if projected:
+            z_proj = self._projected_zs(image_rgba, c, camera, s1)
         with torch.no_grad():
             cond = enc.encode(img[None])
             base = self.models["slat_flow_model"]
             x = SparseTensor(torch.randn(len(c), int(base.out_channels), generator=g).to(device), vox)
-            z_s = sampler.sample(base, x, cond, steps=steps, progress=rep.sub(0.0, 0.5))
+            if projected:
+                z_s = x.replace(torch.from_numpy(z_proj).to(device))
+            else:
+                z_s = sampler.sample(base, x, cond, steps=steps, progress=rep.sub(0.0, 0.5))
             lh = self.models["lh_slat_flow_model"]
             x = SparseTensor(torch.randn(len(c), int(lh.out_channels), generator=g).to(device), vox)
             z = sampler.sample(lh, x, cond, steps=steps, progress=rep.sub(0.5, 1.0), z_s=z_s)
         out = denormalize(z, s1["normalization"]["lh"])
         return out.feats.float().cpu().numpy()
+
+    @property
+    def needs_input_camera(self) -> bool:
+        """Whether :meth:`image_to_slat` needs the input image's camera (``zs_source: projection``)."""
+        return (self.args.get("stage1") or {}).get("zs_source", "base_flow") == "projection"
+
+    @staticmethod
+    def _projected_zs(image_rgba: Any, coords: Any, camera: Any, s1: dict[str, Any]) -> Any:
+        """Normalized projected ``Z_s`` ``[N, 8]`` (see :meth:`image_to_slat`)."""
+        import numpy as np
+
+        from .data.image_projection import project_image_features
+
+        if camera is None:
+            raise NearError(
+                "This model's stage 1 reads the input image projected onto the geometry prior, so it "
+                "needs the camera that took the image: in Blender, make the scene camera frame the "
+                "photo as it was taken (e.g. with fSpy), or pass camera=(viewmat, K)."
+            )
+        norm = (s1.get("normalization") or {}).get("projection")
+        if not norm:
+            raise NearError("args.stage1.normalization lacks 'projection' statistics; re-export stage 1.")
+        viewmat, K = camera
+        f = project_image_features(np.asarray(image_rgba, np.float32), viewmat, K, coords)
+        mean, std = np.asarray(norm["mean"], np.float32), np.asarray(norm["std"], np.float32)
+        return ((f - mean) / std).astype(np.float32)
 
     def stage2(self) -> Any:
         """The stage-2 stack (:class:`~near_blender.models.relightable.RelightableDecoder`) of this

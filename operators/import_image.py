@@ -127,6 +127,29 @@ def sidecar_path(image_path: str | Path) -> tuple[Path, str]:
     return p, bpy.path.relpath(str(p))
 
 
+def input_camera(
+    scene: Any, image_shape: tuple[int, ...], matrix: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The scene camera taken as the camera that shot the image: ``(viewmat, K)`` in the asset's
+    object space (``matrix``: object to world), ``K`` scaled to the image's pixels."""
+    if scene.camera is None:
+        raise NearError(
+            "This model projects the image onto the geometry prior and needs the camera that took it: add "
+            "a scene camera that frames the prior as the photo does (e.g. with fSpy), then import again."
+        )
+    cam = scene_bridge.scene_camera(scene)
+    H, W = int(image_shape[0]), int(image_shape[1])
+    if abs(W / H - cam.width / cam.height) > 0.02 * (cam.width / cam.height):
+        raise NearError(
+            f"The image is {W}x{H} but the scene camera renders {cam.width}x{cam.height}: set the render "
+            "resolution to the photo's aspect ratio so the camera frames it as it was taken."
+        )
+    K = np.asarray(cam.K, np.float64).copy()
+    K[0] *= W / cam.width
+    K[1] *= H / cam.height
+    return np.asarray(cam.viewmat, np.float64) @ np.asarray(matrix, np.float64), K
+
+
 def run_stage1(
     pipe: Any,
     rgba: np.ndarray,
@@ -136,10 +159,13 @@ def run_stage1(
     steps: int | None = None,
     progress: Callable[[float, str], None] | None = None,
     cancel: Callable[[], bool] | None = None,
+    camera: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Stage 1 and the sidecar write (bpy-free; runs on a worker thread). Nothing is written when
-    cancelled or failed."""
-    feats = pipe.image_to_slat(rgba, coords, seed=seed, steps=steps, progress=progress, cancel=cancel)
+    cancelled or failed. ``camera``: see :meth:`NearPipeline.image_to_slat`."""
+    feats = pipe.image_to_slat(
+        rgba, coords, seed=seed, steps=steps, progress=progress, cancel=cancel, camera=camera
+    )
     if cancel is not None and cancel():
         raise Cancelled("Cancelled by the user.")
     save_slat_npz(out_path, coords, feats)
@@ -196,8 +222,9 @@ class NEAR_OT_import_image(bpy.types.Operator, ImportHelper):
         rgba = read_image_rgba(self.filepath)
         out_abs, out_rel = sidecar_path(self.filepath)
         pipe = get_pipeline(RenderSession.preferences())
+        camera = input_camera(context.scene, rgba.shape, matrix) if pipe.needs_input_camera else None
         return {"prior": prior, "coords": coords, "matrix": matrix, "rgba": rgba, "out_abs": out_abs,
-                "out_rel": out_rel, "pipe": pipe}  # fmt: skip
+                "out_rel": out_rel, "pipe": pipe, "camera": camera}  # fmt: skip
 
     def _finish(self, context: Any, job: dict[str, Any]) -> Any:
         obj = create_asset_object(context, Path(self.filepath).stem, job["out_rel"], job["matrix"], self.filepath,
@@ -230,7 +257,7 @@ class NEAR_OT_import_image(bpy.types.Operator, ImportHelper):
 
         try:
             run_stage1(job["pipe"], job["rgba"], job["coords"], job["out_abs"], self.seed, self.steps or None,
-                       progress, cancel=_blocking_cancel)  # fmt: skip
+                       progress, cancel=_blocking_cancel, camera=job["camera"])  # fmt: skip
         except Cancelled:
             self.report({"WARNING"}, "Import cancelled; nothing was written.")
             return {"CANCELLED"}
@@ -249,7 +276,8 @@ class NEAR_OT_import_image(bpy.types.Operator, ImportHelper):
         def work() -> None:
             try:
                 run_stage1(job["pipe"], job["rgba"], job["coords"], job["out_abs"], self.seed, self.steps or None,
-                           lambda f, m: self._events.put(("progress", f, m)), self._cancel.is_set)  # fmt: skip
+                           lambda f, m: self._events.put(("progress", f, m)), self._cancel.is_set,
+                           camera=job["camera"])  # fmt: skip
                 self._events.put(("done", None, None))
             except Cancelled:
                 self._events.put(("cancelled", None, None))

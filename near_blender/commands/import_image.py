@@ -26,6 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, help="sampler steps (default: the model's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--camera",
+        help="JSON with the camera that took the image: 'viewmat' (4x4 world-to-camera, OpenCV axes, in "
+        "the prior's frame) and 'K' (3x3, in the image's pixels); needed by models whose stage 1 "
+        "projects the image onto the prior (the bundled one)",
+    )
 
 
 def srgb_to_linear(x: np.ndarray) -> np.ndarray:
@@ -131,6 +137,22 @@ def prior_voxels(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     return voxelize_triangles(canon), np.linalg.inv(M)
 
 
+def read_camera(path: str, matrix: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """``(viewmat, K)`` from a camera JSON, moved into the voxels' frame (``matrix``: the asset's
+    object-to-world placement of an .obj prior; None for voxel coords, already in that frame)."""
+    import json
+
+    p = Path(path)
+    try:
+        d = json.loads(p.read_text())
+        V, K = np.asarray(d["viewmat"], np.float64), np.asarray(d["K"], np.float64)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise NearError(f"Camera file {p}: expected JSON with 'viewmat' (4x4) and 'K' (3x3) ({e}).") from None
+    if V.shape != (4, 4) or K.shape != (3, 3) or not (np.isfinite(V).all() and np.isfinite(K).all()):
+        raise NearError(f"Camera file {p}: 'viewmat' must be 4x4 and 'K' 3x3, all finite.")
+    return (V @ matrix if matrix is not None else V), K
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -148,7 +170,10 @@ def run(args: argparse.Namespace) -> int:
             bar.update(int(100 * fraction) - bar.n)
             bar.set_postfix_str(message)
 
-        feats = pipe.image_to_slat(rgba, coords, seed=args.seed, steps=args.steps, progress=progress)
+        camera = read_camera(args.camera, matrix) if args.camera else None
+        feats = pipe.image_to_slat(
+            rgba, coords, seed=args.seed, steps=args.steps, progress=progress, camera=camera
+        )
     out = Path(args.out)
     save_slat_npz(out, coords, feats)
     if matrix is not None:  # the placement next to the SLAT, in the same file

@@ -274,10 +274,12 @@ class AssetEvaluator:
     # -- methods ---------------------------------------------------------------------------------
     def lh_slat(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         if index not in self._lh:
-            rgba = self.view(self.input_record(index))["rgba"]
+            rec = self.input_record(index)
+            rgba = self.view(rec)["rgba"]
             self._lh[index] = self.pipeline.image_to_slat(
-                rgba, self.prior_coords, seed=self.cfg.seed + index, steps=self.cfg.steps
-            )
+                rgba, self.prior_coords, seed=self.cfg.seed + index, steps=self.cfg.steps,
+                camera=(rec.camera.viewmat, rec.camera.K),
+            )  # fmt: skip
         return self.prior_coords, self._lh[index]
 
     def baked_colours(self, index: int) -> np.ndarray:

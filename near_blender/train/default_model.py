@@ -83,6 +83,7 @@ def assemble_pipeline(stage2_dir: str | Path, stage1_dir: str | Path, out: str |
         "stage1": {
             "normalization": extra["normalization"],
             "image_size": int(extra["image_size"]),
+            "zs_source": extra.get("zs_source", "base_flow"),
             "sampler": cfg.get("sampler", {"steps": 25, "rescale_t": 3.0, "cfg_strength": 0.0}),
             "train_assets": extra.get("train_assets", []),
             "held_out_assets": extra.get("held_out_assets", []),

@@ -101,6 +101,10 @@ class Stage1Config:
     )
     lh_train: dict[str, Any] = field(default_factory=lambda: {"max_steps": 600, "batch_size": 2, "lr": 3e-4})
     zs_steps: int = 10  # Euler steps when sampling Z_s for the homogenizer's training pairs
+    # where the homogenizer's Z_s comes from: "base_flow" (sampled from the image by the base flow,
+    # as in the paper) or "projection" (the input image projected onto the prior's voxels through
+    # its camera, :mod:`near_blender.data.image_projection`; inference then needs that camera)
+    zs_source: str = "base_flow"
     sampler: dict[str, Any] = field(
         default_factory=lambda: {"steps": 25, "rescale_t": 3.0, "cfg_strength": 0.0}
     )
@@ -273,9 +277,17 @@ def train_stage1(cfg: Stage1Config, progress: bool = True) -> dict[str, Any]:
     last_base = t1.fit(progress=progress)
     base_flow = (t1.ema.model if t1.ema else base).eval()
 
-    # ---- 2. Z_s for every training input view, sampled once with the base flow
-    zs_file = out / "z_s.pt"
+    # ---- 2. Z_s for every training input view: sampled once with the base flow, or projected
     inputs = [r for a in train_ids for r in ds.views(a, "inputs")]
+    if cfg.zs_source not in ZS_SOURCES:
+        raise NearError(f"zs_source must be one of {ZS_SOURCES}, got {cfg.zs_source!r}.")
+    if cfg.zs_source == "projection":
+        zs, norms = projected_zs(ds, inputs, lh, norms, norm_file)
+        extra["normalization"] = norms
+        return _train_homogenizer(
+            cfg, ds, inputs, lh_n, zs, norms, base_flow, extra, out, progress, last_base
+        )
+    zs_file = out / "z_s.pt"
     zs: dict[str, np.ndarray] = torch.load(zs_file) if zs_file.is_file() else {}
     sampler = FlowEulerSampler(sigma_min=SIGMA_MIN, steps=cfg.zs_steps, rescale_t=3.0, cfg_strength=0.0)
     pairs = ImageSlatPairs(ds, inputs, shaded_n, cfg.image_size)
@@ -293,7 +305,50 @@ def train_stage1(cfg: Stage1Config, progress: bool = True) -> dict[str, Any]:
         with atomic_path(zs_file) as tmp:
             torch.save(zs, tmp)
 
+    return _train_homogenizer(cfg, ds, inputs, lh_n, zs, norms, base_flow, extra, out, progress, last_base)
+
+
+ZS_SOURCES = ("base_flow", "projection")
+
+
+def projected_zs(
+    ds: NearDataset,
+    inputs: list[ViewRecord],
+    lh: dict[str, tuple[np.ndarray, np.ndarray]],
+    norms: dict[str, Any],
+    norm_file: Path,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Normalized projected ``Z_s`` ``[N, 8]`` per input view (key ``asset/file``); adds the
+    projection's statistics to ``norms`` (and ``norm_file``) the first time."""
+    from ..data.image_projection import project_image_features
+
+    raw = {}
+    for r in inputs:
+        coords = lh[r.asset_id][0]
+        raw[f"{r.asset_id}/{r.file}"] = project_image_features(
+            ds.read(r)["rgba"], r.camera.viewmat, r.camera.K, coords
+        )
+    if "projection" not in norms:
+        norms = {**norms, "projection": _norm_stats(list(raw.values()))}
+        atomic_write_json(norm_file, norms)
+    return {k: _normalize(v, norms["projection"]) for k, v in raw.items()}, norms
+
+
+def _train_homogenizer(
+    cfg: Stage1Config,
+    ds: NearDataset,
+    inputs: list[ViewRecord],
+    lh_n: dict[str, tuple[np.ndarray, np.ndarray]],
+    zs: dict[str, np.ndarray],
+    norms: dict[str, Any],
+    base_flow: nn.Module,
+    extra: dict[str, Any],
+    out: Path,
+    progress: bool,
+    last_base: Any,
+) -> dict[str, Any]:
     # ---- 3. homogenizer: (input image, Z_s) -> LH-SLAT, LoRA on the base flow
+    extra = {**extra, "zs_source": cfg.zs_source}
     lh_channels = len(norms["lh"]["mean"])
     lh_flow = homogenizer_from_base(base_flow.flow, out_channels=lh_channels, shaded_channels=8)
     peft_flow = attach_lora(lh_flow, **cfg.lora)
@@ -306,7 +361,12 @@ def train_stage1(cfg: Stage1Config, progress: bool = True) -> dict[str, Any]:
                  out / "homogenizer", collate=list,
                  export_fn=lambda m, f: _export_flow(m, f, "lh_slat_flow_model", extra))  # fmt: skip
     last_lh = t2.fit(progress=progress)
-    return {"base": last_base, "homogenizer": last_lh, "out": str(out), "normalization": str(norm_file)}
+    return {
+        "base": last_base,
+        "homogenizer": last_lh,
+        "out": str(out),
+        "normalization": str(out / "normalization.json"),
+    }
 
 
 class _LHPairs(ImageSlatPairs):

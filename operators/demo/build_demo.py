@@ -122,8 +122,10 @@ def main() -> int:
         pipe = model_manager.get_pipeline()
         t0 = time.perf_counter()
         sidecar = out / "input.near.npz"
+        camera = (np.asarray(cam_in.viewmat) @ matrix, np.asarray(cam_in.K))  # the input's camera
         imp.run_stage1(pipe, rgba, coords, sidecar, seed=args.seed, steps=args.stage1_steps or None,
-                       progress=lambda f, m: emit(event="stage1", fraction=f, message=m))  # fmt: skip
+                       progress=lambda f, m: emit(event="stage1", fraction=f, message=m),
+                       camera=camera if pipe.needs_input_camera else None)  # fmt: skip
         stage1_s = time.perf_counter() - t0
         asset = imp.create_asset_object(bpy.context, "input", bpy.path.relpath(str(sidecar)), matrix,
                                         str(out / "input.png"), str(pipe.args.get("model_id", "")))  # fmt: skip
