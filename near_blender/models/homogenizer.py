@@ -101,11 +101,14 @@ def lora_config(
     dropout: float = 0.0,
     train_input_layer: bool = True,
     target_modules: str = LORA_TARGET_MODULES,
+    train_output_layer: bool = False,
 ) -> Any:
     """PEFT ``LoraConfig`` for the attention projections (paper: rank 512, rsLoRA).
 
     ``alpha`` defaults to ``rank`` (the paper gives no value); with rsLoRA the update is scaled by
-    ``alpha / sqrt(rank)``. ``train_input_layer`` also trains the (widened) input layer in full.
+    ``alpha / sqrt(rank)``. ``train_input_layer`` also trains the (widened) input layer in full,
+    ``train_output_layer`` the output layer (needed when the output is widened beyond the base
+    flow's channels, e.g. LH + base colour: the new rows start at zero and nothing else reaches them).
     B is zero-initialised, so a fresh adapter leaves the model unchanged.
     """
     from peft import LoraConfig
@@ -116,7 +119,9 @@ def lora_config(
         use_rslora=use_rslora,
         lora_dropout=dropout,
         target_modules=target_modules,
-        modules_to_save=["input_layer"] if train_input_layer else None,
+        modules_to_save=(["input_layer"] if train_input_layer else [])
+        + (["out_layer"] if train_output_layer else [])
+        or None,
         init_lora_weights=True,
         bias="none",
     )

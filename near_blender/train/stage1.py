@@ -351,7 +351,12 @@ def _train_homogenizer(
     extra = {**extra, "zs_source": cfg.zs_source}
     lh_channels = len(norms["lh"]["mean"])
     lh_flow = homogenizer_from_base(base_flow.flow, out_channels=lh_channels, shaded_channels=8)
-    peft_flow = attach_lora(lh_flow, **cfg.lora)
+    lora = dict(cfg.lora)
+    if lh_channels > int(base_flow.flow.out_channels):
+        # the widened output rows (e.g. the base-colour SLAT's channels) start at zero and only a
+        # trainable output layer can learn them; with a frozen one they stay pure sampler noise
+        lora["train_output_layer"] = True
+    peft_flow = attach_lora(lh_flow, **lora)
     for p in base_flow.encoder.parameters():
         p.requires_grad_(False)
     homog = ConditionedFlow(base_flow.encoder, peft_flow)

@@ -51,7 +51,13 @@ def test_stage1_with_projected_zs_trains_assembles_and_needs_the_camera(tiny_dat
     assert pipe.needs_input_camera
     norms = pipe.args["stage1"]["normalization"]
     assert len(norms["projection"]["mean"]) == 8 and len(norms["lh"]["mean"]) == 16
-    assert pipe.models["lh_slat_flow_model"].in_channels == 16 + 8  # [x_t, projected Z_s]
+    lh_flow = pipe.models["lh_slat_flow_model"]
+    assert lh_flow.in_channels == 16 + 8  # [x_t, projected Z_s]
+    # the widened output rows (base-colour channels 8-15) started at zero and were trained
+    assert (
+        float(lh_flow.out_layer.weight[8:].abs().sum()) > 0
+        and float(lh_flow.out_layer.bias[8:].abs().sum()) > 0
+    )
 
     ds = NearDataset(tiny_dataset)
     asset = ds.asset_ids[0]
