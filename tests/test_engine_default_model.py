@@ -87,3 +87,37 @@ def test_default_model_asset_covers_the_mesh_silhouette(tmp_path):
     assert truth.sum() > 300 and iou > 0.85, iou
     rgb = np.stack([ch[f"ViewLayer.Combined.{c}"] for c in "RGB"], -1)
     assert np.isfinite(rgb).all() and rgb[pred].mean() > 0.01  # lit, not black
+
+
+def test_default_model_import_needs_a_camera_that_frames_the_photo(tmp_path):
+    """The bundled model projects the photo onto the prior through the scene camera: without one, or
+    with a render aspect ratio that differs from the photo's, the import stops with a clear error."""
+    from PIL import Image
+
+    from near_blender import NearError
+
+    imp = addon.operators.import_image
+    scene = empty_scene()
+    bpy.ops.mesh.primitive_uv_sphere_add(radius=0.5)
+    sphere = bpy.context.active_object
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "scene.blend"))
+    rgba = np.zeros((32, 48, 4), np.uint8)
+    rgba[8:24, 16:32] = [200, 120, 80, 255]
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "photo.png")
+    bpy.ops.object.select_all(action="DESELECT")
+    sphere.select_set(True)
+    bpy.context.view_layer.objects.active = sphere
+    with pytest.raises(RuntimeError, match="needs the camera that took it"):
+        bpy.ops.near.import_image(filepath=str(tmp_path / "photo.png"))
+    cam_obj = bpy.data.objects.new("cam", bpy.data.cameras.new("cam"))
+    scene.collection.objects.link(cam_obj)
+    scene.camera = cam_obj
+    scene.render.resolution_x = scene.render.resolution_y = 64  # square render, 3:2 photo
+    with pytest.raises(NearError, match="aspect ratio"):
+        imp.input_camera(scene, rgba.shape, np.eye(4))
+    scene.render.resolution_x = 96
+    V, K = imp.input_camera(scene, rgba.shape, np.diag([2.0, 2.0, 2.0, 1.0]))
+    cam = addon.engine.scene_bridge.scene_camera(scene)
+    np.testing.assert_allclose(K[:2], np.asarray(cam.K)[:2] * 0.5)  # 96x64 render -> 48x32 photo
+    np.testing.assert_allclose(V[:3, :3], 2 * np.asarray(cam.viewmat)[:3, :3])
+    assert not list(tmp_path.glob("*.npz"))  # nothing written by the failed import

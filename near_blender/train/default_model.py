@@ -8,7 +8,9 @@ continues where it stopped):
 2. stage 2 with ``configs/default_stage2.json`` into ``runs/default/stage2``, then fine-tuned with
    the diffuse shading prior (``configs/default_stage2_finetune.json``, ``init_from`` the first
    run) into ``runs/default/stage2_diffuse``: the radiance MLP then learns only what a Lambertian
-   surface does not explain (see :mod:`near_blender.models.radiance_mlp`).
+   surface does not explain (see :mod:`near_blender.models.radiance_mlp`); then once more with a
+   normal loss (``configs/default_stage2_normals.json``) into ``runs/default/stage2_normals``,
+   the run that ships.
 3. stage 1 with ``configs/default_stage1.json`` into ``runs/default/stage1`` (base flow, then the
    LoRA homogenizer on it).
 4. :func:`assemble_pipeline`: the exported stage-1 and stage-2 models, merged into one
@@ -39,7 +41,7 @@ DATAGEN_ARGS: tuple[str, ...] = (
     "--relit-views", "6", "--relit-lights", "4", "--input-views", "6",
     "--holdout-envmaps", "courtyard", "sunset",
 )  # fmt: skip
-STAGE2_RUN = "stage2_diffuse"  # the run whose export ships (the fine-tuned one)
+STAGE2_RUN = "stage2_normals"  # the run whose export ships (the last fine-tuning)
 STAGE1_MODELS = ("image_cond_model", "slat_flow_model", "lh_slat_flow_model")
 
 
@@ -107,6 +109,7 @@ def build_default_model(progress: bool = True, out: str | Path | None = None) ->
         [*py, "datagen", "--out", DATA, *DATAGEN_ARGS, "--resume"],
         [*py, "train", "stage2", "--config", "configs/default_stage2.json", *bar],
         [*py, "train", "stage2", "--config", "configs/default_stage2_finetune.json", *bar],
+        [*py, "train", "stage2", "--config", "configs/default_stage2_normals.json", *bar],
         [*py, "train", "stage1", "--config", "configs/default_stage1.json", *bar],
     ]
     for cmd in steps:

@@ -44,6 +44,10 @@ class Stage2Config:
     # SLAT (channels 0-2 of ``slat_bc``; needs use_bc_slat): a direct 3D target per Gaussian, where
     # the rendered PBR loss only constrains colours averaged over a pixel's footprint
     voxel_base_color_weight: float = 0.0
+    # (1 - cos) between the rendered normal pass and the ground-truth normals, on covered pixels:
+    # the Gaussians' normals (shortest light-scale axis) are otherwise unsupervised, and the
+    # diffuse shading prior reads them
+    normal_weight: float = 0.0
     weights: dict[str, float] = field(default_factory=dict)  # Stage2Weights overrides
     # a stage-2 export (``<run>/model``) whose weights start a new run (fine-tuning); see init_weights
     init_from: str | None = None
@@ -154,6 +158,9 @@ class Stage2Step:
         if self.cfg.alpha_weight:
             losses["alpha_l1"] = l1(out["alpha"], gt["alpha"])
             losses["total"] = losses["total"] + self.cfg.alpha_weight * losses["alpha_l1"]
+        if self.cfg.normal_weight and "normal" in gt and "normal" in out:
+            losses["normal"] = normal_cosine_loss(out["normal"], gt["normal"], gt["alpha"])
+            losses["total"] = losses["total"] + self.cfg.normal_weight * losses["normal"]
         if self.cfg.voxel_base_color_weight:
             losses["voxel_base_color"] = voxel_base_color_l1(g, x["slat"], self.norm)
             losses["total"] = losses["total"] + self.cfg.voxel_base_color_weight * losses["voxel_base_color"]
@@ -161,6 +168,14 @@ class Stage2Step:
             losses["alpha_base_l1"] = l1(out["alpha_base"], gt["alpha"])
             losses["total"] = losses["total"] + self.cfg.base_alpha_weight * losses["alpha_base_l1"]
         return losses
+
+
+def normal_cosine_loss(pred: torch.Tensor, gt: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """Mean ``1 - cos`` between normal maps ``[B, H, W, 3]`` over pixels with ``alpha > 0.5``
+    (``pred`` as rendered: unit or 0; ``gt`` may be premultiplied: both are normalized)."""
+    w = (alpha[..., 0] > 0.5).to(pred.dtype)
+    cos = (torch.nn.functional.normalize(pred, dim=-1) * torch.nn.functional.normalize(gt, dim=-1)).sum(-1)
+    return ((1.0 - cos) * w).sum() / w.sum().clamp_min(1.0)
 
 
 LH_CHANNELS = 8  # the LH-SLAT's channels; the base-colour SLAT's colour follows at 8-10

@@ -60,12 +60,14 @@ def test_stage2_from_scratch_then_fine_tuned_with_the_shading_prior(tiny_dataset
         "model_overrides": {"neural_basis": {"shading_prior": "diffuse"}},
         "base_alpha_weight": 1.0,
         "voxel_base_color_weight": 1.0,
+        "normal_weight": 0.5,
         "train": {**base["train"], "max_steps": 1, "lr": 0.0, "ckpt_every": 1},  # lr 0: weights stay put
     }
     r = _train(cfg, tmp_path / "tuned.json")
     assert r.returncode == 0, r.stderr + r.stdout
     rec = _records(tuned)[0]
     assert 0.0 < rec["alpha_base_l1"] <= 1.0 and 0.0 < rec["voxel_base_color"] <= 1.0
+    assert 0.0 < rec["normal"] <= 2.0
     src, out = NearPipeline.from_pretrained(first / "model"), NearPipeline.from_pretrained(tuned / "model")
     assert out.models["neural_basis"].shading_prior == "diffuse"
     assert out.args["stage2"]["slat_normalization"] == src.args["stage2"]["slat_normalization"]

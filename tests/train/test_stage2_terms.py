@@ -43,3 +43,15 @@ def test_voxel_base_color_l1_refuses_mispaired_or_missing_inputs() -> None:
     lh_only = SparseTensor(feats=slat.feats[:, :8], coords=slat.coords)
     with pytest.raises(NearError, match="use_bc_slat"):
         voxel_base_color_l1(SimpleNamespace(means=centres, base_color=torch.zeros(2, 3)), lh_only, norm)
+
+
+def test_normal_cosine_loss_hand_computed() -> None:
+    from near_blender.train.stage2 import normal_cosine_loss
+
+    gt = torch.zeros(1, 1, 3, 3)
+    gt[..., 2] = 0.5  # premultiplied +Z normals (normalized inside)
+    pred = torch.tensor([[[[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]]]])
+    alpha = torch.tensor([[[[1.0], [1.0], [0.2]]]])  # the third pixel is not covered: ignored
+    # 1 - cos: 0 (same) and 1 (perpendicular) over two covered pixels
+    assert float(normal_cosine_loss(pred, gt, alpha)) == pytest.approx(0.5, abs=1e-6)
+    assert float(normal_cosine_loss(pred, gt, torch.zeros_like(alpha))) == 0.0
