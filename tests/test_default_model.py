@@ -24,7 +24,7 @@ from near_blender.train.default_model import bundled_folder
 from near_blender.train.metrics import psnr
 
 FIXTURE = Path(__file__).parent / "fixtures" / "default_heldout.npz"
-THRESHOLD_DB = 22.0  # trained (1000 steps): 23.1 dB; the same architecture with random weights: 20.7 dB
+THRESHOLD_DB = 23.0  # shipped model: 24.0 dB; same architecture, random weights: 15.5-18.4 dB
 
 
 def _views(fx) -> list[tuple[Camera, Environment, np.ndarray]]:  # noqa: ANN001

@@ -81,7 +81,8 @@ def test_default_model_asset_covers_the_mesh_silhouette(tmp_path):
     truth = sphere_coverage(cam) > 0.5
     pred = alpha > 0.5
     iou = (truth & pred).sum() / (truth | pred).sum()
-    # Measured with the shipped model: IoU 0.896 (the rendered silhouette is ~1 px wider all
+    print(f"silhouette IoU with the bundled model: {iou:.3f}")
+    # Measured with the shipped model: IoU 0.895 (the rendered silhouette is ~1 px wider all
     # around; random stage-2 weights give 0.47-0.77). Issue 8 asks for > 0.9, which needs a longer
     # trained model; this guards the chain (import, placement, F12) against regressions meanwhile.
     assert truth.sum() > 300 and iou > 0.85, iou
