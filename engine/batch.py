@@ -17,7 +17,6 @@ Exit status: 0 done, 2 user error (message on stderr as ``near render: error: ..
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sys
@@ -41,14 +40,9 @@ def _bootstrap() -> Any:
     """Make ``near_blender`` importable and the extension root importable as ``near_addon``."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    if PACKAGE not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            PACKAGE, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)]
-        )
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[PACKAGE] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[PACKAGE]
+    from near_blender.utils.extension_package import load_extension_package
+
+    return load_extension_package(ROOT, PACKAGE)
 
 
 def ensure_registered() -> None:

@@ -337,6 +337,7 @@ class NearPipeline:
         import numpy as np
 
         from .data.image_projection import project_image_features
+        from .train.stage1 import normalize_features
 
         if camera is None:
             raise NearError(
@@ -349,8 +350,7 @@ class NearPipeline:
             raise NearError("args.stage1.normalization lacks 'projection' statistics; re-export stage 1.")
         viewmat, K = camera
         f = project_image_features(np.asarray(image_rgba, np.float32), viewmat, K, coords)
-        mean, std = np.asarray(norm["mean"], np.float32), np.asarray(norm["std"], np.float32)
-        return ((f - mean) / std).astype(np.float32)
+        return normalize_features(f, norm)
 
     def stage2(self) -> Any:
         """The stage-2 stack (:class:`~near_blender.models.relightable.RelightableDecoder`) of this

@@ -7,8 +7,6 @@ the process-wide session and reset the scene with :func:`empty_scene` instead of
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,15 +28,9 @@ def empty_scene():
 
 def import_addon():
     """Import the repository root (the extension) as a package and return it (not registered)."""
-    if ADDON_MODULE in sys.modules:
-        return sys.modules[ADDON_MODULE]
-    spec = importlib.util.spec_from_file_location(
-        ADDON_MODULE, REPO / "__init__.py", submodule_search_locations=[str(REPO)]
-    )
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[ADDON_MODULE] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    from near_blender.utils.extension_package import load_extension_package
+
+    return load_extension_package(REPO, ADDON_MODULE)
 
 
 def studio_hdri(name: str = "forest") -> Path:

@@ -139,7 +139,8 @@ def _norm_stats(feats: list[np.ndarray]) -> dict[str, list[float]]:
     return {"mean": f.mean(0).tolist(), "std": np.where(std < 1e-6, 1.0, std).tolist()}
 
 
-def _normalize(f: np.ndarray, norm: dict[str, list[float]]) -> np.ndarray:
+def normalize_features(f: np.ndarray, norm: dict[str, list[float]]) -> np.ndarray:
+    """Standardize features ``[N, C]`` with ``{"mean", "std"}`` per channel (float32)."""
     return ((f - np.asarray(norm["mean"], np.float32)) / np.asarray(norm["std"], np.float32)).astype(
         np.float32
     )
@@ -257,8 +258,8 @@ def train_stage1(cfg: Stage1Config, progress: bool = True) -> dict[str, Any]:
             "lh": _norm_stats([f for _, f in lh.values()]),
         }
         atomic_write_json(norm_file, norms)
-    shaded_n = {a: (c, _normalize(f, norms["shaded"])) for a, (c, f) in shaded.items()}
-    lh_n = {a: (c, _normalize(f, norms["lh"])) for a, (c, f) in lh.items()}
+    shaded_n = {a: (c, normalize_features(f, norms["shaded"])) for a, (c, f) in shaded.items()}
+    lh_n = {a: (c, normalize_features(f, norms["lh"])) for a, (c, f) in lh.items()}
 
     # ---- 1. base flow: rig-lit image -> shaded SLAT
     torch.manual_seed(0)
@@ -331,7 +332,7 @@ def projected_zs(
     if "projection" not in norms:
         norms = {**norms, "projection": _norm_stats(list(raw.values()))}
         atomic_write_json(norm_file, norms)
-    return {k: _normalize(v, norms["projection"]) for k, v in raw.items()}, norms
+    return {k: normalize_features(v, norms["projection"]) for k, v in raw.items()}, norms
 
 
 def _train_homogenizer(

@@ -26,13 +26,9 @@ def _bootstrap() -> None:
     """Make ``near_blender`` importable and load the extension root as package ``near_addon``."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    if PACKAGE not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            PACKAGE, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)]
-        )
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[PACKAGE] = mod
-        spec.loader.exec_module(mod)
+    from near_blender.utils.extension_package import load_extension_package
+
+    load_extension_package(ROOT, PACKAGE)
 
 
 def _script_args(argv: list[str]) -> list[str]:
