@@ -1,4 +1,5 @@
-"""``near train stage1|stage2|default-model``: train the two stages (single process or torchrun)."""
+"""``near train stage1|stage2|stage1-samples|default-model``: train the two stages (single process or
+torchrun); ``stage1-samples`` writes a trained stage 1's outputs for coupled stage-2 training."""
 
 from __future__ import annotations
 
@@ -7,13 +8,18 @@ import json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("stage", choices=["stage1", "stage2", "default-model"], help="what to train")
+    parser.add_argument(
+        "stage", choices=["stage1", "stage2", "stage1-samples", "default-model"], help="what to train"
+    )
     parser.add_argument("--config", help="JSON or YAML config (see configs/); overrides come after it")
     parser.add_argument("--data", help="dataset folder made by `near datagen`")
     parser.add_argument("--out", help="run folder (checkpoints, metrics.jsonl, model/)")
     parser.add_argument("--steps", type=int, help="total optimizer steps")
     parser.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    parser.add_argument("--model", help="stage1-samples: pipeline folder whose stage 1 runs")
+    parser.add_argument("--inputs", type=int, default=2, help="stage1-samples: input views per asset")
+    parser.add_argument("--sampler-steps", type=int, help="stage1-samples: flow sampler steps")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,6 +42,16 @@ def run(args: argparse.Namespace) -> int:
         if args.no_resume:
             _clear(cfg.out)
         result = train_stage1(cfg, progress=not args.no_progress)
+    elif args.stage == "stage1-samples":
+        from .. import NearError
+        from ..train.stage1_samples import write_stage1_samples
+
+        if not (args.model and args.data and args.out):
+            raise NearError("stage1-samples needs --model (a pipeline with stage 1), --data and --out.")
+        result = write_stage1_samples(
+            args.model, args.data, args.out, inputs=args.inputs, steps=args.sampler_steps,
+            progress=not args.no_progress,
+        )  # fmt: skip
     else:
         from ..train.default_model import build_default_model
 

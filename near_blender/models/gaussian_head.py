@@ -29,7 +29,10 @@ Decoding (``RepresentationConfig``; published values in brackets):
   identity (the radiance MLP reads it);
 * normals: the rotation-matrix column of the smallest **light-specific** scale, flipped to face
   the camera (``n . (c - p) >= 0``); ``p`` and ``c`` are compared in the view-embedding frame, as
-  the published renderer does (see :mod:`.view_embedding`).
+  the published renderer does (see :mod:`.view_embedding`). With ``normal_source: "voxels"`` (this
+  project's option for small models, not published) every Gaussian takes its voxel's surface normal
+  estimated from the voxel shell (:mod:`near_blender.sparse.surface_normals`, ``normal_radius``
+  voxels), flipped the same way.
 """
 
 from __future__ import annotations
@@ -45,6 +48,10 @@ from torch import Tensor, nn
 from .. import NearError
 
 SH_C0 = 0.28209479177387814
+# where the Gaussians' normals come from: the published shortest axis of the light-specific scale,
+# or the geometry of the voxel shell (``near_blender.sparse.surface_normals``; every Gaussian of a
+# voxel shares its voxel's normal; not a published option)
+NORMAL_SOURCES = ("shortest_axis", "voxels")
 BaseColorActivation = Literal["sh_dc", "sigmoid"]
 
 
@@ -141,6 +148,8 @@ class RepresentationConfig:
     scaling_activation: str = "softplus"
     perturb_offset: bool = True
     lr: dict[str, float] = field(default_factory=dict)
+    normal_source: str = "shortest_axis"
+    normal_radius: float = 2.5
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> RepresentationConfig:
@@ -154,7 +163,15 @@ class RepresentationConfig:
             scaling_activation=str(d.get("scaling_activation", "softplus")),
             perturb_offset=bool(d.get("perturb_offset", True)),
             lr={str(k): float(v) for k, v in dict(d.get("lr", {})).items()},
+            normal_source=str(d.get("normal_source", "shortest_axis")),
+            normal_radius=float(d.get("normal_radius", 2.5)),
         )
+        if cfg.normal_source not in NORMAL_SOURCES:
+            raise NearError(
+                f"Unknown normal_source {cfg.normal_source!r}; use one of {list(NORMAL_SOURCES)}."
+            )
+        if cfg.normal_radius < 1:
+            raise NearError(f"normal_radius must be at least 1 voxel, got {cfg.normal_radius}.")
         if cfg.scaling_activation not in ("softplus", "exp"):
             raise NearError(
                 f"Unknown scaling activation {cfg.scaling_activation!r}; use 'softplus' or 'exp'."
@@ -219,11 +236,16 @@ def decode_opacity(raw: Tensor, opacity_bias: float) -> Tensor:
     return torch.tanh(raw + math.log((1.0 + opacity_bias) / (1.0 - opacity_bias)))
 
 
-def decode_base_color(raw: Tensor, mode: BaseColorActivation) -> Tensor:
+def decode_base_color(raw: Tensor, mode: BaseColorActivation, centre: Tensor | None = None) -> Tensor:
+    """Base colour from logits ``[..., 3]``. ``centre`` (broadcastable, in [0, 1]): the colour that
+    zero logits give (default: 0.5 for ``sh_dc``, 0.5 for ``sigmoid``), e.g. the voxel's base
+    colour with ``base_color_skip``, so that the head predicts a residual."""
     if mode == "sh_dc":
-        return torch.clamp_min(SH_C0 * raw + 0.5, 0.0)
+        return torch.clamp_min(SH_C0 * raw + (0.5 if centre is None else centre), 0.0)
     if mode == "sigmoid":
-        return torch.sigmoid(raw)
+        if centre is None:
+            return torch.sigmoid(raw)
+        return torch.sigmoid(raw + torch.logit(centre, eps=1e-3))
     raise NearError(f"Unknown base colour activation {mode!r}; use 'sh_dc' or 'sigmoid'.")
 
 
@@ -388,12 +410,17 @@ def decode_gaussians(
     orient_offset: float = 0.5,
     resolution: int = 64,
     base_color_activation: BaseColorActivation = "sh_dc",
+    voxel_normals: Tensor | None = None,
+    voxel_base_color: Tensor | None = None,
 ) -> RelightableGaussians:
     """Activate raw head outputs (``{attribute: [N, K, d]}``) into :class:`RelightableGaussians`.
 
     ``coords`` ``[N, 4]`` (batch, x, y, z); ``cam_centres`` ``[B, 3]`` world-space camera centres;
     normals are oriented with positions shifted by ``orient_offset`` (0.5 = the published [0, 1]^3
-    grid frame, 0 = object space).
+    grid frame, 0 = object space). ``voxel_normals`` ``[N, 3]`` (unit, unoriented): when given, each
+    Gaussian's normal is its voxel's (oriented to the camera) instead of its shortest axis.
+    ``voxel_base_color`` ``[N, 3]`` in [0, 1]: when given, the base-colour logits are a residual
+    around each voxel's colour.
     """
     r = {k: v * cfg.lr_of(k) for k, v in raw.items()}
     K = layout.num_gaussians
@@ -406,9 +433,14 @@ def decode_gaussians(
     means = flat(decode_centres(r["_xyz"], coords[:, 1:], resolution, cfg, perturbation))
     quats = flat(decode_rotation(r["_rotation"]))
     light_scales = flat(decode_scale(r["_scaling_view"], cfg))
-    normals = shortest_axis_normals(
-        quats, light_scales, means + orient_offset, cam_centres.to(means.dtype)[batch]
-    )
+    if voxel_normals is None:
+        normals = shortest_axis_normals(
+            quats, light_scales, means + orient_offset, cam_centres.to(means.dtype)[batch]
+        )
+    else:
+        n = voxel_normals.to(means.dtype).repeat_interleave(K, dim=0)
+        flip = ((cam_centres.to(means.dtype)[batch] - (means + orient_offset)) * n).sum(-1) < 0
+        normals = torch.where(flip[:, None], -n, n)
 
     def extras(prefix: str, n: int) -> Tensor:
         if n == 0:
@@ -421,7 +453,13 @@ def decode_gaussians(
         scales=flat(decode_scale(r["_scaling"], cfg)),
         light_scales=light_scales,
         opacities=flat(decode_opacity(r["_opacity"], cfg.opacity_bias))[:, 0],
-        base_color=flat(decode_base_color(r["_base_color"], base_color_activation)),
+        base_color=flat(
+            decode_base_color(
+                r["_base_color"],
+                base_color_activation,
+                None if voxel_base_color is None else voxel_base_color.to(means.dtype)[:, None, :],
+            )
+        ),
         roughness=torch.sigmoid(flat(r["_roughness"]))[:, 0],
         metallic=torch.sigmoid(flat(r["_metallic"]))[:, 0],
         shadow=torch.sigmoid(flat(r["_shadow"]))[:, 0],

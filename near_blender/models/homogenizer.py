@@ -102,6 +102,7 @@ def lora_config(
     train_input_layer: bool = True,
     target_modules: str = LORA_TARGET_MODULES,
     train_output_layer: bool = False,
+    train_modules: list[str] | None = None,
 ) -> Any:
     """PEFT ``LoraConfig`` for the attention projections (paper: rank 512, rsLoRA).
 
@@ -109,6 +110,9 @@ def lora_config(
     ``alpha / sqrt(rank)``. ``train_input_layer`` also trains the (widened) input layer in full,
     ``train_output_layer`` the output layer (needed when the output is widened beyond the base
     flow's channels, e.g. LH + base colour: the new rows start at zero and nothing else reaches them).
+    ``train_modules``: more modules trained in full (names as in the flow, e.g. ``"input_blocks.0"``),
+    for flows too small for low-rank attention updates alone: the full-resolution I/O blocks are
+    the only path by which a voxel's own noisy input reaches its output.
     B is zero-initialised, so a fresh adapter leaves the model unchanged.
     """
     from peft import LoraConfig
@@ -121,6 +125,7 @@ def lora_config(
         target_modules=target_modules,
         modules_to_save=(["input_layer"] if train_input_layer else [])
         + (["out_layer"] if train_output_layer else [])
+        + [str(m) for m in (train_modules or [])]
         or None,
         init_lora_weights=True,
         bias="none",

@@ -49,6 +49,7 @@ from torch import Tensor, nn
 
 from .. import NearError
 from ..sparse import LayerNorm32, SparseTensor
+from ..sparse.surface_normals import voxel_surface_normals
 from .blocks import AbsolutePositionEmbedder, SparseFeedForwardNet, SparseMultiHeadAttention
 from .gaussian_head import (
     GaussianHeads,
@@ -91,6 +92,8 @@ class LADAssetCache:
     h_norm: Tensor
     register_kv: list[Tensor]
     inverse: Tensor | None = None
+    voxel_normals: Tensor | None = None  # [N, 3] with representation normal_source "voxels"
+    voxel_base_color: Tensor | None = None  # [N, 3] with base_color_skip
 
     @property
     def batch_size(self) -> int:
@@ -158,6 +161,25 @@ class LightingAwareBlock(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
+def parse_base_color_skip(skip: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Check ``base_color_skip`` = ``{"channels": [3 ints], "mean": [3], "std": [3]}``: the input
+    SLAT channels holding the voxel's base colour and the standardization to undo (this project's
+    option for small models, not published). With it, each Gaussian's base colour is its voxel's
+    plus the head's residual (see :func:`~.gaussian_head.decode_base_color`)."""
+    if skip is None:
+        return None
+    try:
+        out = {k: [float(v) for v in skip[k]] for k in ("mean", "std")}
+        out["channels"] = [int(c) for c in skip["channels"]]
+    except (KeyError, TypeError, ValueError):
+        raise NearError(
+            f"base_color_skip must be {{'channels': [3 ints], 'mean': [3], 'std': [3]}}, got {skip!r}."
+        ) from None
+    if any(len(v) != 3 for v in out.values()) or min(out["channels"]) < 0:
+        raise NearError(f"base_color_skip needs 3 channels (>= 0), 3 means and 3 stds, got {skip!r}.")
+    return out
+
+
 @register_model("SLatGaussianRenderer", "LightingAwareDecoder")
 class SLatGaussianRenderer(nn.Module):
     """The lighting-aware decoder with its Gaussian heads (see the module docstring).
@@ -206,6 +228,7 @@ class SLatGaussianRenderer(nn.Module):
         view_frame: str = "grid01",
         view_direction_space: str = "world",
         base_color_activation: str = "sh_dc",
+        base_color_skip: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if pe_mode not in ("null", "ape"):
@@ -227,6 +250,7 @@ class SLatGaussianRenderer(nn.Module):
         self.use_checkpoint, self.use_fp16 = use_checkpoint, use_fp16
         self.view_frame, self.view_direction_space = view_frame, view_direction_space
         self.base_color_activation = base_color_activation
+        self.base_color_skip = parse_base_color_skip(base_color_skip)
         self.rep = RepresentationConfig.from_dict(representation_config)
         self.layout = GaussianLayout(self.rep.num_gaussians, color_feature_dim, n_extra_pbr, n_extra_light)
 
@@ -344,17 +368,25 @@ class SLatGaussianRenderer(nn.Module):
 
     # -- cached parts ------------------------------------------------------------------------------
     def prepare_asset(
-        self, h: Any, registers: Tensor, coords: Tensor | None = None, batch_size: int | None = None
+        self,
+        h: Any,
+        registers: Tensor,
+        coords: Tensor | None = None,
+        batch_size: int | None = None,
+        slat_feats: Tensor | None = None,
     ) -> LADAssetCache:
         """Everything of the decoder that depends only on the asset (IAD output): computed once per asset.
 
         ``h`` ``[N, C_in]`` with ``coords [N, 4]`` (or a SparseTensor-like object), ``registers``
         ``[B or 1, R, C_ctx]``. ``batch_size`` is the number of items (cameras) the cache will be
         decoded for (default: the SparseTensor's batch size, else ``max(batch) + 1``).
+        ``slat_feats`` ``[N, C_slat]``: the decoder's input SLAT features in the same voxel order,
+        needed (only) with ``base_color_skip``.
         """
         if batch_size is None and coords is None and isinstance(getattr(h, "batch_size", None), int):
             batch_size = int(h.batch_size)
         h, coords = self._voxels(h, coords)
+        voxel_bc = self._skip_base_color(slat_feats, h.shape[0])
         if batch_size is None:
             batch_size = int(coords[:, 0].max()) + 1 if coords.numel() else 1
         B = batch_size
@@ -373,6 +405,7 @@ class SLatGaussianRenderer(nn.Module):
             inverse = torch.empty_like(order)
             inverse[order] = torch.arange(order.numel(), device=order.device)
             h, coords = h[order], coords[order]
+            voxel_bc = None if voxel_bc is None else voxel_bc[order]
         x0 = self.input_layer(h)
         if self.pe_mode == "ape":
             x0 = x0 + self.pos_embedder(coords[:, 1:]).to(x0.dtype)
@@ -384,7 +417,33 @@ class SLatGaussianRenderer(nn.Module):
             h_norm=F.layer_norm(h.float(), h.shape[-1:], eps=1e-5).to(h.dtype),
             register_kv=[blk.register_attn.context_kv(registers) for blk in self.blocks],
             inverse=inverse,
+            voxel_normals=(
+                voxel_surface_normals(coords, self.resolution, self.rep.normal_radius).to(h.dtype)
+                if self.rep.normal_source == "voxels"
+                else None
+            ),
+            voxel_base_color=voxel_bc,
         )
+
+    def _skip_base_color(self, slat_feats: Tensor | None, n: int) -> Tensor | None:
+        """Base colour ``[N, 3]`` of each voxel read from the input SLAT (``base_color_skip``)."""
+        skip = self.base_color_skip
+        if skip is None:
+            return None
+        if slat_feats is None:
+            raise NearError(
+                "This decoder reads the base colour of its input SLAT (base_color_skip); "
+                "pass slat_feats to prepare_asset (RelightableDecoder.encode_asset does)."
+            )
+        ch = skip["channels"]
+        if slat_feats.ndim != 2 or slat_feats.shape[0] != n or slat_feats.shape[1] <= max(ch):
+            raise NearError(
+                f"base_color_skip reads SLAT channels {ch} of {n} voxels, got features "
+                f"{tuple(slat_feats.shape)}; the model needs the base-colour SLAT (use_bc_slat)."
+            )
+        mean = torch.tensor(skip["mean"], dtype=slat_feats.dtype, device=slat_feats.device)
+        std = torch.tensor(skip["std"], dtype=slat_feats.dtype, device=slat_feats.device)
+        return (slat_feats[:, ch] * std + mean).clamp(0.0, 1.0)
 
     def prepare_lighting(self, light_tokens: Tensor) -> LADLightingCache:
         """The keys/values of the lighting tokens ``[B or 1, N_L, C_ctx]`` for every block (once per lighting)."""
@@ -448,6 +507,8 @@ class SLatGaussianRenderer(nn.Module):
             orient_offset=frame_offset(self.view_frame),
             resolution=self.resolution,
             base_color_activation=self.base_color_activation,
+            voxel_normals=asset.voxel_normals,
+            voxel_base_color=asset.voxel_base_color,
         )
         if asset.inverse is not None:
             K = self.layout.num_gaussians
@@ -456,7 +517,13 @@ class SLatGaussianRenderer(nn.Module):
         return g
 
     def forward(
-        self, h: Any, registers: Tensor, light_tokens: Tensor, viewmats: Tensor, coords: Tensor | None = None
+        self,
+        h: Any,
+        registers: Tensor,
+        light_tokens: Tensor,
+        viewmats: Tensor,
+        coords: Tensor | None = None,
+        slat_feats: Tensor | None = None,
     ) -> RelightableGaussians:
         """Relightable Gaussians for every voxel (K each), seen by ``viewmats[batch]`` under the lights.
 
@@ -467,7 +534,7 @@ class SLatGaussianRenderer(nn.Module):
         check_viewmats(viewmats)
         self._check_context("registers", registers, viewmats.shape[0])
         self._check_context("light tokens", light_tokens, viewmats.shape[0])
-        asset = self.prepare_asset(h, registers, coords, batch_size=viewmats.shape[0])
+        asset = self.prepare_asset(h, registers, coords, batch_size=viewmats.shape[0], slat_feats=slat_feats)
         return self.decode(asset, self.prepare_lighting(light_tokens), viewmats)
 
     # -- accounting ----------------------------------------------------------------------------------

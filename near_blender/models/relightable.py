@@ -165,6 +165,8 @@ class AssetCache:
                 lad.h_norm.detach(),
                 [t.detach() for t in lad.register_kv],
                 lad.inverse,
+                lad.voxel_normals,
+                lad.voxel_base_color,
             ),
         )
 
@@ -275,7 +277,12 @@ class RelightableDecoder(nn.Module):
     def encode_asset(self, slat: SparseTensor) -> AssetCache:
         """Run the IAD once: ``slat`` (feats ``[N, latent]``, coords ``[N, 4]``) -> :class:`AssetCache`."""
         h, registers = self.decoder(slat)
-        lad = self.renderer.prepare_asset(h, registers, batch_size=slat.batch_size)
+        lad = self.renderer.prepare_asset(
+            h,
+            registers,
+            batch_size=slat.batch_size,
+            slat_feats=slat.feats if self.renderer.base_color_skip else None,
+        )
         return AssetCache(slat, h, registers, lad)
 
     def encode_lighting(self, env_input: Tensor) -> LightingCache:

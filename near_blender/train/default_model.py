@@ -10,13 +10,19 @@ continues where it stopped):
    run) into ``runs/default/stage2_diffuse``: the radiance MLP then learns only what a Lambertian
    surface does not explain (see :mod:`near_blender.models.radiance_mlp`); then once more with a
    normal loss (``configs/default_stage2_normals.json``) into ``runs/default/stage2_normals``,
-   the run that ships.
+   then with normals from the voxel shell and the base-colour skip
+   (``configs/default_stage2_skip.json``) into ``runs/default/stage2_skip``.
 3. stage 1 with ``configs/default_stage1.json`` into ``runs/default/stage1`` (base flow, then the
    LoRA homogenizer on it).
-4. :func:`assemble_pipeline`: the exported stage-1 and stage-2 models, merged into one
+4. coupling: stage 1 (assembled with the last stage 2 into ``runs/default/pipeline_stage1``) runs
+   on 4 input views of every training asset (``near train stage1-samples`` into
+   ``runs/default/stage1_samples``), and stage 2 is fine-tuned once more on a mix of those outputs
+   and the ground truth (``configs/default_stage2_coupled.json``) into
+   ``runs/default/stage2_coupled``, the run that ships.
+5. :func:`assemble_pipeline`: the exported stage-1 and stage-2 models, merged into one
    ``from_pretrained`` folder, ``near_blender/weights/near-default`` (``pipeline.json`` +
    ``ckpts/*.json`` / ``*.safetensors``), with the held-out split recorded in ``args``.
-5. :func:`write_heldout_fixture`: ``tests/fixtures/default_heldout.npz``, one held-out asset under a
+6. :func:`write_heldout_fixture`: ``tests/fixtures/default_heldout.npz``, one held-out asset under a
    held-out map, for ``tests/test_default_model.py``.
 
 Asset split: both trainers call ``NearDataset.split(0.2)``, which is deterministic, so stage 1 and
@@ -41,7 +47,9 @@ DATAGEN_ARGS: tuple[str, ...] = (
     "--relit-views", "6", "--relit-lights", "4", "--input-views", "6",
     "--holdout-envmaps", "courtyard", "sunset",
 )  # fmt: skip
-STAGE2_RUN = "stage2_normals"  # the run whose export ships (the last fine-tuning)
+STAGE2_RUN = "stage2_coupled"  # the run whose export ships (the last fine-tuning)
+STAGE2_BEFORE_COUPLING = "stage2_skip"  # the stage 2 that the coupling step starts from
+SAMPLE_INPUTS = 4  # input views per training asset that stage 1 runs on for the coupling step
 STAGE1_MODELS = ("image_cond_model", "slat_flow_model", "lh_slat_flow_model")
 
 
@@ -102,20 +110,26 @@ def folder_size_mb(folder: Path) -> float:
 
 
 def build_default_model(progress: bool = True, out: str | Path | None = None) -> dict[str, Any]:
-    """Steps 1-4 above, each resumed; returns where things are and the model's size in MB."""
+    """Steps 1-6 above, each resumed; returns where things are and the model's size in MB."""
     py = [sys.executable, "-m", "near_blender.cli"]
     bar = [] if progress else ["--no-progress"]
-    steps = [
-        [*py, "datagen", "--out", DATA, *DATAGEN_ARGS, "--resume"],
-        [*py, "train", "stage2", "--config", "configs/default_stage2.json", *bar],
-        [*py, "train", "stage2", "--config", "configs/default_stage2_finetune.json", *bar],
-        [*py, "train", "stage2", "--config", "configs/default_stage2_normals.json", *bar],
-        [*py, "train", "stage1", "--config", "configs/default_stage1.json", *bar],
-    ]
-    for cmd in steps:
-        print("+", " ".join(cmd[2:]), flush=True)
-        if subprocess.run(cmd, cwd=REPO).returncode != 0:
-            raise NearError(f"`{' '.join(cmd[2:])}` failed; fix the error above and rerun (it resumes).")
+
+    def run(*cmd: str) -> None:
+        print("+", " ".join(cmd), flush=True)
+        if subprocess.run([*py, *cmd], cwd=REPO).returncode != 0:
+            raise NearError(f"`{' '.join(cmd)}` failed; fix the error above and rerun (it resumes).")
+
+    run("datagen", "--out", DATA, *DATAGEN_ARGS, "--resume")
+    for name in ("", "_finetune", "_normals", "_skip"):
+        run("train", "stage2", "--config", f"configs/default_stage2{name}.json", *bar)
+    run("train", "stage1", "--config", "configs/default_stage1.json", *bar)
+    coupled = REPO / RUNS / STAGE2_RUN / "model" / "pipeline.json"
+    if not coupled.is_file():  # the samples are only needed until the coupled run has finished
+        inter = REPO / RUNS / "pipeline_stage1"
+        assemble_pipeline(REPO / RUNS / STAGE2_BEFORE_COUPLING, REPO / RUNS / "stage1", inter)
+        run("train", "stage1-samples", "--model", str(inter), "--data", DATA,
+            "--out", f"{RUNS}/stage1_samples", "--inputs", str(SAMPLE_INPUTS), *bar)  # fmt: skip
+    run("train", "stage2", "--config", "configs/default_stage2_coupled.json", *bar)
     dest = Path(out) if out else bundled_folder()
     pfile = assemble_pipeline(REPO / RUNS / STAGE2_RUN, REPO / RUNS / "stage1", dest)
     size = folder_size_mb(dest)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .. import NearError
-from ..data.dataset import NearDataset, Stage2Views
+from ..data.dataset import NearDataset, Stage2Views, ViewRecord
 from ..models.relightable import MODEL_NAMES, RelightableDecoder, stage2_configs
 from ..render.conditioning import EnvConditioning
 from ..render.tonemap import tonemap_torch
@@ -48,6 +48,16 @@ class Stage2Config:
     # the Gaussians' normals (shortest light-scale axis) are otherwise unsupervised, and the
     # diffuse shading prior reads them
     normal_weight: float = 0.0
+    # each Gaussian's base colour = its voxel's colour in the input base-colour SLAT + the head's
+    # residual (renderer option ``base_color_skip``; needs use_bc_slat): the small model no longer has
+    # to learn to copy the colour through the decoder, only to correct it
+    base_color_skip: bool = False
+    # coupled training: a folder of stage-1 outputs for the training assets
+    # (``near train stage1-samples``); each view's input SLAT is one of its asset's stage-1 samples
+    # with probability ``stage1_sample_prob``, else the ground truth. The targets stay the ground
+    # truth, so the renderer learns to render through stage 1's errors.
+    stage1_samples: str | None = None
+    stage1_sample_prob: float = 0.5
     weights: dict[str, float] = field(default_factory=dict)  # Stage2Weights overrides
     # a stage-2 export (``<run>/model``) whose weights start a new run (fine-tuning); see init_weights
     init_from: str | None = None
@@ -114,10 +124,44 @@ class Stage2Step:
         self.loss = Stage2Loss(
             tonemap=lambda x: tonemap_torch(x.clamp_min(0.0)), weights=Stage2Weights(**cfg.weights)
         )
+        self.samples = None
+        if cfg.stage1_samples:
+            from .stage1_samples import Stage1Samples
 
-    def inputs(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+            self.samples = Stage1Samples(cfg.stage1_samples)
+
+    def choose_slats(
+        self, recs: list[ViewRecord], rand: ItemRandom | None
+    ) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[tuple[np.ndarray, np.ndarray]], bool]:
+        """(input SLATs, ground-truth SLATs, whether any input is a stage-1 sample) of a batch's views:
+        with ``stage1_samples``, item i reads one of its asset's samples when its first random
+        number is below ``stage1_sample_prob`` (its second picks which)."""
+        gt_items = [slat_channels(self.ds, r.asset_id, self.cfg.use_bc_slat) for r in recs]
+        in_items, swapped = list(gt_items), False
+        if self.samples is None or rand is None:
+            return in_items, gt_items, swapped
+        draws = rand.rand(2)  # [B, 2]
+        for i, (r, (c, f)) in enumerate(zip(recs, gt_items, strict=True)):
+            if float(draws[i, 0]) >= self.cfg.stage1_sample_prob:
+                continue
+            sample = self.samples.read(r.asset_id, float(draws[i, 1]), c)
+            if sample is None:
+                continue
+            if sample.shape != f.shape:
+                raise NearError(
+                    f"The stage-1 sample of {r.asset_id} has {sample.shape[1]} channels, the ground truth "
+                    f"{f.shape[1]}; make the samples with a model of the same SLAT layout (use_bc_slat)."
+                )
+            in_items[i], swapped = (c, sample), True
+        return in_items, gt_items, swapped
+
+    def inputs(self, items: list[dict[str, Any]], rand: ItemRandom | None = None) -> dict[str, Any]:
+        """Model inputs of a batch: ``slat`` (what the model reads) and ``slat_gt`` (the ground
+        truth; differs from ``slat`` where a stage-1 sample stood in for it)."""
         recs = [it["record"] for it in items]
-        slat = batch_slat([slat_channels(self.ds, r.asset_id, self.cfg.use_bc_slat) for r in recs], self.norm)
+        in_items, gt_items, swapped = self.choose_slats(recs, rand)
+        slat = batch_slat(in_items, self.norm)
+        slat_gt = batch_slat(gt_items, self.norm) if swapped else slat
         env = torch.stack(
             [
                 self.cond.maps(r.envmap, float(r.lighting.get("rotation_z", 0.0)), r.camera.viewmat)
@@ -127,7 +171,9 @@ class Stage2Step:
         viewmats = torch.tensor(np.stack([r.camera.viewmat for r in recs]), dtype=torch.float32)
         Ks = torch.tensor(np.stack([r.camera.K for r in recs]), dtype=torch.float32)
         W, H = recs[0].camera.width, recs[0].camera.height
-        return {"slat": slat, "env": env, "viewmats": viewmats, "Ks": Ks, "width": W, "height": H}
+        return {
+            "slat": slat, "slat_gt": slat_gt, "env": env, "viewmats": viewmats, "Ks": Ks, "width": W, "height": H,
+        }  # fmt: skip
 
     def targets(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         keys = items[0]["targets"].keys()
@@ -136,8 +182,7 @@ class Stage2Step:
     def __call__(
         self, model: torch.nn.Module, items: list[dict[str, Any]], rand: ItemRandom
     ) -> dict[str, Any]:
-        del rand  # the stage-2 step is deterministic given the batch
-        x = self.inputs(items)
+        x = self.inputs(items, rand)  # rand only picks stage-1 samples (coupled training)
         out = model(
             x["slat"], x["env"], x["viewmats"], x["Ks"], x["width"], x["height"], return_gaussians=True
         )
@@ -162,7 +207,7 @@ class Stage2Step:
             losses["normal"] = normal_cosine_loss(out["normal"], gt["normal"], gt["alpha"])
             losses["total"] = losses["total"] + self.cfg.normal_weight * losses["normal"]
         if self.cfg.voxel_base_color_weight:
-            losses["voxel_base_color"] = voxel_base_color_l1(g, x["slat"], self.norm)
+            losses["voxel_base_color"] = voxel_base_color_l1(g, x["slat_gt"], self.norm)
             losses["total"] = losses["total"] + self.cfg.voxel_base_color_weight * losses["voxel_base_color"]
         if self.cfg.base_alpha_weight and "alpha_base" in out:
             losses["alpha_base_l1"] = l1(out["alpha_base"], gt["alpha"])
@@ -202,9 +247,20 @@ def voxel_base_color_l1(g: Any, slat: SparseTensor, norm: dict[str, list[float]]
     return (g.base_color.view(N, K, 3) - target[:, None]).abs().mean()
 
 
-def build_model(cfg: Stage2Config, latent_channels: int) -> RelightableDecoder:
+def build_model(cfg: Stage2Config, norm: dict[str, list[float]]) -> RelightableDecoder:
+    """The stage-2 stack for the config, reading SLATs standardized with ``norm``."""
+    latent_channels = len(norm["mean"])
     overrides = {k: dict(v) for k, v in cfg.model_overrides.items()}
     overrides.setdefault("decoder", {})["latent_channels"] = latent_channels
+    if cfg.base_color_skip:
+        if not cfg.use_bc_slat or latent_channels < LH_CHANNELS + 3:
+            raise NearError("base_color_skip needs the base-colour SLAT in the input (use_bc_slat: true).")
+        ch = list(range(LH_CHANNELS, LH_CHANNELS + 3))
+        overrides.setdefault("renderer", {})["base_color_skip"] = {
+            "channels": ch,
+            "mean": [norm["mean"][c] for c in ch],
+            "std": [norm["std"][c] for c in ch],
+        }
     return RelightableDecoder.from_configs(stage2_configs(cfg.model, **overrides))
 
 
@@ -230,6 +286,8 @@ def init_weights(model: RelightableDecoder, source: Any, name: str) -> None:
     When ``model`` adds the diffuse shading prior and the source had none, the radiance MLP's last
     layer is zeroed for the RGB outputs, so the run starts from the source's geometry, materials
     and shadows with radiance = the diffuse term alone (the MLP then learns the residual).
+    Likewise, when ``model`` adds ``base_color_skip``, the heads' base-colour outputs are zeroed so
+    that the run starts from the voxels' colours.
     """
     from ..models.checkpoint import load_weights
 
@@ -241,6 +299,12 @@ def init_weights(model: RelightableDecoder, source: Any, name: str) -> None:
         with torch.no_grad():
             last.weight[:3].zero_()
             last.bias[:3].zero_()
+    if model.renderer.base_color_skip and not getattr(source.models["renderer"], "base_color_skip", None):
+        K = model.renderer.layout.num_gaussians
+        last = model.renderer.gs_out_layer[-1]
+        with torch.no_grad():  # rows of "_base_color": after the 3K offset rows (GaussianLayout order)
+            last.weight[3 * K : 6 * K].zero_()
+            last.bias[3 * K : 6 * K].zero_()
 
 
 def export_stage2(model: RelightableDecoder, folder: Path, extra_args: dict[str, Any]) -> None:
@@ -270,8 +334,7 @@ def train_stage2(cfg: Stage2Config, progress: bool = True, stop_at: int | None =
         else:
             norm = measure_normalization(ds, train_ids, cfg.use_bc_slat)
         atomic_write_json(norm_path, norm)
-    latent = len(norm["mean"])
-    model = build_model(cfg, latent)
+    model = build_model(cfg, norm)
     if source is not None:
         init_weights(model, source, cfg.init_from or "")
     data = Stage2Views(ds, train_ids, "relit")

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from near_blender.pipeline import NearPipeline
@@ -85,3 +86,45 @@ def test_stage2_from_scratch_then_fine_tuned_with_the_shading_prior(tiny_dataset
     )
     assert bad.returncode != 0 and "not a stage-2 export" in bad.stderr + bad.stdout
     assert "Traceback" not in bad.stderr
+
+
+def test_coupled_fine_tuning_on_stage1_samples(tiny_dataset, tiny_pipeline, tmp_path) -> None:
+    """`near train stage1-samples` runs a pipeline's stage 1 on the training inputs; a stage-2 run
+    with voxel normals and the base-colour skip then trains on them (as `make default-model`)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    samples = tmp_path / "samples"
+    cmd = [sys.executable, "-m", "near_blender.cli", "train", "stage1-samples", "--model", str(tiny_pipeline),
+           "--data", str(tiny_dataset), "--out", str(samples), "--inputs", "1", "--sampler-steps", "2",
+           "--no-progress"]  # fmt: skip
+    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr + r.stdout
+    files = sorted(samples.glob("*/input*.npz"))
+    assert len(files) == 1  # one of the two assets is held out of training (split 0.2 of 2: 1 left)
+    with np.load(files[0]) as z:
+        assert z["feats"].shape == (len(z["coords"]), 16) and np.isfinite(z["feats"]).all()
+    again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and '"written": 0' in again.stdout  # resumed: nothing redone
+
+    cfg = {
+        "data": str(tiny_dataset), "out": str(tmp_path / "coupled"), "env_height": 32,
+        "base_color_skip": True, "stage1_samples": str(samples), "stage1_sample_prob": 1.0,
+        "voxel_base_color_weight": 1.0,
+        "model_overrides": {"renderer": {"representation_config": {"normal_source": "voxels"}}},
+        "train": {"max_steps": 2, "batch_size": 1, "lr": 1e-3, "warmup_steps": 1, "ckpt_every": 2,
+                  "log_every": 1, "ema_decay": None},
+    }  # fmt: skip
+    r = _train(cfg, tmp_path / "coupled.json")
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert [x["step"] for x in _records(tmp_path / "coupled")] == [1, 2]
+    out = NearPipeline.from_pretrained(tmp_path / "coupled" / "model")
+    skip = out.models["renderer"].base_color_skip
+    assert skip["channels"] == [8, 9, 10] and out.models["renderer"].rep.normal_source == "voxels"
+    norm = out.args["stage2"]["slat_normalization"]
+    assert skip["mean"] == norm["mean"][8:11] and skip["std"] == norm["std"][8:11]
+
+    bad = subprocess.run(
+        cmd[:5] + ["--data", str(tiny_dataset)], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert (
+        bad.returncode != 0 and "needs --model" in bad.stderr + bad.stdout and "Traceback" not in bad.stderr
+    )
