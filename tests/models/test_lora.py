@@ -123,3 +123,25 @@ def test_adapter_only_and_merged_saves(tmp_path) -> None:  # noqa: ANN001
         torch.testing.assert_close(again(x, t, cond, z_s=z_s).feats, adapted, atol=1e-5, rtol=1e-5)
     with pytest.raises(NearError, match="No LoRA adapters"):
         load_adapters(homogenizer(), tmp_path / "nowhere")
+
+
+def test_train_modules_are_trained_in_full_and_merged() -> None:
+    """``train_modules`` (the default model's full-resolution I/O blocks) train every weight of the
+    named blocks alongside the adapters, and the merged export carries the trained copies."""
+    x, t, cond, z_s = inputs()
+    plain = attach_lora(homogenizer(seed=4), rank=4)
+    extra = attach_lora(homogenizer(seed=4), rank=4, train_modules=["input_blocks.0", "out_blocks.0"])
+    trainable = {n for n, p in extra.named_parameters() if p.requires_grad}
+    assert any("input_blocks.0.modules_to_save" in n for n in trainable)
+    assert any("out_blocks.0.modules_to_save" in n for n in trainable)
+    assert not any("input_blocks.0" in n for n, p in plain.named_parameters() if p.requires_grad)
+    with torch.no_grad():
+        torch.testing.assert_close(extra(x, t, cond, z_s=z_s).feats, plain(x, t, cond, z_s=z_s).feats)
+        trained = extra.get_base_model().input_blocks[0].modules_to_save["default"]
+        for p in trained.parameters():
+            p.add_(0.05)
+        adapted = extra(x, t, cond, z_s=z_s).feats.clone()
+    assert not torch.allclose(adapted, plain(x, t, cond, z_s=z_s).feats)
+    merged = merged_model(extra)
+    with torch.no_grad():
+        torch.testing.assert_close(merged(x, t, cond, z_s=z_s).feats, adapted, atol=1e-6, rtol=0)
