@@ -133,6 +133,22 @@ class NearDataset:
             self._slat_cache[key] = load_slat_npz(self.asset_dir(asset_id) / f"slat_{kind}.npz")
         return self._slat_cache[key]
 
+    def prior_coords(self, asset_id: str) -> np.ndarray:
+        """The geometry-prior voxels ``[N, 3]`` (int64) stage 1 runs on: ``mesh_voxels.npz`` (the
+        asset's mesh voxelized), else the LH-SLAT's coords."""
+        p = self.asset_dir(asset_id) / "mesh_voxels.npz"
+        try:
+            if p.is_file():
+                with np.load(p) as z:
+                    return np.asarray(z["coords"]).astype(np.int64)
+            return np.asarray(self.slat(asset_id, "lh")[0]).astype(np.int64)
+        except NearError:
+            raise
+        except Exception as e:
+            raise NearError(
+                f"{asset_id}: cannot read its voxels ({e}); re-run `near datagen` for it."
+            ) from None
+
     def slat_features(self, asset_id: str, with_bc: bool) -> tuple[np.ndarray, np.ndarray]:
         """(coords [N, 3], feats [N, 8 or 16]): the LH-SLAT, with the base-colour SLAT's channels
         appended when ``with_bc`` (the paper's "LH + base color" input, table 3)."""

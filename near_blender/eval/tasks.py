@@ -45,6 +45,7 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -221,19 +222,10 @@ class AssetEvaluator:
     def input_record(self, index: int) -> ViewRecord:
         return next(r for r in self.ds.views(self.asset_id, "inputs") if r.index == index)
 
-    @property
+    @cached_property
     def prior_coords(self) -> np.ndarray:
-        """Geometry-prior voxels [N, 3]: ``mesh_voxels.npz``, else the LH-SLAT's coords."""
-        p = self.ds.asset_dir(self.asset_id) / "mesh_voxels.npz"
-        try:
-            if p.is_file():
-                with np.load(p) as z:
-                    return np.asarray(z["coords"]).astype(np.int64)
-            return np.asarray(self.ds.slat(self.asset_id, "lh")[0]).astype(np.int64)
-        except NearError:
-            raise
-        except Exception as e:
-            raise NearError(f"{self.asset_id}: cannot read its voxels ({e}).") from None
+        """Geometry-prior voxels [N, 3] (:meth:`NearDataset.prior_coords`), read once per asset."""
+        return self.ds.prior_coords(self.asset_id)
 
     def gt_slat(self) -> tuple[np.ndarray, np.ndarray]:
         with_bc = bool(((self.pipeline.args.get("stage2") or {}) if self.pipeline else {}).get("use_bc_slat"))

@@ -289,8 +289,13 @@ def shortest_axis_normals(quats: Tensor, scales: Tensor, positions: Tensor, cam_
     R = quat_to_rotmat(quats)
     idx = scales.argmin(dim=-1)
     n = torch.gather(R, 2, idx[:, None, None].expand(-1, 3, 1))[..., 0]
-    flip = ((cam_centres - positions) * n).sum(-1) < 0
-    return torch.where(flip[:, None], -n, n)
+    return face_camera(n, positions, cam_centres)
+
+
+def face_camera(normals: Tensor, positions: Tensor, cam_centres: Tensor) -> Tensor:
+    """``normals [M, 3]`` flipped where needed so that ``n . (c - p) >= 0`` (same frame for all)."""
+    flip = ((cam_centres - positions) * normals).sum(-1) < 0
+    return torch.where(flip[:, None], -normals, normals)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -433,14 +438,12 @@ def decode_gaussians(
     means = flat(decode_centres(r["_xyz"], coords[:, 1:], resolution, cfg, perturbation))
     quats = flat(decode_rotation(r["_rotation"]))
     light_scales = flat(decode_scale(r["_scaling_view"], cfg))
+    centres_b = cam_centres.to(means.dtype)[batch]
     if voxel_normals is None:
-        normals = shortest_axis_normals(
-            quats, light_scales, means + orient_offset, cam_centres.to(means.dtype)[batch]
-        )
+        normals = shortest_axis_normals(quats, light_scales, means + orient_offset, centres_b)
     else:
         n = voxel_normals.to(means.dtype).repeat_interleave(K, dim=0)
-        flip = ((cam_centres.to(means.dtype)[batch] - (means + orient_offset)) * n).sum(-1) < 0
-        normals = torch.where(flip[:, None], -n, n)
+        normals = face_camera(n, means + orient_offset, centres_b)
 
     def extras(prefix: str, n: int) -> Tensor:
         if n == 0:

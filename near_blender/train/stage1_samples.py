@@ -73,7 +73,7 @@ def write_stage1_samples(
     coords_of: dict[str, np.ndarray] = {}
     for aid, rec in jobs:
         if aid not in coords_of:
-            coords_of[aid] = prior_coords(ds, aid)
+            coords_of[aid] = ds.prior_coords(aid)
         rgba = ds.read(rec)["rgba"]
         feats = pipe.image_to_slat(
             rgba,
@@ -93,15 +93,6 @@ def write_stage1_samples(
     return {"out": str(folder), "assets": len(ids), "written": len(jobs)}
 
 
-def prior_coords(ds: NearDataset, asset_id: str) -> np.ndarray:
-    """The geometry-prior voxels ``[N, 3]`` stage 1 runs on: ``mesh_voxels.npz``, else the LH-SLAT's."""
-    p = ds.asset_dir(asset_id) / "mesh_voxels.npz"
-    if p.is_file():
-        with np.load(p) as z:
-            return np.asarray(z["coords"]).astype(np.int64)
-    return np.asarray(ds.slat(asset_id, "lh")[0]).astype(np.int64)
-
-
 class Stage1Samples:
     """The stage-1 samples of a folder written by :func:`write_stage1_samples`, per asset."""
 
@@ -113,6 +104,8 @@ class Stage1Samples:
                 "`near train stage1-samples --model M --data D --out F`."
             )
         self._files: dict[str, list[Path]] = {}
+        # per file: (the voxels it was aligned to, its features on them), so each file is read once
+        self._aligned_cache: dict[Path, tuple[np.ndarray, np.ndarray]] = {}
 
     def files(self, asset_id: str) -> list[Path]:
         if asset_id not in self._files:
@@ -126,6 +119,13 @@ class Stage1Samples:
         if not files:
             return None
         path = files[min(int(choice * len(files)), len(files) - 1)]
+        hit = self._aligned_cache.get(path)
+        if hit is None or not np.array_equal(hit[0], coords):
+            hit = (np.array(coords, copy=True), self._aligned(asset_id, path, coords))
+            self._aligned_cache[path] = hit
+        return hit[1]
+
+    def _aligned(self, asset_id: str, path: Path, coords: np.ndarray) -> np.ndarray:
         try:
             with np.load(path) as z:
                 c, f = np.asarray(z["coords"]).astype(np.int64), np.asarray(z["feats"], np.float32)
