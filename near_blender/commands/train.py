@@ -23,9 +23,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train.trainer import init_distributed_from_env
+    from ..train.trainer import init_distributed_from_env, shutdown_distributed
 
     init_distributed_from_env()
+    try:
+        result = _run_stage(args)
+    except BaseException:
+        shutdown_distributed(wait=False)  # the other ranks may never reach a barrier
+        raise
+    shutdown_distributed()
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def _run_stage(args: argparse.Namespace) -> object:
     if args.stage == "stage2":
         from ..train.stage2 import Stage2Config, train_stage2
 
@@ -56,8 +67,7 @@ def run(args: argparse.Namespace) -> int:
         from ..train.default_model import build_default_model
 
         result = build_default_model(progress=not args.no_progress)
-    print(json.dumps(result, indent=2, default=str))
-    return 0
+    return result
 
 
 def _override(cfg, args: argparse.Namespace) -> None:

@@ -276,6 +276,7 @@ def train_stage1(cfg: Stage1Config, progress: bool = True) -> dict[str, Any]:
     t1 = Trainer(base, data, lambda m, b, r: _flow_step(m, b, r, False), TrainConfig.from_dict(cfg.base_train),
                  out / "base", collate=list, export_fn=lambda m, f: _export_flow(m, f, "slat_flow_model", extra))  # fmt: skip
     last_base = t1.fit(progress=progress)
+    t1.close()
     base_flow = (t1.ema.model if t1.ema else base).eval()
 
     # ---- 2. Z_s for every training input view: sampled once with the base flow, or projected
@@ -367,6 +368,7 @@ def _train_homogenizer(
                  out / "homogenizer", collate=list,
                  export_fn=lambda m, f: _export_flow(m, f, "lh_slat_flow_model", extra))  # fmt: skip
     last_lh = t2.fit(progress=progress)
+    t2.close()
     return {
         "base": last_base,
         "homogenizer": last_lh,

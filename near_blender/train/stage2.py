@@ -359,6 +359,7 @@ def train_stage2(cfg: Stage2Config, progress: bool = True, stop_at: int | None =
         export_fn=lambda m, folder: export_stage2(m, folder, extra),
     )  # fmt: skip
     last = trainer.fit(progress=progress, stop_at=stop_at)
+    trainer.close()
     return {"last": last, "model_dir": str(out / "model"), "steps": trainer.step, "train_views": len(data)}
 
 

@@ -110,6 +110,22 @@ def init_distributed_from_env(backend: str | None = None) -> bool:
     return True
 
 
+def shutdown_distributed(wait: bool = True) -> None:
+    """Leave the process group cleanly (no-op when not distributed).
+
+    Waits for every rank first (rank 0 may still be writing its last checkpoint), then destroys the
+    group while the interpreter is fully alive: gloo worker threads still running at interpreter
+    tear-down abort the process ("terminate called without an active exception", SIGABRT), which
+    ``torchrun`` reports as a failed run although training finished. Call after the last use of a
+    :class:`Trainer` (``Trainer.close()`` drops its DDP wrapper); ``wait=False`` after an error,
+    when the other ranks may never reach the barrier.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        if wait:
+            torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def item_seed(seed: int, step: int, position: int) -> int:
     return (seed * 1_000_003 + step * 91_763 + position * 7_919) % (2**63 - 1)
 
@@ -162,11 +178,19 @@ class Trainer:
         self.ema = EMA(model, config.ema_decay) if config.ema_decay else None
         self.step = 0
         self.ddp_model: nn.Module = self.model
-        if self.world > 1:
+        self._wrap_ddp()
+        self._tb = None
+
+    def _wrap_ddp(self) -> None:
+        if self.world > 1 and self.ddp_model is self.model:
             self.ddp_model = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
-        self._tb = None
+
+    def close(self) -> None:
+        """Drop the DDP wrapper (its reducer holds the process group); the trainer can still save
+        and export, and ``fit`` wraps the model again if called later."""
+        self.ddp_model = self.model
 
     # -- data order ---------------------------------------------------------------------------------
     def batch_indices(self, step: int) -> list[int]:
@@ -333,6 +357,7 @@ class Trainer:
         """Train until ``cfg.max_steps`` (or ``stop_at``). Returns the last logged losses."""
         if resume:
             self.load_checkpoint()
+        self._wrap_ddp()
         end = min(self.cfg.max_steps, stop_at) if stop_at is not None else self.cfg.max_steps
         bar = None
         if progress and self.rank == 0:

@@ -84,14 +84,15 @@ def test_ddp_two_processes_equal_one_process_with_double_batch(tmp_path):
         "import sys, torch\n"
         f"sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})\n"
         "from tests.train.test_trainer import make\n"
-        "from near_blender.train.trainer import init_distributed_from_env, dist_info\n"
+        "from near_blender.train.trainer import dist_info, init_distributed_from_env, shutdown_distributed\n"
         "torch.set_num_threads(1)\n"
         "init_distributed_from_env('gloo')\n"
         "t = make(sys.argv[1], steps=8, batch=2)\n"
         "t.fit(progress=False)\n"
         "if dist_info()[0] == 0:\n"
         "    torch.save(t.model.state_dict(), sys.argv[1] + '/final.pt')\n"
-        "torch.distributed.destroy_process_group()\n"
+        "t.close()\n"
+        "shutdown_distributed()\n"
     )
     out = tmp_path / "ddp"
     out.mkdir()
