@@ -32,7 +32,9 @@ Decoding (``RepresentationConfig``; published values in brackets):
   the published renderer does (see :mod:`.view_embedding`). With ``normal_source: "voxels"`` (this
   project's option for small models, not published) every Gaussian takes its voxel's surface normal
   estimated from the voxel shell (:mod:`near_blender.sparse.surface_normals`, ``normal_radius``
-  voxels), flipped the same way.
+  voxels), flipped the same way. With ``normal_source: "features"`` it takes its voxel's mean
+  surface normal read from the input SLAT (renderer option ``feature_normals``; outward, not
+  flipped) where that is at least ``FEATURE_NORMAL_MIN_LENGTH`` long, the voxel-shell normal elsewhere.
 """
 
 from __future__ import annotations
@@ -51,7 +53,10 @@ SH_C0 = 0.28209479177387814
 # where the Gaussians' normals come from: the published shortest axis of the light-specific scale,
 # or the geometry of the voxel shell (``near_blender.sparse.surface_normals``; every Gaussian of a
 # voxel shares its voxel's normal; not a published option)
-NORMAL_SOURCES = ("shortest_axis", "voxels")
+NORMAL_SOURCES = ("shortest_axis", "voxels", "features")
+# normal_source "features": a voxel's mean surface normal (input SLAT) shorter than this (its
+# surfaces face different ways: edges, thin parts) is replaced by the voxel shell's PCA normal
+FEATURE_NORMAL_MIN_LENGTH = 0.5
 BaseColorActivation = Literal["sh_dc", "sigmoid"]
 
 
@@ -417,13 +422,15 @@ def decode_gaussians(
     base_color_activation: BaseColorActivation = "sh_dc",
     voxel_normals: Tensor | None = None,
     voxel_base_color: Tensor | None = None,
+    normals_oriented: Tensor | None = None,
 ) -> RelightableGaussians:
     """Activate raw head outputs (``{attribute: [N, K, d]}``) into :class:`RelightableGaussians`.
 
     ``coords`` ``[N, 4]`` (batch, x, y, z); ``cam_centres`` ``[B, 3]`` world-space camera centres;
     normals are oriented with positions shifted by ``orient_offset`` (0.5 = the published [0, 1]^3
     grid frame, 0 = object space). ``voxel_normals`` ``[N, 3]`` (unit, unoriented): when given, each
-    Gaussian's normal is its voxel's (oriented to the camera) instead of its shortest axis.
+    Gaussian's normal is its voxel's (oriented to the camera) instead of its shortest axis;
+    ``normals_oriented`` ``[N]`` bool marks voxel normals that are already outward (never flipped).
     ``voxel_base_color`` ``[N, 3]`` in [0, 1]: when given, the base-colour logits are a residual
     around each voxel's colour.
     """
@@ -444,6 +451,8 @@ def decode_gaussians(
     else:
         n = voxel_normals.to(means.dtype).repeat_interleave(K, dim=0)
         normals = face_camera(n, means + orient_offset, centres_b)
+        if normals_oriented is not None:
+            normals = torch.where(normals_oriented.repeat_interleave(K, dim=0)[:, None], n, normals)
 
     def extras(prefix: str, n: int) -> Tensor:
         if n == 0:

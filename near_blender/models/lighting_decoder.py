@@ -52,6 +52,7 @@ from ..sparse import LayerNorm32, SparseTensor
 from ..sparse.surface_normals import voxel_surface_normals
 from .blocks import AbsolutePositionEmbedder, SparseFeedForwardNet, SparseMultiHeadAttention
 from .gaussian_head import (
+    FEATURE_NORMAL_MIN_LENGTH,
     GaussianHeads,
     GaussianLayout,
     RelightableGaussians,
@@ -92,7 +93,8 @@ class LADAssetCache:
     h_norm: Tensor
     register_kv: list[Tensor]
     inverse: Tensor | None = None
-    voxel_normals: Tensor | None = None  # [N, 3] with representation normal_source "voxels"
+    voxel_normals: Tensor | None = None  # [N, 3] with representation normal_source "voxels"/"features"
+    voxel_normals_oriented: Tensor | None = None  # [N] bool: normals that must not be flipped
     voxel_base_color: Tensor | None = None  # [N, 3] with base_color_skip
 
     @property
@@ -161,22 +163,23 @@ class LightingAwareBlock(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
-def parse_base_color_skip(skip: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Check ``base_color_skip`` = ``{"channels": [3 ints], "mean": [3], "std": [3]}``: the input
-    SLAT channels holding the voxel's base colour and the standardization to undo (this project's
-    option for small models, not published). With it, each Gaussian's base colour is its voxel's
-    plus the head's residual (see :func:`~.gaussian_head.decode_base_color`)."""
-    if skip is None:
+def parse_slat_channels(option: str, value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Check a renderer option that reads three channels of the input SLAT, ``{"channels": [3 ints],
+    "mean": [3], "std": [3]}`` (the channels and the standardization to undo): ``base_color_skip``
+    (the voxel's base colour, see :func:`~.gaussian_head.decode_base_color`) and ``feature_normals``
+    (the voxel's mean surface normal, for ``normal_source: "features"``). This project's options
+    for small models, not published."""
+    if value is None:
         return None
     try:
-        out = {k: [float(v) for v in skip[k]] for k in ("mean", "std")}
-        out["channels"] = [int(c) for c in skip["channels"]]
+        out = {k: [float(v) for v in value[k]] for k in ("mean", "std")}
+        out["channels"] = [int(c) for c in value["channels"]]
     except (KeyError, TypeError, ValueError):
         raise NearError(
-            f"base_color_skip must be {{'channels': [3 ints], 'mean': [3], 'std': [3]}}, got {skip!r}."
+            f"{option} must be {{'channels': [3 ints], 'mean': [3], 'std': [3]}}, got {value!r}."
         ) from None
     if any(len(v) != 3 for v in out.values()) or min(out["channels"]) < 0:
-        raise NearError(f"base_color_skip needs 3 channels (>= 0), 3 means and 3 stds, got {skip!r}.")
+        raise NearError(f"{option} needs 3 channels (>= 0), 3 means and 3 stds, got {value!r}.")
     return out
 
 
@@ -229,6 +232,7 @@ class SLatGaussianRenderer(nn.Module):
         view_direction_space: str = "world",
         base_color_activation: str = "sh_dc",
         base_color_skip: dict[str, Any] | None = None,
+        feature_normals: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if pe_mode not in ("null", "ape"):
@@ -250,8 +254,14 @@ class SLatGaussianRenderer(nn.Module):
         self.use_checkpoint, self.use_fp16 = use_checkpoint, use_fp16
         self.view_frame, self.view_direction_space = view_frame, view_direction_space
         self.base_color_activation = base_color_activation
-        self.base_color_skip = parse_base_color_skip(base_color_skip)
+        self.base_color_skip = parse_slat_channels("base_color_skip", base_color_skip)
+        self.feature_normals = parse_slat_channels("feature_normals", feature_normals)
         self.rep = RepresentationConfig.from_dict(representation_config)
+        if self.rep.normal_source == "features" and self.feature_normals is None:
+            raise NearError(
+                'normal_source "features" reads the normals of the input SLAT: give the renderer '
+                "feature_normals {channels, mean, std} (stage-2 training fills it in)."
+            )
         self.layout = GaussianLayout(self.rep.num_gaussians, color_feature_dim, n_extra_pbr, n_extra_light)
 
         if pe_mode == "ape":
@@ -381,12 +391,15 @@ class SLatGaussianRenderer(nn.Module):
         ``[B or 1, R, C_ctx]``. ``batch_size`` is the number of items (cameras) the cache will be
         decoded for (default: the SparseTensor's batch size, else ``max(batch) + 1``).
         ``slat_feats`` ``[N, C_slat]``: the decoder's input SLAT features in the same voxel order,
-        needed (only) with ``base_color_skip``.
+        needed (only) with ``base_color_skip`` or ``feature_normals`` (:attr:`reads_slat_channels`).
         """
         if batch_size is None and coords is None and isinstance(getattr(h, "batch_size", None), int):
             batch_size = int(h.batch_size)
         h, coords = self._voxels(h, coords)
-        voxel_bc = self._skip_base_color(slat_feats, h.shape[0])
+        voxel_bc = self._slat_channels("base_color_skip", slat_feats, h.shape[0])
+        if voxel_bc is not None:
+            voxel_bc = voxel_bc.clamp(0.0, 1.0)
+        feat_normals = self._slat_channels("feature_normals", slat_feats, h.shape[0])
         if batch_size is None:
             batch_size = int(coords[:, 0].max()) + 1 if coords.numel() else 1
         B = batch_size
@@ -406,6 +419,7 @@ class SLatGaussianRenderer(nn.Module):
             inverse[order] = torch.arange(order.numel(), device=order.device)
             h, coords = h[order], coords[order]
             voxel_bc = None if voxel_bc is None else voxel_bc[order]
+            feat_normals = None if feat_normals is None else feat_normals[order]
         x0 = self.input_layer(h)
         if self.pe_mode == "ape":
             x0 = x0 + self.pos_embedder(coords[:, 1:]).to(x0.dtype)
@@ -417,33 +431,52 @@ class SLatGaussianRenderer(nn.Module):
             h_norm=F.layer_norm(h.float(), h.shape[-1:], eps=1e-5).to(h.dtype),
             register_kv=[blk.register_attn.context_kv(registers) for blk in self.blocks],
             inverse=inverse,
-            voxel_normals=(
-                voxel_surface_normals(coords, self.resolution, self.rep.normal_radius).to(h.dtype)
-                if self.rep.normal_source == "voxels"
-                else None
-            ),
+            **self._voxel_normals(coords, feat_normals, h.dtype),
             voxel_base_color=voxel_bc,
         )
 
-    def _skip_base_color(self, slat_feats: Tensor | None, n: int) -> Tensor | None:
-        """Base colour ``[N, 3]`` of each voxel read from the input SLAT (``base_color_skip``)."""
-        skip = self.base_color_skip
-        if skip is None:
+    def _voxel_normals(
+        self, coords: Tensor, feat_normals: Tensor | None, dtype: torch.dtype
+    ) -> dict[str, Any]:
+        """``voxel_normals`` / ``voxel_normals_oriented`` of the asset cache for the normal source:
+        none (shortest axis), the voxel shell's PCA (unoriented), or the input SLAT's mean surface
+        normal (oriented, outward) where it is at least ``FEATURE_NORMAL_MIN_LENGTH`` long, the PCA
+        elsewhere (edges and thin parts, where the voxel's surfaces face different ways)."""
+        if self.rep.normal_source == "shortest_axis":
+            return {}
+        pca = voxel_surface_normals(coords, self.resolution, self.rep.normal_radius).to(dtype)
+        if self.rep.normal_source == "voxels" or feat_normals is None:
+            return {"voxel_normals": pca}
+        length = feat_normals.norm(dim=-1, keepdim=True)
+        good = length[:, 0] >= FEATURE_NORMAL_MIN_LENGTH
+        n = torch.where(good[:, None], feat_normals / length.clamp_min(1e-8), pca)
+        return {"voxel_normals": n.to(dtype), "voxel_normals_oriented": good}
+
+    @property
+    def reads_slat_channels(self) -> bool:
+        """Whether :meth:`prepare_asset` needs the input SLAT's features (``slat_feats``)."""
+        return self.base_color_skip is not None or self.feature_normals is not None
+
+    def _slat_channels(self, option: str, slat_feats: Tensor | None, n: int) -> Tensor | None:
+        """Channels ``[N, 3]`` of the input SLAT named by the renderer option ``option``
+        (``base_color_skip`` or ``feature_normals``), standardization undone; None without it."""
+        spec = getattr(self, option)
+        if spec is None:
             return None
         if slat_feats is None:
             raise NearError(
-                "This decoder reads the base colour of its input SLAT (base_color_skip); "
+                f"This decoder reads channels of its input SLAT ({option}); "
                 "pass slat_feats to prepare_asset (RelightableDecoder.encode_asset does)."
             )
-        ch = skip["channels"]
+        ch = spec["channels"]
         if slat_feats.ndim != 2 or slat_feats.shape[0] != n or slat_feats.shape[1] <= max(ch):
             raise NearError(
-                f"base_color_skip reads SLAT channels {ch} of {n} voxels, got features "
-                f"{tuple(slat_feats.shape)}; the model needs the base-colour SLAT (use_bc_slat)."
+                f"{option} reads SLAT channels {ch} of {n} voxels, got features "
+                f"{tuple(slat_feats.shape)} (base_color_skip needs the base-colour SLAT: use_bc_slat)."
             )
-        mean = torch.tensor(skip["mean"], dtype=slat_feats.dtype, device=slat_feats.device)
-        std = torch.tensor(skip["std"], dtype=slat_feats.dtype, device=slat_feats.device)
-        return (slat_feats[:, ch] * std + mean).clamp(0.0, 1.0)
+        mean = torch.tensor(spec["mean"], dtype=slat_feats.dtype, device=slat_feats.device)
+        std = torch.tensor(spec["std"], dtype=slat_feats.dtype, device=slat_feats.device)
+        return slat_feats[:, ch] * std + mean
 
     def prepare_lighting(self, light_tokens: Tensor) -> LADLightingCache:
         """The keys/values of the lighting tokens ``[B or 1, N_L, C_ctx]`` for every block (once per lighting)."""
@@ -508,6 +541,7 @@ class SLatGaussianRenderer(nn.Module):
             resolution=self.resolution,
             base_color_activation=self.base_color_activation,
             voxel_normals=asset.voxel_normals,
+            normals_oriented=asset.voxel_normals_oriented,
             voxel_base_color=asset.voxel_base_color,
         )
         if asset.inverse is not None:

@@ -165,8 +165,9 @@ class AssetCache:
                 lad.h_norm.detach(),
                 [t.detach() for t in lad.register_kv],
                 lad.inverse,
-                lad.voxel_normals,
-                lad.voxel_base_color,
+                voxel_normals=lad.voxel_normals,
+                voxel_normals_oriented=lad.voxel_normals_oriented,
+                voxel_base_color=lad.voxel_base_color,
             ),
         )
 
@@ -281,7 +282,7 @@ class RelightableDecoder(nn.Module):
             h,
             registers,
             batch_size=slat.batch_size,
-            slat_feats=slat.feats if self.renderer.base_color_skip else None,
+            slat_feats=slat.feats if self.renderer.reads_slat_channels else None,
         )
         return AssetCache(slat, h, registers, lad)
 

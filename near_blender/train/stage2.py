@@ -9,6 +9,7 @@ statistics measured on the training assets (stored with the model as ``slat_norm
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -224,6 +225,7 @@ def normal_cosine_loss(pred: torch.Tensor, gt: torch.Tensor, alpha: torch.Tensor
 
 
 LH_CHANNELS = 8  # the LH-SLAT's channels; the base-colour SLAT's colour follows at 8-10
+NORMAL_CHANNELS = (3, 4, 5)  # the voxel's mean surface normal in the LH-SLAT (data.features)
 
 
 def voxel_base_color_l1(g: Any, slat: SparseTensor, norm: dict[str, list[float]]) -> torch.Tensor:
@@ -255,13 +257,21 @@ def build_model(cfg: Stage2Config, norm: dict[str, list[float]]) -> RelightableD
     if cfg.base_color_skip:
         if not cfg.use_bc_slat or latent_channels < LH_CHANNELS + 3:
             raise NearError("base_color_skip needs the base-colour SLAT in the input (use_bc_slat: true).")
-        ch = list(range(LH_CHANNELS, LH_CHANNELS + 3))
-        overrides.setdefault("renderer", {})["base_color_skip"] = {
-            "channels": ch,
-            "mean": [norm["mean"][c] for c in ch],
-            "std": [norm["std"][c] for c in ch],
-        }
+        ch = range(LH_CHANNELS, LH_CHANNELS + 3)
+        overrides.setdefault("renderer", {})["base_color_skip"] = _channel_spec(ch, norm)
+    rep = overrides.get("renderer", {}).get("representation_config", {})
+    if rep.get("normal_source") == "features":  # the renderer reads the LH-SLAT's normal channels
+        overrides["renderer"]["feature_normals"] = _channel_spec(NORMAL_CHANNELS, norm)
     return RelightableDecoder.from_configs(stage2_configs(cfg.model, **overrides))
+
+
+def _channel_spec(channels: Sequence[int], norm: dict[str, list[float]]) -> dict[str, list[Any]]:
+    """``{"channels", "mean", "std"}`` of SLAT ``channels`` under the standardization ``norm``."""
+    return {
+        "channels": list(channels),
+        "mean": [norm["mean"][c] for c in channels],
+        "std": [norm["std"][c] for c in channels],
+    }
 
 
 def read_init_source(folder: str) -> Any:

@@ -19,6 +19,7 @@ What it guarantees:
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import random
@@ -190,7 +191,9 @@ class Trainer:
     def close(self) -> None:
         """Drop the DDP wrapper (its reducer holds the process group); the trainer can still save
         and export, and ``fit`` wraps the model again if called later."""
-        self.ddp_model = self.model
+        if self.ddp_model is not self.model:
+            self.ddp_model = self.model
+            gc.collect()  # DDP's hooks form reference cycles: free its reducer (and group handle) now
 
     # -- data order ---------------------------------------------------------------------------------
     def batch_indices(self, step: int) -> list[int]:
