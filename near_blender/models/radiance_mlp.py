@@ -20,6 +20,9 @@ unit normal, 6 frequencies plus the input (39 channels). Keys: ``mlp.0``, ``mlp.
 ``base_colour * (1 - metallic) * shadow * E(n) / pi`` with the irradiance ``E`` integrated from
 the conditioning map (:meth:`~near_blender.models.relightable.RelightableDecoder.radiance`), so
 the network only learns what a Lambertian surface does not explain (specular, interreflection).
+``"pbr"`` adds a split-sum glossy term (GGX-like lobe over the same map, Fresnel from roughness,
+metallic and base colour) to the diffuse one, so that metals and highlights need not be learned
+either; the network then learns what is left (interreflection, shadowed highlights).
 It is an inductive bias for small models trained on little data (the bundled CPU model); the
 weights are the same, only how the output is used changes.
 """
@@ -39,7 +42,7 @@ from .model_config import merge_config
 from .registry import register_model
 
 ACTIVATIONS = ("sine", "relu", "silu", "gelu")
-SHADING_PRIORS = ("none", "diffuse")
+SHADING_PRIORS = ("none", "diffuse", "pbr")
 
 
 class Sine(nn.Module):

@@ -175,12 +175,12 @@ class AssetCache:
 @dataclass
 class LightingCache:
     """Everything computed once per lighting: tokens ``[B or 1, N_L, C]``, the LAD's K/V and the
-    irradiance basis ``(dirs, power)`` ``[B or 1, K, 3]`` of the conditioning map (for the diffuse
-    shading prior; :func:`~near_blender.render.conditioning.irradiance_basis`)."""
+    radiance basis ``(dirs, power)`` ``[B or 1, K, 3]`` + ``omega [1, K]`` of the conditioning map
+    (for the shading priors; :func:`~near_blender.render.conditioning.radiance_basis`)."""
 
     tokens: Tensor
     lad: LADLightingCache
-    irradiance: tuple[Tensor, Tensor] | None = None
+    irradiance: tuple[Tensor, Tensor, Tensor] | None = None
 
     @property
     def batch_size(self) -> int:
@@ -288,10 +288,10 @@ class RelightableDecoder(nn.Module):
 
     def encode_lighting(self, env_input: Tensor) -> LightingCache:
         """Run the tokenizer once: ``env_input [B or 1, 9, H, W]`` -> :class:`LightingCache`."""
-        from ..render.conditioning import irradiance_basis
+        from ..render.conditioning import radiance_basis
 
         tokens = self.hdri_encoder(env_input)
-        irr = irradiance_basis(env_input) if self.shading_prior != "none" else None
+        irr = radiance_basis(env_input) if self.shading_prior != "none" else None
         return LightingCache(tokens, self.renderer.prepare_lighting(tokens), irr)
 
     @property
@@ -333,36 +333,59 @@ class RelightableDecoder(nn.Module):
     def radiance(self, g: RelightableGaussians, lighting: LightingCache, viewmats: Tensor) -> Tensor:
         """HDR radiance ``[M, 3]`` of the Gaussians ``g`` (decoded with ``viewmats [B, 4, 4]``).
 
-        The radiance MLP's output, plus, with ``shading_prior == "diffuse"``, the diffuse term
-        ``base_colour * (1 - metallic) * shadow * E(n) / pi``: ``n`` is each Gaussian's normal
-        rotated by its item's viewmat into the frame of the conditioning's directions (camera space
-        for the default conditioning; a scaled object-to-camera viewmat is fine, the normal is
+        The radiance MLP's output, plus, with ``shading_prior == "diffuse"`` or ``"pbr"``, the
+        diffuse term ``base_colour * (1 - metallic) * shadow * E(n) / pi``: ``n`` is each Gaussian's
+        normal rotated by its item's viewmat into the frame of the conditioning's directions (camera
+        space for the default conditioning; a scaled object-to-camera viewmat is fine, the normal is
         renormalized) and ``E`` the irradiance integrated over the conditioning map, i.e. the
-        dataset's definition of ``shadow`` (:mod:`near_blender.data.shadow`).
+        dataset's definition of ``shadow`` (:mod:`near_blender.data.shadow`). ``"pbr"`` adds the
+        split-sum glossy term ``shadow * L_pre(r, roughness) * (F0 A + B)``: ``r`` the view
+        direction mirrored about ``n`` (the camera at the viewmat's origin), ``L_pre`` the map
+        averaged over the roughness's lobe (:func:`~near_blender.render.conditioning.prefiltered_radiance`),
+        ``F0 = 0.04 (1 - metallic) + base_colour * metallic`` and ``A, B`` the environment BRDF
+        (:func:`~near_blender.render.conditioning.env_brdf`).
         """
         import math
 
-        from ..render.conditioning import diffuse_irradiance
+        from ..render.conditioning import (
+            SPECULAR_F0_DIELECTRIC,
+            diffuse_irradiance,
+            env_brdf,
+            prefiltered_radiance,
+        )
 
         rad = self.neural_basis.radiance(g.color_feature, g.normals)
         if self.shading_prior == "none" or g.means.shape[0] == 0:
             return rad
         if lighting.irradiance is None:
             raise NearError("This lighting was encoded without an irradiance basis; re-encode it.")
-        dirs, power = lighting.irradiance
+        dirs, power, omega = lighting.irradiance
+        glossy = self.shading_prior == "pbr"
         E = torch.zeros_like(rad)
+        spec = torch.zeros_like(rad)
         for b in range(viewmats.shape[0]):
             sel = g.batch == b
             if not bool(sel.any()):
                 continue
+            idx = (sel.nonzero()[:, 0],)
             R = viewmats[b, :3, :3].to(rad.dtype)
             n = torch.nn.functional.normalize(g.normals[sel].to(rad.dtype) @ R.T, dim=-1)
             i = b if dirs.shape[0] > 1 else 0
-            E = E.index_put(
-                (sel.nonzero()[:, 0],), diffuse_irradiance(n, dirs[i].to(rad.dtype), power[i].to(rad.dtype))
-            )
+            d_i, p_i = dirs[i].to(rad.dtype), power[i].to(rad.dtype)
+            E = E.index_put(idx, diffuse_irradiance(n, d_i, p_i))
+            if glossy:
+                p_cam = g.means[sel].to(rad.dtype) @ R.T + viewmats[b, :3, 3].to(rad.dtype)
+                v = -torch.nn.functional.normalize(p_cam, dim=-1)  # towards the camera
+                n_dot_v = (n * v).sum(-1, keepdim=True)
+                r = torch.nn.functional.normalize(2.0 * n_dot_v * n - v, dim=-1)
+                rough = g.roughness[sel].to(rad.dtype)
+                a, bias = env_brdf(rough, n_dot_v[:, 0])
+                m = g.metallic[sel].to(rad.dtype)[:, None]
+                f0 = SPECULAR_F0_DIELECTRIC * (1.0 - m) + g.base_color[sel].to(rad.dtype) * m
+                l_pre = prefiltered_radiance(r, rough, d_i, p_i, omega.to(rad.dtype))
+                spec = spec.index_put(idx, l_pre * (f0 * a[:, None] + bias[:, None]))
         diffuse = g.base_color * ((1.0 - g.metallic) * g.shadow)[:, None] * E / math.pi
-        return diffuse + rad
+        return diffuse + g.shadow[:, None] * spec + rad
 
     def render_gaussians(
         self,

@@ -221,6 +221,12 @@ IRRADIANCE_HEIGHT = 16  # rows the irradiance integral runs over (16 x 32 = 512 
 
 
 def irradiance_basis(env_input: Any, height: int = IRRADIANCE_HEIGHT) -> tuple[Any, Any]:
+    """``(dirs, power)`` of :func:`radiance_basis` (the diffuse shading prior's basis)."""
+    dirs, power, _ = radiance_basis(env_input, height)
+    return dirs, power
+
+
+def radiance_basis(env_input: Any, height: int = IRRADIANCE_HEIGHT) -> tuple[Any, Any, Any]:
     """Texel directions and radiant power of a stacked conditioning, for diffuse irradiance.
 
     ``env_input``: torch ``[B, 9, H, W]`` as :meth:`ConditioningMaps.stacked` builds it (ldr, log,
@@ -228,7 +234,8 @@ def irradiance_basis(env_input: Any, height: int = IRRADIANCE_HEIGHT) -> tuple[A
     ``L = expm1(log * log(1 + 65504))``. Returns ``(dirs [B, K, 3], power [B, K, 3])`` in the frame
     of the map's direction channels (camera space for the default conditioning): ``power`` is
     ``L * solid angle`` of each texel of the equirect grid, summed over ``f x f`` blocks down to
-    ``height`` rows (total power kept exactly), ``dirs`` the unit mean direction of each block.
+    ``height`` rows (total power kept exactly), ``dirs`` the unit mean direction of each block,
+    ``omega [1, K]`` the solid angle of each block (sr, summing to 4 pi).
     Then ``E(n) = sum_k power_k max(0, n . dirs_k)`` (:func:`diffuse_irradiance`), the integral of
     :mod:`near_blender.eval.irradiance` and of the dataset's shadow pass.
     """
@@ -246,15 +253,59 @@ def irradiance_basis(env_input: Any, height: int = IRRADIANCE_HEIGHT) -> tuple[A
     f = 1
     while H // (2 * f) >= height and H % (2 * f) == 0 and W % (2 * f) == 0:
         f *= 2
+    omega = omega[:, None].expand(H, W)
     if f > 1:
         h, w = H // f, W // f
         power = power.reshape(B, h, f, w, f, 3).sum(dim=(2, 4))
         dirs = dirs.reshape(B, h, f, w, f, 3).mean(dim=(2, 4))
         dirs = dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    return dirs.reshape(B, -1, 3), power.reshape(B, -1, 3)
+        omega = omega.reshape(h, f, w, f).sum(dim=(1, 3))
+    return dirs.reshape(B, -1, 3), power.reshape(B, -1, 3), omega.reshape(1, -1)
 
 
 def diffuse_irradiance(normals: Any, dirs: Any, power: Any) -> Any:
     """``E(n) = sum_k power_k max(0, n . dirs_k)`` ``[M, 3]`` for unit ``normals [M, 3]`` and one
     item's ``dirs, power [K, 3]`` from :func:`irradiance_basis` (same frame); differentiable."""
     return (normals @ dirs.T).clamp_min(0.0) @ power
+
+
+# Glossy reflection from the same basis (the decoder's "pbr" shading prior)
+SPECULAR_MIN_ROUGHNESS = 0.1  # below it the 16 x 32 basis cannot resolve the lobe anyway
+SPECULAR_F0_DIELECTRIC = 0.04  # Principled BSDF, IOR 1.5 (specular IOR level 0.5)
+
+
+def prefiltered_radiance(reflect_dirs: Any, roughness: Any, dirs: Any, power: Any, omega: Any) -> Any:
+    """Environment radiance ``[M, 3]`` averaged over a glossy lobe around ``reflect_dirs [M, 3]``
+    (unit, same frame as ``dirs``) for Principled ``roughness [M]`` in [0, 1].
+
+    The lobe is the normalized Phong lobe ``cos^s`` with the Blinn-Phong / GGX equivalent exponent
+    ``s = 2 / alpha^2 - 2`` of ``alpha = roughness^2`` (Blender's GGX remapping), roughness clamped
+    to ``SPECULAR_MIN_ROUGHNESS``; the average is taken over the basis blocks weighted by their
+    solid angle ``omega [1 or K]`` (a softmax in log space, so sharp lobes stay finite): the split-sum
+    "prefiltered environment" of real-time PBR, from the ``(dirs, power, omega)`` of
+    :func:`radiance_basis`. Differentiable in all inputs.
+    """
+    import torch
+
+    alpha = roughness.clamp(SPECULAR_MIN_ROUGHNESS, 1.0) ** 2
+    s = (2.0 / alpha**2 - 2.0).clamp_min(1.0)
+    cos = (reflect_dirs @ dirs.T).clamp_min(1e-6)  # [M, K]
+    omega = omega.reshape(1, -1)
+    logits = s[:, None] * torch.log(cos) + torch.log(omega)
+    weights = torch.softmax(logits, dim=-1)
+    return weights @ (power / omega.reshape(-1, 1))
+
+
+def env_brdf(roughness: Any, n_dot_v: Any) -> tuple[Any, Any]:
+    """Scale ``A`` and bias ``B`` ``[M]`` of the split-sum specular, ``F0 * A + B``: Karis' analytic
+    fit of the GGX environment BRDF ("Physically Based Shading on Mobile", 2014) for Principled
+    ``roughness [M]`` and ``n_dot_v [M]`` (clamped to (0, 1])."""
+    import torch
+
+    nv = n_dot_v.clamp(1e-4, 1.0)
+    r0 = roughness * -1.0 + 1.0
+    r1 = roughness * -0.0275 + 0.0425
+    r2 = roughness * -0.572 + 1.04
+    r3 = roughness * 0.022 - 0.04
+    a004 = torch.minimum(r0 * r0, torch.exp2(-9.28 * nv)) * r0 + r1
+    return -1.04 * a004 + r2, 1.04 * a004 + r3
