@@ -270,7 +270,7 @@ def diffuse_irradiance(normals: Any, dirs: Any, power: Any) -> Any:
 
 
 # Glossy reflection from the same basis (the decoder's "pbr" shading prior)
-SPECULAR_MIN_ROUGHNESS = 0.1  # below it the 16 x 32 basis cannot resolve the lobe anyway
+SPECULAR_MAX_EXPONENT = 128.0  # sharpest lobe (~5 deg; the 16 x 32 basis has ~11 deg blocks)
 SPECULAR_F0_DIELECTRIC = 0.04  # Principled BSDF, IOR 1.5 (specular IOR level 0.5)
 
 
@@ -279,21 +279,20 @@ def prefiltered_radiance(reflect_dirs: Any, roughness: Any, dirs: Any, power: An
     (unit, same frame as ``dirs``) for Principled ``roughness [M]`` in [0, 1].
 
     The lobe is the normalized Phong lobe ``cos^s`` with the Blinn-Phong / GGX equivalent exponent
-    ``s = 2 / alpha^2 - 2`` of ``alpha = roughness^2`` (Blender's GGX remapping), roughness clamped
-    to ``SPECULAR_MIN_ROUGHNESS``; the average is taken over the basis blocks weighted by their
-    solid angle ``omega [1 or K]`` (a softmax in log space, so sharp lobes stay finite): the split-sum
-    "prefiltered environment" of real-time PBR, from the ``(dirs, power, omega)`` of
-    :func:`radiance_basis`. Differentiable in all inputs.
+    ``s = 2 / alpha^2 - 2`` of ``alpha = roughness^2`` (Blender's GGX remapping), clamped to
+    ``[1, SPECULAR_MAX_EXPONENT]`` (sharper lobes than the basis resolves would jump from block to
+    block); the average is taken over the basis blocks weighted by their solid angle ``omega [1 or
+    K]``: the split-sum "prefiltered environment" of real-time PBR, from the ``(dirs, power,
+    omega)`` of :func:`radiance_basis`. Differentiable in all inputs.
     """
     import torch
 
-    alpha = roughness.clamp(SPECULAR_MIN_ROUGHNESS, 1.0) ** 2
-    s = (2.0 / alpha**2 - 2.0).clamp_min(1.0)
-    cos = (reflect_dirs @ dirs.T).clamp_min(1e-6)  # [M, K]
-    omega = omega.reshape(1, -1)
-    logits = s[:, None] * torch.log(cos) + torch.log(omega)
-    weights = torch.softmax(logits, dim=-1)
-    return weights @ (power / omega.reshape(-1, 1))
+    alpha = roughness.clamp(0.02, 1.0) ** 2
+    s = (2.0 / alpha**2 - 2.0).clamp(1.0, SPECULAR_MAX_EXPONENT)
+    w = (reflect_dirs @ dirs.T).clamp_min(0.0).pow(s[:, None])  # [M, K]; the nearest block is > 0.9
+    omega = omega.reshape(-1, 1)
+    acc = w @ torch.cat([power, omega], dim=-1)  # sum w L omega, sum w omega
+    return acc[:, :3] / acc[:, 3:].clamp_min(1e-30)
 
 
 def env_brdf(roughness: Any, n_dot_v: Any) -> tuple[Any, Any]:
