@@ -339,20 +339,20 @@ class RelightableDecoder(nn.Module):
         space for the default conditioning; a scaled object-to-camera viewmat is fine, the normal is
         renormalized) and ``E`` the irradiance integrated over the conditioning map, i.e. the
         dataset's definition of ``shadow`` (:mod:`near_blender.data.shadow`). ``"pbr"`` adds the
-        split-sum glossy term ``shadow * L_pre(r, roughness) * (F0 A + B)``: ``r`` the view
+        split-sum glossy term ``shadow * L_pre(r, roughness) * albedo(F0, roughness, n.v)``: ``r`` the view
         direction mirrored about ``n`` (the camera at the viewmat's origin), ``L_pre`` the map
         averaged over the roughness's lobe (:func:`~near_blender.render.conditioning.prefiltered_radiance`),
-        ``F0 = 0.04 (1 - metallic) + base_colour * metallic`` and ``A, B`` the environment BRDF
-        (:func:`~near_blender.render.conditioning.env_brdf`). ``L_pre`` gets no gradient (3x
+        ``F0 = 0.04 (1 - metallic) + base_colour * metallic`` and ``albedo`` the GGX directional
+        albedo with multiple scattering (:func:`~near_blender.render.conditioning.glossy_albedo`). ``L_pre`` gets no gradient (3x
         cheaper: it is an [M, K] softmax); the glossy term still trains base colour, metallic and
-        roughness through ``F0 A + B``, and roughness has its own loss.
+        roughness through the albedo, and roughness has its own loss.
         """
         import math
 
         from ..render.conditioning import (
             SPECULAR_F0_DIELECTRIC,
             diffuse_irradiance,
-            env_brdf,
+            glossy_albedo,
             prefiltered_radiance,
         )
 
@@ -381,12 +381,11 @@ class RelightableDecoder(nn.Module):
                 n_dot_v = (n * v).sum(-1, keepdim=True)
                 r = torch.nn.functional.normalize(2.0 * n_dot_v * n - v, dim=-1)
                 rough = g.roughness[sel].to(rad.dtype)
-                a, bias = env_brdf(rough, n_dot_v[:, 0])
                 m = g.metallic[sel].to(rad.dtype)[:, None]
                 f0 = SPECULAR_F0_DIELECTRIC * (1.0 - m) + g.base_color[sel].to(rad.dtype) * m
                 with torch.no_grad():  # a constant of the lighting for the gradients: see above
                     l_pre = prefiltered_radiance(r, rough, d_i, p_i, omega.to(rad.dtype))
-                spec = spec.index_put(idx, l_pre * (f0 * a[:, None] + bias[:, None]))
+                spec = spec.index_put(idx, l_pre * glossy_albedo(f0, rough, n_dot_v[:, 0]))
         diffuse = g.base_color * ((1.0 - g.metallic) * g.shadow)[:, None] * E / math.pi
         return diffuse + g.shadow[:, None] * spec + rad
 

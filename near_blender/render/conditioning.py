@@ -308,3 +308,16 @@ def env_brdf(roughness: Any, n_dot_v: Any) -> tuple[Any, Any]:
     r3 = roughness * 0.022 - 0.04
     a004 = torch.minimum(r0 * r0, torch.exp2(-9.28 * nv)) * r0 + r1
     return -1.04 * a004 + r2, 1.04 * a004 + r3
+
+
+def glossy_albedo(f0: Any, roughness: Any, n_dot_v: Any) -> Any:
+    """Directional albedo ``[M, 3]`` of GGX with multiple scattering for Fresnel ``f0 [M, 3]``:
+    the single-scattering ``F0 A + B`` of :func:`env_brdf` plus Fdez-Aguera's (2019) multiple-
+    scattering term ``E_ms F_avg (F0 A + B) / (1 - F_avg E_ms)``, ``E_ms = 1 - (A + B)``,
+    ``F_avg = F0 + (1 - F0) / 21`` (Blender's Principled BSDF defaults to multiscatter GGX, which
+    keeps the energy that single scattering loses on rough surfaces: a white metal reflects it all)."""
+    a, b = env_brdf(roughness, n_dot_v)
+    single = f0 * a[:, None] + b[:, None]
+    e_ms = (1.0 - (a + b))[:, None]
+    f_avg = f0 + (1.0 - f0) / 21.0
+    return single + e_ms * f_avg * single / (1.0 - f_avg * e_ms)

@@ -12,6 +12,7 @@ from near_blender.render.conditioning import (
     EnvConditioning,
     diffuse_irradiance,
     env_brdf,
+    glossy_albedo,
     prefiltered_radiance,
     radiance_basis,
 )
@@ -73,8 +74,24 @@ def test_env_brdf_matches_the_fit_at_its_ends() -> None:
     )
 
 
+def test_glossy_albedo_keeps_all_energy_of_a_white_metal_and_adds_to_single_scattering() -> None:
+    rough, nv = torch.tensor([0.0, 0.5, 1.0, 1.0]), torch.tensor([1.0, 0.7, 1.0, 0.2])
+    white = glossy_albedo(torch.ones(4, 3), rough, nv)
+    torch.testing.assert_close(white, torch.ones(4, 3))  # furnace: F0 = 1 reflects everything
+    f0 = torch.tensor([[0.04, 0.04, 0.04], [0.9, 0.5, 0.1], [0.04, 0.5, 0.9], [0.5, 0.5, 0.5]])
+    a, b = env_brdf(rough, nv)
+    single = f0 * a[:, None] + b[:, None]
+    got = glossy_albedo(f0, rough, nv)
+    assert torch.all(got >= single) and torch.all(got <= 1.0)
+    # rough head-on F0 = 0.5: single 0.5 * 0.4524 + 0.0 (B = -0.0024), E_ms = 0.55, F_avg = 0.5238
+    e_ms, f_avg = 1 - (a[2] + b[2]), 0.5 + 0.5 / 21
+    s2 = 0.5 * a[2] + b[2]
+    assert abs(float(got[2, 1]) - float(s2 + e_ms * f_avg * s2 / (1 - f_avg * e_ms))) < 1e-6
+    assert float(got[2, 1]) > 1.3 * float(single[2, 1])  # multiple scattering matters when rough
+
+
 def test_pbr_prior_adds_shadowed_split_sum_under_a_white_furnace() -> None:
-    """Constant radiance L: the glossy term is shadow * L * (F0 A + B) exactly, on top of the
+    """Constant radiance L: the glossy term is shadow * L * albedo(F0) exactly, on top of the
     diffuse prior's output (same weights)."""
     glossy = tiny_stack(3, neural_basis={"shading_prior": "pbr"})
     diffuse = tiny_stack(3, neural_basis={"shading_prior": "diffuse"})
@@ -91,8 +108,7 @@ def test_pbr_prior_adds_shadowed_split_sum_under_a_white_furnace() -> None:
     R, t = vm[:3, :3], vm[:3, 3]
     n = torch.nn.functional.normalize(g.normals @ R.T, dim=-1)
     v = -torch.nn.functional.normalize(g.means @ R.T + t, dim=-1)
-    a, b = env_brdf(g.roughness, (n * v).sum(-1))
     f0 = 0.04 * (1 - g.metallic[:, None]) + g.base_color * g.metallic[:, None]
-    want = g.shadow[:, None] * torch.from_numpy(L)[None] * (f0 * a[:, None] + b[:, None])
+    want = g.shadow[:, None] * torch.from_numpy(L)[None] * glossy_albedo(f0, g.roughness, (n * v).sum(-1))
     torch.testing.assert_close(got, want, rtol=2e-3, atol=1e-4)
     assert float(want.amin()) > 0.0
