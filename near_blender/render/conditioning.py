@@ -220,14 +220,9 @@ def environment_conditioning(
 IRRADIANCE_HEIGHT = 16  # rows the irradiance integral runs over (16 x 32 = 512 directions)
 
 
-def irradiance_basis(env_input: Any, height: int = IRRADIANCE_HEIGHT) -> tuple[Any, Any]:
-    """``(dirs, power)`` of :func:`radiance_basis` (the diffuse shading prior's basis)."""
-    dirs, power, _ = radiance_basis(env_input, height)
-    return dirs, power
-
-
 def radiance_basis(env_input: Any, height: int = IRRADIANCE_HEIGHT) -> tuple[Any, Any, Any]:
-    """Texel directions and radiant power of a stacked conditioning, for diffuse irradiance.
+    """Texel directions, radiant power and solid angles of a stacked conditioning, for the
+    decoder's shading priors (diffuse irradiance, glossy reflection).
 
     ``env_input``: torch ``[B, 9, H, W]`` as :meth:`ConditioningMaps.stacked` builds it (ldr, log,
     dirs) with the **fixed** log normalization, so the HDR radiance is recovered exactly as
@@ -265,7 +260,7 @@ def radiance_basis(env_input: Any, height: int = IRRADIANCE_HEIGHT) -> tuple[Any
 
 def diffuse_irradiance(normals: Any, dirs: Any, power: Any) -> Any:
     """``E(n) = sum_k power_k max(0, n . dirs_k)`` ``[M, 3]`` for unit ``normals [M, 3]`` and one
-    item's ``dirs, power [K, 3]`` from :func:`irradiance_basis` (same frame); differentiable."""
+    item's ``dirs, power [K, 3]`` from :func:`radiance_basis` (same frame); differentiable."""
     return (normals @ dirs.T).clamp_min(0.0) @ power
 
 

@@ -12,7 +12,7 @@ import torch
 from near_blender import NearError
 from near_blender.eval.irradiance import Irradiance
 from near_blender.pipeline import NearPipeline
-from near_blender.render.conditioning import EnvConditioning, diffuse_irradiance, irradiance_basis
+from near_blender.render.conditioning import EnvConditioning, diffuse_irradiance, radiance_basis
 from near_blender.render.envmap import Environment, equirect_directions
 from near_blender.train.stage2 import init_weights, read_init_source
 from tests.models_stage2._stage2_helpers import camera, sphere_slat, tiny_stack
@@ -37,7 +37,7 @@ def test_irradiance_from_conditioning_matches_the_eval_integral(rotation_z: floa
     env = _smooth_env(rotation_z)
     vm, _ = camera((1.3, -0.8, 0.6), 32, 32)
     cond = EnvConditioning(env, 32)(vm.numpy()).stacked()[None]
-    dirs, power = irradiance_basis(cond)
+    dirs, power, _ = radiance_basis(cond)
     assert dirs.shape == (1, 512, 3) and power.shape == (1, 512, 3)  # 32 rows -> 16 x 32 blocks
     n_world = _random_normals(200)
     R = vm[:3, :3].double().numpy()
@@ -54,14 +54,14 @@ def test_irradiance_from_conditioning_matches_the_eval_integral(rotation_z: floa
 def test_constant_map_gives_pi_times_radiance() -> None:
     env = Environment(np.full((32, 64, 3), [0.5, 1.0, 2.0], np.float32), 0.0, "const")
     vm, _ = camera((0.0, -2.0, 0.3), 16, 16)
-    dirs, power = irradiance_basis(EnvConditioning(env, 32)(vm.numpy()).stacked()[None])
+    dirs, power, _ = radiance_basis(EnvConditioning(env, 32)(vm.numpy()).stacked()[None])
     E = diffuse_irradiance(torch.from_numpy(_random_normals(50, 1)).float(), dirs[0], power[0])
     np.testing.assert_allclose(E.numpy(), np.tile(math.pi * np.array([0.5, 1.0, 2.0]), (50, 1)), rtol=0.01)
 
 
-def test_irradiance_basis_rejects_a_wrong_shape() -> None:
+def test_radiance_basis_rejects_a_wrong_shape() -> None:
     with pytest.raises(NearError, match=r"\[B, 9, H, W\]"):
-        irradiance_basis(torch.zeros(1, 6, 32, 64))
+        radiance_basis(torch.zeros(1, 6, 32, 64))
 
 
 def _prior_stack(seed: int = 0):
