@@ -28,7 +28,7 @@ def _script() -> Path:
 
 
 def _engine_rows(engine: str, resolutions: list[int], views: int) -> list[dict[str, Any]]:
-    from ..commands.datagen import find_blender
+    from ..utils.blender_job import find_blender
 
     prefix = find_blender(None)
     with tempfile.TemporaryDirectory() as tmp:

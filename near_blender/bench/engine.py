@@ -48,7 +48,7 @@ def default_model(tmp: Path) -> tuple[Path, str]:
 
 def measure(resolutions: list[int], frames: int, samples: int, model: Path) -> dict[str, Any]:
     """Run the Blender-side script once; returns its JSON."""
-    from ..commands.datagen import find_blender
+    from ..utils.blender_job import find_blender
 
     prefix = find_blender(None)
     with tempfile.TemporaryDirectory() as tmp:

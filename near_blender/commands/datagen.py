@@ -16,9 +16,6 @@ Blender's own output goes to ``DIR/logs/``; the progress bar shows renders and E
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -26,7 +23,7 @@ from .. import NearError
 from ..data.config import add_arguments as add_datagen_arguments
 from ..data.config import config_from_args, parse_shard, to_argv
 from ..data.sources import collect_sources
-from ..utils.blender_job import blender_failure, run_blender_events
+from ..utils.blender_job import blender_failure, extension_script, find_blender, run_blender_events
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,34 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def script_path() -> Path:
     """The Blender-side script (in the extension's ``operators/datagen``)."""
-    import near_blender
-
-    p = Path(near_blender.__file__).resolve().parents[1] / "operators" / "datagen" / "headless.py"
-    if not p.is_file():
-        raise NearError(
-            f"The Blender-side data generator script is missing ({p}). `near datagen` runs from a source "
-            "checkout of near-blender (it needs the extension's operators/ folder next to near_blender/)."
-        )
-    return p
-
-
-def find_blender(explicit: str | None) -> list[str]:
-    """Command prefix that runs a Python script in Blender: a Blender binary or the bpy module."""
-    if explicit:
-        p = shutil.which(explicit) or explicit
-        if not (os.path.isfile(p) and os.access(p, os.X_OK)):
-            raise NearError(
-                f"--blender {explicit}: not an executable file. Give the path of the blender binary."
-            )
-        return [p, "-b", "--python-exit-code", "1", "--python"]
-    for cand in (os.environ.get("BLENDER"), shutil.which("blender")):
-        if cand and os.path.isfile(cand) and os.access(cand, os.X_OK):
-            return [cand, "-b", "--python-exit-code", "1", "--python"]
-    if importlib.util.find_spec("bpy") is not None:
-        return [sys.executable]
-    raise NearError(
-        "No Blender found: pass --blender PATH, set $BLENDER, put blender on PATH, or install the bpy "
-        "module in this Python (pip install bpy==5.0.1)."
+    return extension_script(
+        "operators/datagen/headless.py",
+        "`near datagen` runs from a source checkout of near-blender (it needs the extension's operators/ "
+        "folder next to near_blender/).",
     )
 
 

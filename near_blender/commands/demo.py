@@ -27,7 +27,13 @@ from typing import Any
 import numpy as np
 
 from .. import NearError
-from ..utils.blender_job import blender_failure, run_blender_events
+from ..utils.blender_job import (
+    blender_command,
+    blender_failure,
+    extension_script,
+    find_blender,
+    run_blender_events,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,14 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def script_path() -> Path:
-    import near_blender
-
-    p = Path(near_blender.__file__).resolve().parents[1] / "operators" / "demo" / "build_demo.py"
-    if not p.is_file():
-        raise NearError(
-            f"The Blender-side demo script is missing ({p}); run `near demo` from a source checkout."
-        )
-    return p
+    return extension_script("operators/demo/build_demo.py", "Run `near demo` from a source checkout.")
 
 
 def choose_model(out: Path) -> tuple[Path, str, bool]:
@@ -77,14 +76,12 @@ def _warn(text: str) -> None:
 
 
 def run_blender(args: argparse.Namespace, out: Path, model: Path) -> None:
-    from .datagen import find_blender
-
     prefix = find_blender(args.blender)
     forwarded = ["--out", str(out), "--model", str(model), "--resolution", str(args.resolution),
                  "--eevee-samples", str(args.eevee_samples), "--seed", str(args.seed)]  # fmt: skip
     if args.hdris:
         forwarded += ["--hdris", *args.hdris]
-    cmd = [*prefix, str(script_path()), *([] if len(prefix) == 1 else ["--"]), *forwarded]
+    cmd = blender_command(prefix, script_path(), forwarded)
     log_path = out / "demo.log"
     bar = None
 

@@ -4,10 +4,12 @@
 
     near eval --model PIPELINE --data DATASET --out RESULTS [--assets ID ...] [--split heldout|all]
               [--limit N] [--tasks ...] [--methods ours lambertian baked] [--inputs K] [--steps S]
+              [--baked-engine dataset|eevee|cycles] [--blender PATH]
 
 Writes ``RESULTS/metrics.json`` (``{task: {method: {psnr, ssim, lpips, n}}}``), ``per_asset.jsonl``,
 ``rows.jsonl``, ``report.md`` and one contact sheet ``RESULTS/<task>.png`` per task; see
-:mod:`near_blender.eval.tasks` for what each task compares. Re-running with the same settings
+:mod:`near_blender.eval.tasks` for what each task compares. The baked baseline renders in Blender
+(the bpy module or a ``blender`` binary, as ``near datagen``), cached in ``RESULTS/baked/``. Re-running with the same settings
 resumes (finished assets are kept); ``--no-resume`` starts over.
 """
 
@@ -39,6 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="stage-1 noise seed")
     parser.add_argument("--irradiance-height", type=int, default=32,
                         help="rows of the map the baselines integrate irradiance over")  # fmt: skip
+    parser.add_argument("--baked-engine", choices=("dataset", "eevee", "cycles"), default="dataset",
+                        help="engine of the baked baseline (a) renders (default: the dataset's own)")  # fmt: skip
+    parser.add_argument("--blender", default=None, metavar="PATH",
+                        help="Blender for the baked baseline (default: $BLENDER, blender on PATH, the bpy module)")  # fmt: skip
     parser.add_argument("--device", default="cpu", help="torch device for the model (cpu, cuda, ...)")
     parser.add_argument("--sheet-rows", type=int, default=4, help="assets per contact sheet")
     parser.add_argument("--sheet-cell", type=int, default=128, help="contact-sheet cell size (px)")
@@ -53,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         data=args.data, out=args.out, model=args.model, assets=args.assets, split=args.split, limit=args.limit,
         tasks=tuple(args.tasks), methods=tuple(args.methods), inputs=args.inputs, steps=args.steps,
         seed=args.seed, irradiance_height=args.irradiance_height, device=args.device,
+        baked_engine=args.baked_engine, blender=args.blender,
         resume=not args.no_resume, progress=not args.no_progress, sheet_rows=args.sheet_rows,
         sheet_cell=args.sheet_cell,
     )  # fmt: skip

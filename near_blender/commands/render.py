@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from .. import NearError
-from ..utils.blender_job import blender_failure, run_blender_events
+from ..utils.blender_job import (
+    blender_command,
+    blender_failure,
+    extension_script,
+    find_blender,
+    run_blender_events,
+)
 from ..utils.frames import parse_frames, parse_resolution
 
 
@@ -47,15 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def script_path() -> Path:
     """The Blender-side script (in the extension's ``engine/``)."""
-    import near_blender
-
-    p = Path(near_blender.__file__).resolve().parents[1] / "engine" / "batch.py"
-    if not p.is_file():
-        raise NearError(
-            f"The Blender-side render script is missing ({p}). `near render` runs from a source checkout of "
-            "near-blender; with the installed extension use `blender -b FILE.blend -f N` instead."
-        )
-    return p
+    return extension_script(
+        "engine/batch.py",
+        "`near render` runs from a source checkout of near-blender; with the installed extension use "
+        "`blender -b FILE.blend -f N` instead.",
+    )
 
 
 def check_args(args: argparse.Namespace) -> Path:
@@ -73,8 +75,6 @@ def check_args(args: argparse.Namespace) -> Path:
 
 
 def build_command(args: argparse.Namespace, blend: Path) -> list[str]:
-    from .datagen import find_blender
-
     prefix = find_blender(args.blender)
     forwarded = [str(blend)]
     for opt in ("frames", "out", "engine", "resolution", "model"):
@@ -86,9 +86,7 @@ def build_command(args: argparse.Namespace, blend: Path) -> list[str]:
     if args.overwrite:
         forwarded.append("--overwrite")
     forwarded += ["--progress", "json"]
-    if len(prefix) == 1:  # the bpy module: python batch.py ARGS
-        return [*prefix, str(script_path()), *forwarded]
-    return [*prefix, str(script_path()), "--", *forwarded]
+    return blender_command(prefix, script_path(), forwarded)
 
 
 def run(args: argparse.Namespace) -> int:

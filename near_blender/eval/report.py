@@ -87,8 +87,12 @@ def report_markdown(table: dict[str, dict[str, Any]], rows: list[dict[str, Any]]
     if approx:
         lines += [f"Random-lit reconstruction: {len(approx)} input(s) lit by area lights were re-lit with the "
                   "lights as a distant environment map (approximation, see near_blender/eval/lights.py).", ""]  # fmt: skip
-    lines += ["Baked baseline: CPU approximation (input colours back-projected onto the surface voxels, "
-              "Lambertian shading under the target map), not an EEVEE render.", ""]  # fmt: skip
+    if "baked" in methods:
+        engine = settings.get("baked_engine", "dataset")
+        engine = "the dataset's own engine and settings" if engine == "dataset" else engine
+        lines += ["Baked baseline: the asset with the input image projected from the input camera as its base "
+                  "colour (Principled BSDF defaults otherwise), rendered by Blender under the target light with "
+                  f"{engine} (near_blender/eval/baked.py).", ""]  # fmt: skip
     lines += [f"Note: {n}" for n in notes]
     return "\n".join(lines).rstrip() + "\n"
 

@@ -56,7 +56,8 @@ from ..data.dataset import NearDataset, ViewRecord
 from ..render.envmap import Environment
 from ..render.tonemap import standard
 from ..utils.atomic import atomic_path, atomic_write_json
-from .baselines import bake_input_colours, baked_view, lambertian_view
+from .baked import BakedRenders
+from .baselines import lambertian_view
 from .irradiance import DEFAULT_HEIGHT, Irradiance
 from .lights import lights_environment
 from .scoring import display, score
@@ -70,7 +71,7 @@ TASK_METHODS: dict[str, tuple[str, ...]] = {
     "novel_view_relighting": ("ours", "lambertian", "baked"),
 }
 SHEET_COLUMNS = ("input", "gt", *METHODS)
-RESULT_VERSION = 2
+RESULT_VERSION = 3  # 3: the baked baseline is rendered by Blender
 
 
 @dataclass
@@ -89,6 +90,8 @@ class EvalConfig:
     steps: int | None = None  # stage-1 sampler steps (default: the pipeline's)
     seed: int = 0
     irradiance_height: int = DEFAULT_HEIGHT
+    baked_engine: str = "dataset"  # dataset | eevee | cycles: what renders the baked baseline
+    blender: str | None = None  # Blender binary for the baked baseline (default: as `near datagen`)
     device: str = "cpu"
     resume: bool = True
     progress: bool = True
@@ -96,7 +99,17 @@ class EvalConfig:
     sheet_cell: int = 128
 
     def fingerprint(self) -> str:
-        keys = ("data", "model", "tasks", "methods", "inputs", "steps", "seed", "irradiance_height")
+        keys = (
+            "data",
+            "model",
+            "tasks",
+            "methods",
+            "inputs",
+            "steps",
+            "seed",
+            "irradiance_height",
+            "baked_engine",
+        )
         d = {k: getattr(self, k) for k in keys}
         d["model"] = (
             str(Path(self.model).resolve()) if self.model and Path(self.model).exists() else self.model
@@ -196,11 +209,14 @@ def plan_asset(ds: NearDataset, asset_id: str, cfg: EvalConfig) -> list[Example]
 class AssetEvaluator:
     """Runs the methods of every example of one asset, caching stage 1 and baked colours per input."""
 
-    def __init__(self, ds: NearDataset, asset_id: str, cfg: EvalConfig, pipeline: Any | None) -> None:
+    def __init__(
+        self, ds: NearDataset, asset_id: str, cfg: EvalConfig, pipeline: Any | None,
+        baked: BakedRenders | None = None, baked_error: str | None = None,
+    ) -> None:  # fmt: skip
         self.ds, self.asset_id, self.cfg, self.pipeline = ds, asset_id, cfg, pipeline
+        self.baked_renders, self.baked_error = baked, baked_error
         self._views: dict[str, dict[str, np.ndarray]] = {}
         self._lh: dict[int, np.ndarray] = {}
-        self._baked: dict[int, np.ndarray] = {}
         self._irr: dict[tuple[str, float, float], Irradiance] = {}
         self.notes: set[str] = set()
         self._renderer: Any | None = None
@@ -274,12 +290,6 @@ class AssetEvaluator:
             )  # fmt: skip
         return self.prior_coords, self._lh[index]
 
-    def baked_colours(self, index: int) -> np.ndarray:
-        if index not in self._baked:
-            rec = self.input_record(index)
-            self._baked[index] = bake_input_colours(self.prior_coords, self.view(rec), rec.camera)
-        return self._baked[index]
-
     def ours(self, ex: Example, env: Environment) -> np.ndarray:
         from ..scene import PlacedAsset, SceneRenderer
 
@@ -306,12 +316,15 @@ class AssetEvaluator:
             return lambertian_view(gbuf, env, self.irradiance(env))
         return lambertian_view(target, env, self.irradiance(env))
 
-    def baked(self, ex: Example, env: Environment) -> np.ndarray:
-        assert ex.input is not None
-        return baked_view(
-            self.prior_coords, self.baked_colours(ex.input), self.view(ex.target), ex.target.camera, env,
-            self.irradiance(env),
-        )  # fmt: skip
+    def baked(self, ex: Example, env: Environment) -> np.ndarray | None:
+        """The Blender render of the baked asset (made before the asset's evaluation)."""
+        assert ex.input is not None and self.baked_renders is not None
+        img = self.baked_renders.read(self.asset_id, ex.input, ex.target.file)
+        if img is None:
+            self.notes.add(
+                f"baked: {self.asset_id}: {self.baked_error or 'not rendered'}; its baked rows are missing"
+            )
+        return img
 
     def run(self, ex: Example, methods: Sequence[str]) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
         """Rows (one per method) and the display images (input, gt, methods) of one example."""
@@ -461,6 +474,7 @@ def _run_eval(cfg: EvalConfig, on_asset: Callable[[str, AssetResult], None] | No
                 f"{a}: cannot read its cameras/lights ({e}); the asset folder is incomplete."
             ) from None
     total = sum(len(p) for _, p in todo)
+    baked, baked_errors = render_baked(ds, cfg, out, todo)
     notes: set[str] = set()
     planned = {ex.task for _, plan in todo for ex in plan} | {
         t for res in results.values() for t in res.planned
@@ -479,7 +493,7 @@ def _run_eval(cfg: EvalConfig, on_asset: Callable[[str, AssetResult], None] | No
 
     with tqdm(total=total, desc="near eval", unit="img", disable=not cfg.progress) as bar:
         for a, plan in todo:
-            ev = AssetEvaluator(ds, a, cfg, pipeline)
+            ev = AssetEvaluator(ds, a, cfg, pipeline, baked, baked_errors.get(a))
             res = AssetResult(planned=sorted({ex.task for ex in plan}))
             for ex in plan:
                 bar.set_postfix_str(f"{a[:24]} {ex.task}")
@@ -497,6 +511,28 @@ def _run_eval(cfg: EvalConfig, on_asset: Callable[[str, AssetResult], None] | No
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("progress",)}
     settings.update(fingerprint=fp, near_blender=__version__, assets=ids)
     return write_outputs(out, cfg, ids, results, settings, sorted(notes))
+
+
+def render_baked(
+    ds: NearDataset, cfg: EvalConfig, out: Path, todo: list[tuple[str, list[Example]]]
+) -> tuple[BakedRenders | None, dict[str, str]]:
+    """Render the baked baseline's missing images in Blender (one job for every asset); returns the
+    renders and ``{asset: error}`` of the assets Blender could not rebuild."""
+    if "baked" not in cfg.methods:
+        return None, {}
+    renders = BakedRenders.open(out, ds.root, ds.config, cfg.baked_engine)
+    items, assets = [], []
+    for a, plan in todo:
+        wanted = [ex for ex in plan if "baked" in TASK_METHODS[ex.task] and ex.input is not None]
+        if not wanted:
+            continue
+        try:
+            assets.append(json.loads((ds.asset_dir(a) / "asset.json").read_text()))
+        except (OSError, ValueError) as e:
+            raise NearError(f"{a}: cannot read its asset.json ({e}); re-run `near datagen` for it.") from None
+        inputs = {r.index: r for r in ds.views(a, "inputs")}
+        items += [(a, ex.input, inputs[ex.input], ex.target) for ex in wanted]
+    return renders, renders.render(renders.job(assets, items), cfg.blender, cfg.progress)
 
 
 def mean_or_none(values: Sequence[float | None]) -> float | None:

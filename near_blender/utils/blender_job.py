@@ -6,9 +6,12 @@ kept in a log file and in a short tail for error messages. Ctrl-C terminates the
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -16,6 +19,44 @@ from typing import IO, Any
 from .. import NearError
 
 EVENT_PREFIX = "NEAR_EVENT "
+
+
+def find_blender(explicit: str | None) -> list[str]:
+    """Command prefix that runs a Python script in Blender: ``[blender, -b, ..., --python]`` for a
+    Blender binary (``explicit``, then ``$BLENDER``, then ``blender`` on PATH), else ``[python]``
+    when this Python has the bpy module."""
+    if explicit:
+        p = shutil.which(explicit) or explicit
+        if not (os.path.isfile(p) and os.access(p, os.X_OK)):
+            raise NearError(
+                f"--blender {explicit}: not an executable file. Give the path of the blender binary."
+            )
+        return [p, "-b", "--python-exit-code", "1", "--python"]
+    for cand in (os.environ.get("BLENDER"), shutil.which("blender")):
+        if cand and os.path.isfile(cand) and os.access(cand, os.X_OK):
+            return [cand, "-b", "--python-exit-code", "1", "--python"]
+    if importlib.util.find_spec("bpy") is not None:
+        return [sys.executable]
+    raise NearError(
+        "No Blender found: pass --blender PATH, set $BLENDER, put blender on PATH, or install the bpy "
+        "module in this Python (pip install bpy==5.0.1)."
+    )
+
+
+def extension_script(relpath: str, missing_hint: str) -> Path:
+    """A Blender-side script of the extension (``relpath`` from the repository root, which holds
+    ``near_blender/``); ``missing_hint`` completes the error when the checkout lacks it."""
+    import near_blender
+
+    p = Path(near_blender.__file__).resolve().parents[1] / relpath
+    if not p.is_file():
+        raise NearError(f"The Blender-side script {relpath} is missing ({p}). {missing_hint}")
+    return p
+
+
+def blender_command(prefix: list[str], script: Path, args: list[str]) -> list[str]:
+    """The full command: ``python script ARGS`` (bpy module) or ``blender ... script -- ARGS``."""
+    return [*prefix, str(script), *([] if len(prefix) == 1 else ["--"]), *args]
 
 
 def run_blender_events(

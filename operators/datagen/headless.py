@@ -5,7 +5,9 @@ Run by the CLI, or by hand, either in a Blender binary or with the bpy module::
     blender -b --python-exit-code 1 --python operators/datagen/headless.py -- --out DIR [options]
     python operators/datagen/headless.py --out DIR [options]        # bpy module (pip install bpy)
 
-Options are those of ``near datagen`` (``near_blender.data.config.add_arguments``). Exit status:
+Options are those of ``near datagen`` (``near_blender.data.config.add_arguments``). With a first
+argument ``baked`` the script instead renders the evaluation's baked-texture baseline
+(``baked --job JOB.json [--progress json|none]``, see ``operators/datagen/baked.py``). Exit status:
 0 when the batch ran (per-asset failures are recorded in the manifest), 2 on a configuration
 error, 1 on a crash.
 """
@@ -59,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
 
     _bootstrap()
     from near_blender import NearError
+
+    if argv[:1] == ["baked"]:
+        return _baked(argv[1:])
     from near_blender.data.config import add_arguments, config_from_args, parse_shard
     from near_blender.data.sources import collect_sources
 
@@ -111,6 +116,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"near datagen: error: {e}", file=sys.stderr, flush=True)
         return 2
     return 0
+
+
+def _baked(argv: list[str]) -> int:
+    import argparse
+
+    from near_blender import NearError
+
+    parser = argparse.ArgumentParser(prog="near eval baked (Blender side)")
+    parser.add_argument("--job", required=True)
+    parser.add_argument("--progress", choices=("json", "none"), default="none")
+    args = parser.parse_args(argv)
+    baked = importlib.import_module(f"{PACKAGE}.operators.datagen.baked")
+    try:
+        return baked.run_job_file(args.job, args.progress)
+    except (NearError, OSError, ValueError, KeyError) as e:
+        print(f"near eval baked: error: cannot run the job {args.job} ({e}).", file=sys.stderr, flush=True)
+        return 2
 
 
 if __name__ == "__main__":

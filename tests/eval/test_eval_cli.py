@@ -3,6 +3,7 @@ against Cycles on a purely diffuse sphere (wrong normals, map orientation or lig
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,7 +13,8 @@ from PIL import Image
 
 from near_blender.cli import main
 from near_blender.data.dataset import NearDataset
-from near_blender.eval.baselines import bake_input_colours, lambertian_view, nearest_voxel, surface_points
+from near_blender.eval.baked import BakedRenders, projector_texture
+from near_blender.eval.baselines import lambertian_view, surface_points
 from near_blender.eval.lights import lights_environment
 from near_blender.eval.report import LABEL_HEIGHT
 from near_blender.eval.tasks import TASK_METHODS, TASKS
@@ -68,7 +70,7 @@ def test_area_light_inputs_match_cycles_within_the_distant_light_approximation(t
         assert 0.85 < np.median(ratio) < 1.15, (rec.file, np.median(ratio))
 
 
-def test_depth_unprojects_onto_the_sphere_and_baking_round_trips(tiny_dataset):
+def test_depth_unprojects_onto_the_sphere(tiny_dataset):
     ds = NearDataset(tiny_dataset)
     a = _sphere(ds)
     rec = ds.views(a, "inputs")[0]
@@ -76,12 +78,40 @@ def test_depth_unprojects_onto_the_sphere_and_baking_round_trips(tiny_dataset):
     m = _interior(v["rgba"][..., 3])
     r = np.linalg.norm(surface_points(v, rec.camera)[m], axis=1)
     np.testing.assert_allclose(r, 0.5, atol=0.02)  # the unit-box sphere has radius 0.5
-    with np.load(ds.asset_dir(a) / "mesh_voxels.npz") as z:
-        coords = z["coords"].astype(np.int64)
-    colours = bake_input_colours(coords, v, rec.camera)
-    back = colours[nearest_voxel(surface_points(v, rec.camera)[m], coords)]
-    want = np.clip(v["rgba"][..., :3][m] / v["rgba"][..., 3:][m], 0, 1)
-    assert np.median(np.abs(back - want)) < 0.03
+
+
+def test_baked_render_projects_the_input_onto_the_asset(tiny_dataset, tmp_path):
+    """Rendered from the input camera under a uniform white sky, the baked sphere shows the input
+    image (its texture) times the Principled BSDF's white-sky response: a per-channel affine map with
+    gain near 1. A flipped or shifted projection breaks the fit; a broken asset is reported, not fatal."""
+    ds = NearDataset(tiny_dataset)
+    a = _sphere(ds)
+    rec = ds.views(a, "inputs")[0]
+    white = dataclasses.replace(rec, lighting={"type": "uniform", "color": [1, 1, 1], "strength": 1.0})
+    renders = BakedRenders.open(tmp_path, ds.root, ds.config, "dataset")
+    meta = json.loads((ds.asset_dir(a) / "asset.json").read_text())
+    broken = dict(
+        meta, id="broken", source={"kind": "file", "label": "gone.glb", "path": str(tmp_path / "gone.glb")}
+    )
+    job = renders.job([meta, broken], [(a, rec.index, rec, white), ("broken", 0, rec, white)])
+    assert [len(x["items"]) for x in job["assets"]] == [1, 1]
+    failures = renders.render(job, progress=False)
+    assert list(failures) == ["broken"] and "gone.glb" in failures["broken"]
+    out = renders.read(a, rec.index, rec.file)
+    assert out is not None and out.shape == (24, 24, 3)
+    assert renders.read("broken", 0, rec.file) is None
+    v = ds.read(rec)
+    m = _interior(v["rgba"][..., 3])
+    tex = projector_texture(v["rgba"])
+    for c in range(3):
+        x, y = tex[..., c][m], out[..., c][m]
+        gain, offset = np.polyfit(x, y, 1)
+        r2 = 1 - np.var(y - (gain * x + offset)) / np.var(y)
+        assert r2 > 0.97 and 0.8 < gain < 1.05, (c, r2, gain)
+        flipped = tex[::-1, :, c][m]
+        assert np.corrcoef(flipped, y)[0, 1] < 0.9 * np.corrcoef(x, y)[0, 1]
+    # rendered once: the same job again has nothing left to do
+    assert renders.job([meta], [(a, rec.index, rec, white)])["assets"] == []
 
 
 def _eval(*args: str) -> int:
