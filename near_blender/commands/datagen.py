@@ -23,7 +23,7 @@ from .. import NearError
 from ..data.config import add_arguments as add_datagen_arguments
 from ..data.config import config_from_args, parse_shard, to_argv
 from ..data.sources import collect_sources
-from ..utils.blender_job import blender_failure, extension_script, find_blender, run_blender_events
+from ..utils.blender_job import extension_script, find_blender, run_logged
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -97,15 +97,7 @@ def run(args: argparse.Namespace) -> int:
         elif kind == "end":
             summary = ev
 
-    with open(log_path, "a", encoding="utf-8") as log:
-        log.write("$ " + " ".join(cmd) + "\n")
-        try:
-            code, tail = run_blender_events(cmd, on_event, log)
-        finally:
-            if bar is not None:
-                bar.close()
-    if code != 0:
-        raise blender_failure("near datagen", code, tail, log_path)
+    run_logged(cmd, on_event, "near datagen", log_path, lambda: bar and bar.close())
     if summary:
         print(
             f"near datagen: {summary.get('done', 0)} done, {summary.get('failed', 0)} failed, "

@@ -29,10 +29,9 @@ import numpy as np
 from .. import NearError
 from ..utils.blender_job import (
     blender_command,
-    blender_failure,
     extension_script,
     find_blender,
-    run_blender_events,
+    run_logged,
 )
 
 
@@ -97,14 +96,7 @@ def run_blender(args: argparse.Namespace, out: Path, model: Path) -> None:
         elif bar is not None and ev["event"] == "stage1":
             bar.set_postfix_str(f"stage 1 {ev['fraction'] * 100:.0f}%")
 
-    with open(log_path, "w", encoding="utf-8") as log:
-        try:
-            code, tail = run_blender_events(cmd, on_event, log)
-        finally:
-            if bar is not None:
-                bar.close()
-    if code != 0:
-        raise blender_failure("near demo", code, tail, log_path)
+    run_logged(cmd, on_event, "near demo", log_path, lambda: bar and bar.close(), append=False)
 
 
 def _png(path: Path) -> np.ndarray:

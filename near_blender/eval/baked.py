@@ -159,13 +159,7 @@ class BakedRenders:
         n = sum(len(a["items"]) for a in job["assets"])
         if n == 0:
             return {}
-        from ..utils.blender_job import (
-            blender_command,
-            blender_failure,
-            extension_script,
-            find_blender,
-            run_blender_events,
-        )
+        from ..utils.blender_job import blender_command, extension_script, find_blender, run_logged
 
         script = extension_script(
             "operators/datagen/headless.py",
@@ -191,16 +185,7 @@ class BakedRenders:
                 if bar is not None:
                     bar.write(f"baked baseline: {ev['id']}: {ev['error']}")
 
-        log_path = self.root / "blender.log"
-        with open(log_path, "a", encoding="utf-8") as log:
-            log.write("$ " + " ".join(cmd) + "\n")
-            try:
-                code, tail = run_blender_events(cmd, on_event, log)
-            finally:
-                if bar is not None:
-                    bar.close()
-        if code != 0:
-            raise blender_failure("near eval baked", code, tail, log_path)
+        run_logged(cmd, on_event, "near eval baked", self.root / "blender.log", bar and bar.close)
         return failures
 
     def read(self, asset_id: str, input_index: int, target_file: str) -> np.ndarray | None:

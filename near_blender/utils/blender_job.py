@@ -85,6 +85,30 @@ def run_blender_events(
         raise
 
 
+def run_logged(
+    cmd: list[str],
+    on_event: Callable[[dict[str, Any]], None],
+    command: str,
+    log_path: Path,
+    finish: Callable[[], Any] | None = None,
+    append: bool = True,
+) -> None:
+    """:func:`run_blender_events` with Blender's output in ``log_path`` (the command line first when
+    appending); calls ``finish`` (e.g. closing a progress bar) however the job ends, and raises
+    :func:`blender_failure` when it fails."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a" if append else "w", encoding="utf-8") as log:
+        if append:
+            log.write("$ " + " ".join(cmd) + "\n")
+        try:
+            code, tail = run_blender_events(cmd, on_event, log)
+        finally:
+            if finish is not None:
+                finish()
+    if code != 0:
+        raise blender_failure(command, code, tail, log_path)
+
+
 def blender_failure(
     command: str, code: int, tail: list[str], log_path: Path | None = None, hint: str = ""
 ) -> NearError:
