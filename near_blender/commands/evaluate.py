@@ -9,8 +9,8 @@
 Writes ``RESULTS/metrics.json`` (``{task: {method: {psnr, ssim, lpips, n}}}``), ``per_asset.jsonl``,
 ``rows.jsonl``, ``report.md`` and one contact sheet ``RESULTS/<task>.png`` per task; see
 :mod:`near_blender.eval.tasks` for what each task compares. The baked baseline renders in Blender
-(the bpy module or a ``blender`` binary, as ``near datagen``), cached in ``RESULTS/baked/``. Re-running with the same settings
-resumes (finished assets are kept); ``--no-resume`` starts over.
+(the bpy module or a ``blender`` binary, as ``near datagen``), cached in ``RESULTS/baked/``.
+Re-running with the same settings resumes (finished assets are kept); ``--no-resume`` starts over.
 """
 
 from __future__ import annotations

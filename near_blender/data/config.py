@@ -118,6 +118,14 @@ class DatagenConfig:
         d["holdout_envmaps"] = list(self.holdout_envmaps)
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DatagenConfig:
+        """The config of a ``to_dict`` / ``generation`` dict (``config.json``); other keys are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in d.items() if k in names}
+        kw["holdout_envmaps"] = tuple(kw.get("holdout_envmaps", ()))
+        return cls(**kw)
+
     def generation(self) -> dict[str, Any]:
         """The settings that decide the data (the preset name only supplies defaults)."""
         d = self.to_dict()

@@ -76,13 +76,8 @@ def render_config(dataset_config: dict[str, Any], engine: str = "dataset") -> Da
     with ``engine`` replacing the dataset's engine unless it is ``"dataset"``."""
     if engine not in ENGINES:
         raise NearError(f"Unknown baked-baseline engine {engine!r}; use one of {', '.join(ENGINES)}.")
-    gen = dict(dataset_config.get("generation", dataset_config))
-    fields = {f.name for f in dataclasses.fields(DatagenConfig)}
-    kw = {k: v for k, v in gen.items() if k in fields}
-    kw["holdout_envmaps"] = tuple(kw.get("holdout_envmaps", ()))
-    if engine != "dataset":
-        kw["engine"] = engine
-    return DatagenConfig(**kw)
+    cfg = DatagenConfig.from_dict(dataset_config.get("generation", dataset_config))
+    return cfg if engine == "dataset" else dataclasses.replace(cfg, engine=engine)
 
 
 def baked_path(root: Path, asset_id: str, input_index: int, target_file: str) -> Path:

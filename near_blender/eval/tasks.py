@@ -207,7 +207,8 @@ def plan_asset(ds: NearDataset, asset_id: str, cfg: EvalConfig) -> list[Example]
 
 
 class AssetEvaluator:
-    """Runs the methods of every example of one asset, caching stage 1 and baked colours per input."""
+    """Runs the methods of every example of one asset, caching stage 1 per input (the baked
+    baseline's renders are made beforehand, for every asset at once: :func:`render_baked`)."""
 
     def __init__(
         self, ds: NearDataset, asset_id: str, cfg: EvalConfig, pipeline: Any | None,

@@ -149,9 +149,7 @@ class BakedJob:
     def __init__(self, job: dict[str, Any], threads: int = 0) -> None:
         self.job = job
         self.root = Path(job["dataset"])
-        cfg = dict(job["config"])
-        cfg["holdout_envmaps"] = tuple(cfg.get("holdout_envmaps", ()))
-        self.cfg = DatagenConfig(**cfg)
+        self.cfg = DatagenConfig.from_dict(job["config"])
         self.threads = threads
 
     def steps(self) -> Iterator[dict[str, Any]]:
