@@ -265,7 +265,16 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["NEAR_MODEL"] = args.model
     import bpy
 
-    _bootstrap()
+    try:
+        _bootstrap()
+        import numpy  # noqa: F401 - the stack's own dependencies, checked before any frame starts
+        import torch  # noqa: F401
+    except ImportError as e:  # a Blender binary whose Python lacks the stack's wheels
+        print(f"near render: error: this Blender's Python ({sys.executable}) cannot import "
+              f"{e.name or 'a dependency'} ({e}). Install the NeAR extension into this Blender "
+              "(its wheels carry torch and the rest), or run `near render` without --blender "
+              "to use the bpy module of the project's environment.", file=sys.stderr, flush=True)  # fmt: skip
+        return 2
     from near_blender import NearError
     from near_blender.utils.frames import parse_frames, parse_resolution
 

@@ -200,3 +200,46 @@ def test_cli_subprocess_renders_resumes_and_reports(tmp_path, capsys):
     assert cli.main([*args, "--overwrite", "--progress", "none"]) == 2
     err = capsys.readouterr().err
     assert "ball.near.npz" in err and "missing" in err and "Traceback" not in err
+
+
+def _blender_shim(path: Path, preamble: str = "") -> Path:
+    """An executable standing in for a Blender binary: it takes Blender's command line
+    (``-b --python-exit-code 1 --python SCRIPT -- ARGS``) and runs SCRIPT with this Python's bpy
+    module and Blender's ``sys.argv`` (the script's own arguments after ``--``). ``preamble`` runs
+    first (e.g. to hide a module, as a Blender without the extension's wheels would)."""
+    import stat
+    import sys
+
+    path.write_text(
+        f"#!{sys.executable}\n"
+        "import runpy, sys\n"
+        "if sys.argv[1:5] != ['-b', '--python-exit-code', '1', '--python'] or sys.argv[6:7] != ['--']:\n"
+        "    sys.exit(64)\n"
+        f"{preamble}\n"
+        "script = sys.argv[5]\n"
+        "sys.argv = ['blender', *sys.argv[1:]]\n"
+        "runpy.run_path(script, run_name='__main__')\n"
+    )
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+def test_cli_with_a_blender_binary_command_line(tmp_path, capsys):
+    """``near render --blender PATH`` builds Blender's command line and the script reads its
+    arguments after ``--``; a Blender whose Python lacks torch is a clear error, not a traceback."""
+    _scene(tmp_path)
+    out = tmp_path / "bin"
+    args = ["render", str(tmp_path / "scene.blend"), "--frames", "2", "--out", str(out),
+            "--resolution", "32x24", "--progress", "none"]  # fmt: skip
+    assert cli.main([*args, "--blender", str(_blender_shim(tmp_path / "blender"))]) == 0
+    assert "1 rendered, 0 skipped" in capsys.readouterr().out
+    assert exr.read_exr_channels(out / "shot_0002.exr")["ViewLayer.Alpha.A"].shape == (24, 32)
+    assert not (out / "shot_0001.exr").exists()
+
+    no_torch = _blender_shim(tmp_path / "blender-no-torch", "sys.modules['torch'] = None")
+    assert cli.main([*args, "--overwrite", "--blender", str(no_torch)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot import torch" in err and "Install the NeAR extension" in err
+    assert "Traceback" not in err
+    assert cli.main([*args, "--blender", str(tmp_path / "scene.blend")]) == 2
+    assert "not an executable file" in capsys.readouterr().err

@@ -185,12 +185,35 @@ def _depsgraph(scene):
     return bpy.context.evaluated_depsgraph_get()
 
 
+class CountingEngine(FakeEngine):
+    """A FakeEngine that lets the result be written (into a throw-away object)."""
+
+    def begin_result(self, x, y, w, h, layer=""):
+        import types
+
+        self.calls.append("begin_result")
+        rp = types.SimpleNamespace(name="", rect=types.SimpleNamespace(foreach_set=lambda a: None))
+        return types.SimpleNamespace(layers=[types.SimpleNamespace(passes=[rp])])
+
+    def end_result(self, result):
+        self.calls.append("end_result")
+
+
 def test_cancel_during_f12_writes_nothing(tmp_path):
     scene, sphere, _ = _scene(tmp_path)
     _import(tmp_path, sphere)
-    eng = FakeEngine(breaks_after=0)
-    RenderSession().render(eng, _depsgraph(scene))
-    assert "begin_result" not in eng.calls and eng.errors == []
+    full = CountingEngine()
+    RenderSession().render(full, _depsgraph(scene))
+    assert full.calls.count("begin_result") == 1 and full.errors == []
+    checks = full.n  # how many times an uncancelled F12 asks test_break
+    assert checks >= 3
+    # Cancel after each check in turn (before decoding, mid-render, after rasterizing): the render
+    # stops at the very next check, writes no result and reports no error.
+    for k in range(checks):
+        eng = FakeEngine(breaks_after=k)
+        RenderSession().render(eng, _depsgraph(scene))
+        assert eng.n == k + 1, (k, eng.n)
+        assert "begin_result" not in eng.calls and eng.errors == []
 
 
 def test_cancel_during_import_leaves_no_sidecar(tmp_path):

@@ -28,7 +28,7 @@ def _script() -> Path:
 
 
 def _engine_rows(engine: str, resolutions: list[int], views: int) -> list[dict[str, Any]]:
-    from ..utils.blender_job import find_blender
+    from ..utils.blender_job import blender_command, find_blender
 
     prefix = find_blender(None)
     with tempfile.TemporaryDirectory() as tmp:
@@ -43,7 +43,7 @@ def _engine_rows(engine: str, resolutions: list[int], views: int) -> list[dict[s
             "--json",
             str(out),
         ]
-        cmd = [*prefix, str(_script()), *([] if len(prefix) == 1 else ["--"]), *args]
+        cmd = blender_command(prefix, _script(), args)
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
         if r.returncode != 0 or not out.exists():
             raise NearError(

@@ -48,14 +48,14 @@ def default_model(tmp: Path) -> tuple[Path, str]:
 
 def measure(resolutions: list[int], frames: int, samples: int, model: Path) -> dict[str, Any]:
     """Run the Blender-side script once; returns its JSON."""
-    from ..utils.blender_job import find_blender
+    from ..utils.blender_job import blender_command, find_blender
 
     prefix = find_blender(None)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "engine.json"
         args = ["--model", str(model), "--resolutions", *map(str, resolutions), "--frames", str(frames),
                 "--eevee-samples", str(samples), "--json", str(out)]  # fmt: skip
-        cmd = [*prefix, str(_script()), *([] if len(prefix) == 1 else ["--"]), *args]
+        cmd = blender_command(prefix, _script(), args)
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
         if r.returncode != 0 or not out.exists():
             raise NearError(

@@ -23,7 +23,7 @@ from .. import NearError
 from ..data.config import add_arguments as add_datagen_arguments
 from ..data.config import config_from_args, parse_shard, to_argv
 from ..data.sources import collect_sources
-from ..utils.blender_job import extension_script, find_blender, run_logged
+from ..utils.blender_job import blender_command, extension_script, find_blender, run_logged
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,10 +50,7 @@ def build_command(args: argparse.Namespace) -> list[str]:
     if len(prefix) > 1 and args.threads > 0:  # a Blender binary: limit its task scheduler too
         prefix = [prefix[0], "-b", "--threads", str(args.threads), *prefix[2:]]
     forwarded = to_argv(args, skip=("blender", "command", "rest", "progress")) + ["--progress", "json"]
-    script = str(script_path())
-    if len(prefix) == 1:  # the bpy module: python headless.py ARGS
-        return [*prefix, script, *forwarded]
-    return [*prefix, script, "--", *forwarded]
+    return blender_command(prefix, script_path(), forwarded)
 
 
 def _check(args: argparse.Namespace) -> None:
