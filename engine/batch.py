@@ -112,7 +112,7 @@ def check_scene(scene: Any, engine: str) -> list[str]:
     for o in assets:
         rel = o.near_asset.sidecar
         path = Path(bpy.path.abspath(rel, library=o.library)) if rel else None
-        if path is None or not path.is_file():
+        if o.near_asset.packed is None and (path is None or not path.is_file()):
             missing.append(f"{o.name} -> {path if path else '(no file set)'}")
     if missing:
         raise NearError(

@@ -1,13 +1,14 @@
 """Blender properties of the NeAR engine: per-object asset data and per-scene render settings.
 
 Large per-asset data (the LH-SLAT) lives in a sidecar ``.npz`` next to the .blend, referenced by a
-(relative) path here; only small settings are stored inside the .blend.
+(relative) path here; only small settings are stored inside the .blend, unless the user packs the
+sidecar into it (``packed``, see ``engine/assets.py``).
 """
 
 from __future__ import annotations
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, PointerProperty, StringProperty
 
 
 class NearAssetProperties(bpy.types.PropertyGroup):
@@ -27,6 +28,11 @@ class NearAssetProperties(bpy.types.PropertyGroup):
     model_id: StringProperty(  # type: ignore[valid-type]
         name="Model", description="Model that produced the LH-SLAT (for reproducibility)"
     )
+    packed: PointerProperty(  # type: ignore[valid-type]
+        type=bpy.types.Text,
+        name="Packed LH-SLAT",
+        description="The LH-SLAT packed into the .blend (used instead of the sidecar file)",
+    )
 
 
 class NearSceneProperties(bpy.types.PropertyGroup):
@@ -36,9 +42,6 @@ class NearSceneProperties(bpy.types.PropertyGroup):
         name="Anti-aliased Splats",
         description="gsplat's antialiased mode (opacity compensated for the screen-space blur)",
         default=False,
-    )
-    max_batch_voxels: IntProperty(  # type: ignore[valid-type]
-        name="Voxel Chunk", description="Voxels decoded at once (memory bound)", default=200_000, min=1000
     )
     background_strength: FloatProperty(  # type: ignore[valid-type]
         name="Background Strength",

@@ -75,15 +75,14 @@ def scene_camera(scene: Any, camera_override: Any = None) -> Camera:
     return camera_from_object(camera_override or scene.camera, scene)
 
 
-def viewport_camera(region: Any, region_data: Any) -> Camera:
+def viewport_camera(region: Any, region_data: Any, scale: int = 1) -> Camera:
     """The stack :class:`Camera` of a 3D viewport region (``context.region``,
     ``context.region_data``): its view and window matrices already include camera-view zoom/offset.
-    """
+    ``scale`` > 1 renders the same view at 1/scale of the region's pixels (rounded down, >= 1)."""
     if region_data is None:
         raise NearError("No 3D viewport region: run this from a 3D Viewport.")
-    return camera_from_view_matrices(
-        region_data.view_matrix, region_data.window_matrix, region.width, region.height
-    )
+    w, h = max(1, region.width // scale), max(1, region.height // scale)
+    return camera_from_view_matrices(region_data.view_matrix, region_data.window_matrix, w, h)
 
 
 def apply_camera(camera: Camera, cam_obj: Any, scene: Any) -> None:

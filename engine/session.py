@@ -7,7 +7,10 @@ bridge, reports progress, honours cancel (``test_break``) and fills Blender's pa
 
 from __future__ import annotations
 
+import os
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,8 +21,35 @@ from near_blender.render.envmap import Environment
 from near_blender.utils.progress import Cancelled
 
 from . import scene_bridge
-from .assets import collect_assets, sidecar_key
+from .assets import SceneAsset, collect_assets, sidecar_key
 from .passes import ALL_PASSES, EXTRA_PASSES
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """Settings of one render: the scene's Render Properties > NeAR panel, the film, and the
+    add-on preferences' precision (``$NEAR_PRECISION`` when there are no preferences)."""
+
+    transparent: bool = False  # Film > Transparent: no world behind the assets (alpha < 1)
+    background_strength: float = 1.0  # multiplier of the world seen directly by the camera
+    antialiased: bool = False  # gsplat's antialiased rasterization mode
+    precision: str = "fp32"  # network precision: fp32 | bf16 | fp16
+    passes: tuple[str, ...] = ("light", "base")  # the viewport skips "base"
+
+    @classmethod
+    def from_scene(
+        cls, scene: Any, prefs: Any = None, passes: tuple[str, ...] = ("light", "base")
+    ) -> RenderOptions:
+        settings = getattr(scene, "near", None)
+        precision = getattr(prefs, "precision", None) or os.environ.get("NEAR_PRECISION", "FP32")
+        return cls(
+            transparent=bool(scene.render.film_transparent),
+            background_strength=float(settings.background_strength) if settings is not None else 1.0,
+            antialiased=bool(settings.antialiased) if settings is not None else False,
+            precision=precision.lower(),
+            passes=passes,
+        )
+
 
 _renderers: dict[int, Any] = {}  # id(pipeline) -> SceneRenderer (kept across frames and renders)
 _slats: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
@@ -35,15 +65,18 @@ def scene_renderer(pipe: Any) -> Any:
     return r
 
 
-def load_sidecar(path: Any) -> tuple[tuple, np.ndarray, np.ndarray]:
-    """(cache key, coords, feats) of a sidecar, re-read only when the file changed."""
+def load_sidecar(asset: SceneAsset | Path) -> tuple[tuple, np.ndarray, np.ndarray]:
+    """(cache key, coords, feats) of an asset's LH-SLAT (its file, or its bytes packed into the
+    .blend), re-read only when it changed. A bare path reads that file."""
     from near_blender.data.slat_io import load_slat_npz
 
-    key = sidecar_key(path)
+    if not isinstance(asset, SceneAsset):
+        asset = SceneAsset("", Path(asset), np.eye(4))
+    key = sidecar_key(asset)
     if key not in _slats:
         if len(_slats) > 64:
             _slats.clear()
-        _slats[key] = load_slat_npz(path)
+        _slats[key] = load_slat_npz(asset.sidecar, data=asset.packed)
     c, f = _slats[key]
     return key, c, f
 
@@ -69,8 +102,9 @@ class RenderSession:
             camera = self.read_camera(engine, scene, depsgraph)
             env = scene_bridge.environment_from_world(scene.world)
             assets = collect_assets(depsgraph)
+            prefs = self.preferences()
             images = self.render_images(
-                camera, env, scene.render.film_transparent, assets, self.preferences(), progress,
+                camera, env, RenderOptions.from_scene(scene, prefs), assets, prefs, progress,
                 cancel=engine.test_break,
             )  # fmt: skip
         except Cancelled:
@@ -107,15 +141,16 @@ class RenderSession:
     def render_images(
         camera: Camera,
         env: Environment,
-        transparent: bool,
+        options: RenderOptions = RenderOptions(),
         assets: list[Any] = (),
         prefs: Any = None,
         progress: Any = None,
         cancel: Any = None,
     ) -> dict[str, np.ndarray]:
         """All pass images, top row first: ``rgba`` [H,W,4] scene-linear (premultiplied over the
-        world background unless ``transparent``), ``depth`` [H,W,1] (1e10 where empty), ``alpha``,
-        ``base_color``, ``roughness``, ``metallic``, ``shadow``, ``normal`` (world space)."""
+        world background times ``options.background_strength`` unless ``options.transparent``),
+        ``depth`` [H,W,1] (1e10 where empty), ``alpha``, ``base_color``, ``roughness``,
+        ``metallic``, ``shadow``, ``normal`` (world space)."""
         from near_blender.scene import PlacedAsset, composite_over
 
         H, W = camera.height, camera.width
@@ -125,17 +160,20 @@ class RenderSession:
             pipe = get_pipeline(prefs)
             placed = []
             for a in assets:
-                key, coords, feats = load_sidecar(a.sidecar)
+                key, coords, feats = load_sidecar(a)
                 placed.append(PlacedAsset(key, coords, feats, a.matrix_world))
-            imgs = scene_renderer(pipe).render(placed, camera, env, progress=progress, cancel=cancel)
+            imgs = scene_renderer(pipe).render(
+                placed, camera, env, passes=options.passes, progress=progress, cancel=cancel,
+                mode="antialiased" if options.antialiased else None, precision=options.precision,
+            )  # fmt: skip
         else:
             from near_blender.scene import _empty
 
             imgs = _empty(H, W)
         background = None
-        if not transparent:
+        if not options.transparent:
             _, dirs = camera.pixel_rays()
-            background = env.radiance_at(dirs).astype(np.float32)
+            background = (env.radiance_at(dirs) * options.background_strength).astype(np.float32)
         out = {spec.key: imgs[spec.key] for spec in EXTRA_PASSES if spec.key in imgs}
         out["rgba"] = composite_over(imgs, background)
         out["depth"] = np.where(imgs["alpha"] > 1e-6, imgs["depth"], np.float32(1e10)).astype(np.float32)

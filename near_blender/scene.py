@@ -31,6 +31,8 @@ from .utils.progress import CancelCheck, Progress, as_reporter
 # Cache counters of SceneRenderer.stats: misses are encoder runs (IAD per asset, tokenizer per
 # lighting); conditioning_builds counts the resampling of an environment's pixels.
 STAT_KEYS = ("asset_hits", "asset_misses", "lighting_hits", "lighting_misses", "conditioning_builds")
+# Network precisions of SceneRenderer.render (the add-on's "Precision" preference).
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 PASS_KEYS = ("hdr", "alpha", "depth", "normal", "shadow", "base_color", "roughness", "metallic")
 
 
@@ -113,22 +115,23 @@ class SceneRenderer:
         self.stats = dict.fromkeys(STAT_KEYS, 0)
 
     # -- caches -------------------------------------------------------------------------------------
-    def _asset_cache(self, a: PlacedAsset) -> Any:
-        if a.key in self._assets:
-            self._assets.move_to_end(a.key)
+    def _asset_cache(self, a: PlacedAsset, precision: str = "fp32") -> Any:
+        key = (a.key, precision)
+        if key in self._assets:
+            self._assets.move_to_end(key)
             self.stats["asset_hits"] += 1
-            return self._assets[a.key]
+            return self._assets[key]
         self.stats["asset_misses"] += 1  # = one run of the Intrinsic-Aware Decoder
-        with torch.no_grad():
+        with torch.no_grad(), self._autocast(precision):
             cache = self.model.encode_asset(self.pipe.stage2_inputs(a.coords, a.feats))
-        self._assets[a.key] = cache
+        self._assets[key] = cache
         while len(self._assets) > self.max_assets:
             self._assets.popitem(last=False)
         return cache
 
-    def _lighting_cache(self, env: Environment, viewmat: np.ndarray) -> Any:
+    def _lighting_cache(self, env: Environment, viewmat: np.ndarray, precision: str = "fp32") -> Any:
         content = radiance_key(env.radiance)
-        key = lighting_key(env, viewmat, content)
+        key = (*lighting_key(env, viewmat, content), precision)
         if key in self._lightings:
             self._lightings.move_to_end(key)
             self.stats["lighting_hits"] += 1
@@ -142,7 +145,7 @@ class SceneRenderer:
         else:
             self._conds.move_to_end(content)
         env_in = self._conds[content](viewmat, rotation_z=env.rotation_z).stacked()[None]
-        with torch.no_grad():
+        with torch.no_grad(), self._autocast(precision):
             cache = self.model.encode_lighting(env_in.to(self.pipe.device))
         self._lightings[key] = cache
         while len(self._lightings) > self.max_lightings:
@@ -159,26 +162,37 @@ class SceneRenderer:
         passes: tuple[str, ...] = ("light", "base"),
         progress: Progress | None = None,
         cancel: CancelCheck | None = None,
+        mode: str | None = None,
+        precision: str = "fp32",
     ) -> dict[str, np.ndarray]:
         """Images ``[H, W, C]`` (numpy float32, row 0 at the top) of every asset together:
         ``hdr`` (premultiplied scene-linear radiance), ``alpha``, ``depth`` (expected depth along the
         optical axis, 0 where empty), ``normal`` (world space, unit where covered), ``shadow``,
-        ``base_color``, ``roughness``, ``metallic`` (premultiplied by coverage)."""
+        ``base_color``, ``roughness``, ``metallic`` (premultiplied by coverage).
+
+        ``passes`` as :meth:`RelightableDecoder.render_gaussians` (images of a skipped pass are
+        zero); ``mode``: "classic" or "antialiased" rasterization (default: the model's);
+        ``precision``: "fp32", "bf16" or "fp16" for the networks (autocast; the Gaussians are
+        rasterized in float32 whatever the precision)."""
+        if precision not in PRECISIONS:
+            raise NearError(f"Unknown precision {precision!r}; use one of {sorted(PRECISIONS)}.")
         rep = as_reporter(progress, cancel)
         H, W = camera.height, camera.width
         if not assets:
             return _empty(H, W)
         device, model = self.pipe.device, self.model
-        lighting = self._lighting_cache(env, camera.viewmat)
+        lighting = self._lighting_cache(env, camera.viewmat, precision)
         parts = []
         for i, a in enumerate(assets):
             rep.update(i / (len(assets) + 1), f"decoding {i + 1}/{len(assets)}")
-            cache = self._asset_cache(a)
+            cache = self._asset_cache(a, precision)
             vm_obj = torch.as_tensor(
                 object_viewmat(camera.viewmat, a.matrix_world)[None], dtype=torch.float32
             )
-            g = model.gaussians(cache, lighting, vm_obj.to(device))
-            g.radiance = model.radiance(g, lighting, vm_obj.to(device))  # before moving to the world
+            with self._autocast(precision):
+                g = model.gaussians(cache, lighting, vm_obj.to(device))
+                g.radiance = model.radiance(g, lighting, vm_obj.to(device))  # before moving to the world
+            g = _as_float32(g)
             R, s, t, _ = similarity(a.matrix_world)
             parts.append(
                 g.transformed(torch.as_tensor(R, dtype=torch.float32, device=device), s,
@@ -189,13 +203,33 @@ class SceneRenderer:
         g.batch = torch.zeros_like(g.batch)
         vm = torch.as_tensor(np.asarray(camera.viewmat)[None], dtype=torch.float32, device=device)
         K = torch.as_tensor(np.asarray(camera.K)[None], dtype=torch.float32, device=device)
-        out = model.render_gaussians(g, vm, K, W, H, camera.model, passes)
+        out = model.render_gaussians(g, vm, K, W, H, camera.model, passes, mode=mode)
         rep.update(1.0, "done")
         imgs = {k: v[0].float().cpu().numpy() for k, v in out.items()}
         imgs.pop("alpha_base", None)
         full = _empty(H, W)
         full.update(imgs)
         return full
+
+    def _autocast(self, precision: str) -> Any:
+        """Autocast context of the networks at ``precision`` (a no-op for fp32)."""
+        from contextlib import nullcontext
+
+        if precision == "fp32":
+            return nullcontext()
+        return torch.autocast(torch.device(self.pipe.device).type, dtype=PRECISIONS[precision])
+
+
+def _as_float32(g: Any) -> Any:
+    """The Gaussians with every floating tensor in float32 (autocast leaves some in half)."""
+    from dataclasses import fields, replace
+
+    changes = {}
+    for f in fields(g):
+        v = getattr(g, f.name)
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and v.dtype != torch.float32:
+            changes[f.name] = v.float()
+    return replace(g, **changes) if changes else g
 
 
 def _concat(parts: list[Any]) -> Any:

@@ -1,14 +1,14 @@
-"""Operators: import an image as a NeAR asset, generate training data, batch rendering."""
+"""Operators: import an image as a NeAR asset, pack/unpack its LH-SLAT, generate training data."""
 
 from __future__ import annotations
 
 import bpy
 
-from . import import_image
+from . import import_image, lhslat
 from .generate_data import NEAR_OT_generate_training_data, menu_func
 
-classes: tuple[type, ...] = (NEAR_OT_generate_training_data, *import_image.classes)
-MENUS = ((bpy.types.TOPBAR_MT_render, menu_func), *import_image.MENUS)
+classes: tuple[type, ...] = (NEAR_OT_generate_training_data, *import_image.classes, *lhslat.classes)
+MENUS = ((bpy.types.TOPBAR_MT_render, menu_func), *import_image.MENUS, *lhslat.MENUS)
 
 
 def register() -> None:

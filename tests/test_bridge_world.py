@@ -174,7 +174,7 @@ def test_cycles_render_of_the_world_matches_our_lookup(tmp_path, rotation_deg):
 
     cam = bridge.scene_camera(scene)
     env = bridge.environment_from_world(scene.world)
-    ours = RenderSession.render_images(cam, env, transparent=False)["rgba"][..., :3]
+    ours = RenderSession.render_images(cam, env)["rgba"][..., :3]
     # The bright patch is where our projection of its world direction says.
     lum = cycles_img.sum(-1)
     mask = lum > 0.5 * lum.max()

@@ -265,3 +265,170 @@ def test_bad_inputs_are_clear_errors(tmp_path):
     eng = FakeEngine()
     RenderSession().render(eng, _depsgraph(scene))
     assert eng.errors
+
+
+def _camera_region(scene, width: int, height: int):
+    """A 3D viewport region looking through the scene camera (what Rendered shading in camera
+    view gives the engine): its size and view / window matrices."""
+    import types
+
+    cam_obj = scene.camera
+    region = types.SimpleNamespace(width=width, height=height)
+    rv3d = types.SimpleNamespace(
+        view_matrix=cam_obj.matrix_world.normalized().inverted(),
+        window_matrix=cam_obj.calc_matrix_camera(_depsgraph(scene), x=width, y=height, scale_x=1, scale_y=1),
+    )
+    return region, rv3d
+
+
+def _rgba(ch: dict[str, np.ndarray]) -> np.ndarray:
+    return np.stack([ch[f"ViewLayer.Combined.{c}"] for c in "RGBA"], -1)
+
+
+def test_viewport_renders_the_assets_as_f12(tmp_path):
+    from near_addon.engine.viewport import ViewportSession
+
+    scene, sphere, _ = _scene(tmp_path)
+    asset = _import(tmp_path, sphere)
+    f12 = _rgba(_f12(scene, tmp_path / "f12.exr"))
+    region, rv3d = _camera_region(scene, W, H)
+    px, err = ViewportSession.frame(_depsgraph(scene), region, rv3d, scale=1)
+    assert err is None and px.shape == (H, W, 4)
+    assert np.abs(px - f12).mean() < 2e-3 and np.abs(px[..., 3] - f12[..., 3]).max() < 0.05
+    # Viewport Resolution 1/2: the same view at half the pixels (film transparent: alpha = coverage)
+    scene.render.film_transparent = True
+    half, err = ViewportSession.frame(_depsgraph(scene), region, rv3d, scale=2)
+    assert err is None and half.shape == (H // 2, W // 2, 4)
+    scene.render.resolution_percentage = 50  # F12 of the same view at half the pixels
+    coverage = _f12(scene, tmp_path / "half.exr")["ViewLayer.Alpha.A"]
+    scene.render.resolution_percentage, scene.render.film_transparent = 100, False
+    assert coverage.shape == (H // 2, W // 2) and coverage.mean() > 0.02
+    assert np.abs(half[..., 3] - coverage).max() < 0.05
+    # A scene that cannot render shows the world alone and says why.
+    Path(bpy.path.abspath(asset.near_asset.sidecar)).unlink()
+    px, err = ViewportSession.frame(_depsgraph(scene), region, rv3d, scale=2)
+    assert err is not None and "missing" in err
+    assert np.allclose(px[..., 3], 1.0) and px[..., :3].mean() > 0.01
+
+
+def test_render_settings_and_precision_reach_the_image(tmp_path, monkeypatch):
+    scene, sphere, _ = _scene(tmp_path)
+    _import(tmp_path, sphere)
+    opaque = _rgba(_f12(scene, tmp_path / "opaque.exr"))
+    scene.render.film_transparent = True
+    clear = _rgba(_f12(scene, tmp_path / "clear.exr"))
+    scene.render.film_transparent = False
+    scene.near.background_strength = 0.25  # only the world seen directly is scaled
+    dim = _rgba(_f12(scene, tmp_path / "dim.exr"))
+    np.testing.assert_allclose(dim[..., :3], clear[..., :3] + 0.25 * (opaque - clear)[..., :3], atol=1e-5)
+    scene.near.background_strength = 1.0
+
+    scene.near.antialiased = True
+    aa = _rgba(_f12(scene, tmp_path / "aa.exr"))
+    scene.near.antialiased = False
+    assert np.abs(aa - opaque).max() > 1e-3  # a different rasterization mode...
+    assert np.abs(aa - opaque).mean() < 0.02  # ...of the same picture
+
+    monkeypatch.setenv("NEAR_PRECISION", "BF16")  # what the Precision preference sets
+    bf16 = _rgba(_f12(scene, tmp_path / "bf16.exr"))
+    err = bf16[..., :3] - opaque[..., :3]
+    assert np.abs(err).max() > 1e-4  # the networks did run in bfloat16
+    assert 10 * np.log10(opaque[..., :3].max() ** 2 / (err**2).mean()) > 30  # and agree with fp32
+    monkeypatch.setenv("NEAR_PRECISION", "FP8")
+    eng = FakeEngine()
+    RenderSession().render(eng, _depsgraph(scene))
+    assert eng.errors and "Unknown precision" in eng.errors[0]
+
+
+def test_pack_and_unpack_the_lhslat(tmp_path):
+    scene, sphere, _ = _scene(tmp_path)
+    asset = _import(tmp_path, sphere)
+    name = asset.name
+    sidecar = Path(bpy.path.abspath(asset.near_asset.sidecar))
+    original = sidecar.read_bytes()
+    ref = _rgba(_f12(scene, tmp_path / "ref.exr"))
+
+    sidecar.write_bytes(b"not an npz")  # a damaged file is never packed
+    with pytest.raises(RuntimeError, match="corrupt"):
+        bpy.ops.near.pack_lhslat()
+    assert asset.near_asset.packed is None
+    sidecar.write_bytes(original)
+    assert bpy.ops.near.pack_lhslat() == {"FINISHED"}
+    assert asset.near_asset.packed is not None
+    sidecar.unlink()  # the .blend alone now renders the asset...
+    np.testing.assert_allclose(_rgba(_f12(scene, tmp_path / "packed.exr")), ref, atol=1e-6)
+    bpy.ops.wm.save_mainfile()  # ...also after saving and reopening it
+    bpy.ops.wm.open_mainfile(filepath=str(tmp_path / "scene.blend"))
+    scene, asset = bpy.context.scene, bpy.data.objects[name]
+    np.testing.assert_allclose(_rgba(_f12(scene, tmp_path / "reopened.exr")), ref, atol=1e-6)
+
+    sidecar.write_bytes(b"someone else's file")  # unpacking never overwrites a different file
+    with pytest.raises(RuntimeError, match="differs from the packed"):
+        bpy.ops.near.unpack_lhslat(all_assets=True)
+    assert sidecar.read_bytes() == b"someone else's file" and asset.near_asset.packed is not None
+    sidecar.unlink()
+    assert bpy.ops.near.unpack_lhslat(all_assets=True) == {"FINISHED"}
+    assert sidecar.read_bytes() == original and asset.near_asset.packed is None
+    assert not [t for t in bpy.data.texts if t.name.startswith(".near-lhslat-")]
+    np.testing.assert_allclose(_rgba(_f12(scene, tmp_path / "unpacked.exr")), ref, atol=1e-6)
+
+
+class RecordingLayout:
+    """A UILayout stand-in: checks that every property and operator a panel draws exists."""
+
+    def __init__(self) -> None:
+        self.props: list[str] = []
+        self.ops: list[str] = []
+        self.labels: list[str] = []
+        self.use_property_split, self.enabled, self.alert = False, True, False
+
+    def column(self, **_: object) -> RecordingLayout:
+        return self
+
+    row = box = column
+
+    def prop(self, data, name: str, **_: object) -> None:
+        assert name in data.bl_rna.properties, name
+        self.props.append(name)
+
+    def operator(self, idname: str, **_: object):
+        import types
+
+        mod, _, fn = idname.partition(".")
+        getattr(getattr(bpy.ops, mod), fn).get_rna_type()  # KeyError when there is no such operator
+        self.ops.append(idname)
+        return types.SimpleNamespace()
+
+    def label(self, text: str = "", **_: object) -> None:
+        self.labels.append(text)
+
+
+def test_panels_draw_the_settings_and_the_asset_state(tmp_path):
+    import types
+
+    from near_addon.ui.panels import OBJECT_PT_near_asset, RENDER_PT_near
+
+    scene, sphere, _ = _scene(tmp_path)
+    asset = _import(tmp_path, sphere)
+
+    def draw(panel, engine: str = "NEAR") -> RecordingLayout:
+        layout = RecordingLayout()
+        ctx = types.SimpleNamespace(
+            scene=scene, object=asset, engine=engine, preferences=bpy.context.preferences
+        )
+        assert panel.poll(ctx)
+        panel.draw(types.SimpleNamespace(layout=layout), ctx)
+        return layout
+
+    assert not RENDER_PT_near.poll(types.SimpleNamespace(engine="CYCLES"))
+    render = draw(RENDER_PT_near)
+    assert render.props == ["antialiased", "background_strength", "preview_scale"]
+    assert "preferences.addon_show" in render.ops and any("model" in t.lower() for t in render.labels)
+    on_file = draw(OBJECT_PT_near_asset, engine="CYCLES")  # an asset shows its panel under any engine
+    assert "sidecar" in on_file.props and on_file.ops == ["near.pack_lhslat"]
+    assert bpy.ops.near.pack_lhslat() == {"FINISHED"}
+    assert draw(OBJECT_PT_near_asset).ops == ["near.unpack_lhslat"]
+    assert bpy.ops.near.unpack_lhslat() == {"FINISHED"}
+    Path(bpy.path.abspath(asset.near_asset.sidecar)).unlink()
+    missing = draw(OBJECT_PT_near_asset)
+    assert missing.ops == [] and any("missing" in t for t in missing.labels)

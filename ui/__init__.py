@@ -1,10 +1,10 @@
-"""User interface: the NeAR engine appears in Blender's standard render panels."""
+"""User interface: the NeAR engine in Blender's standard render panels, its own panels, preferences."""
 
 from __future__ import annotations
 
 import bpy
 
-from . import preferences
+from . import panels, preferences
 
 ENGINE_ID = "NEAR"
 
@@ -30,14 +30,14 @@ def compatible_panels() -> list[type]:
 
 
 def register() -> None:
-    for cls in preferences.classes:
+    for cls in (*preferences.classes, *panels.classes):
         bpy.utils.register_class(cls)
     for panel in compatible_panels():
         panel.COMPAT_ENGINES.add(ENGINE_ID)
 
 
 def unregister() -> None:
-    for cls in reversed(preferences.classes):
+    for cls in reversed((*preferences.classes, *panels.classes)):
         bpy.utils.unregister_class(cls)
     for panel in bpy.types.Panel.__subclasses__():
         engines = getattr(panel, "COMPAT_ENGINES", None)

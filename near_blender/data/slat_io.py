@@ -51,21 +51,28 @@ def save_slat_npz(
     return path
 
 
-def load_slat_npz(path: str | os.PathLike[str], resolution: int = GRID) -> tuple[np.ndarray, np.ndarray]:
-    """Read a SLAT file -> ``(coords int32 [N, 3], feats float32 [N, C])``, validated."""
+def load_slat_npz(
+    path: str | os.PathLike[str], resolution: int = GRID, data: bytes | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read a SLAT file -> ``(coords int32 [N, 3], feats float32 [N, C])``, validated.
+
+    ``data``: the file's bytes, when they are held elsewhere (a sidecar packed into a .blend);
+    ``path`` then only names it in error messages."""
+    import io
+
     path = Path(path)
-    if not path.is_file():
+    if data is None and not path.is_file():
         raise NearError(f"SLAT file {path} does not exist.")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            keys = set(data.files)
+        with np.load(path if data is None else io.BytesIO(data), allow_pickle=False) as npz:
+            keys = set(npz.files)
             missing = {"coords", "feats"} - keys
             if missing:
                 raise NearError(
                     f"SLAT file {path} lacks {sorted(missing)} (has {sorted(keys)}); "
                     "expected 'coords' and 'feats'."
                 )
-            c, f = data["coords"], data["feats"]
+            c, f = npz["coords"], npz["feats"]
     except NearError:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:

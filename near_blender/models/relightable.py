@@ -399,12 +399,14 @@ class RelightableDecoder(nn.Module):
         height: int,
         camera_model: str = "pinhole",
         passes: tuple[str, ...] = ("light", "base"),
+        mode: str | None = None,
     ) -> dict[str, Tensor]:
         """Radiance MLP + the rasterization passes, item ``b`` with camera ``b``.
 
         ``passes``: ``"light"`` (hdr, shadow, alpha, depth, normal) and/or ``"base"`` (base_color,
         roughness, metallic, alpha_base); leaving one out skips its rasterization (e.g. a viewport
-        that shows only the HDR image, or a loss on HDR and alpha only).
+        that shows only the HDR image, or a loss on HDR and alpha only). ``mode``: the rasterization
+        mode for this call ("classic" | "antialiased"; default: the model's own).
         """
         from ..render.rasterize import rasterize
 
@@ -422,7 +424,7 @@ class RelightableDecoder(nn.Module):
             gb = g.select(keep & (g.batch == b))
             common = dict(
                 viewmats=viewmats[b : b + 1], Ks=Ks[b : b + 1], width=width, height=height,
-                near_plane=self.near_plane, far_plane=self.far_plane, mode=self.mode,
+                near_plane=self.near_plane, far_plane=self.far_plane, mode=mode or self.mode,
                 camera_model=camera_model, backend=self.backend,
             )  # fmt: skip
             maps: list[tuple[str, Tensor]] = []
