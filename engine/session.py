@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -65,13 +64,11 @@ def scene_renderer(pipe: Any) -> Any:
     return r
 
 
-def load_sidecar(asset: SceneAsset | Path) -> tuple[tuple, np.ndarray, np.ndarray]:
+def load_sidecar(asset: SceneAsset) -> tuple[tuple, np.ndarray, np.ndarray]:
     """(cache key, coords, feats) of an asset's LH-SLAT (its file, or its bytes packed into the
-    .blend), re-read only when it changed. A bare path reads that file."""
+    .blend), re-read only when it changed."""
     from near_blender.data.slat_io import load_slat_npz
 
-    if not isinstance(asset, SceneAsset):
-        asset = SceneAsset("", Path(asset), np.eye(4))
     key = sidecar_key(asset)
     if key not in _slats:
         if len(_slats) > 64:

@@ -147,7 +147,8 @@ def test_render_animation_world_rotation_per_frame(tmp_path):
     chans = [exr.read_exr_channels(tmp_path / "render" / f"shot_{f:04d}.exr") for f in (1, 2)]
     pipe = model_manager.get_pipeline()
     stats = dict(next(iter(S._renderers.values())).stats)
-    key, coords, feats = S.load_sidecar(Path(bpy.path.abspath(asset.near_asset.sidecar)))
+    (placed,) = S.collect_assets(bpy.context.evaluated_depsgraph_get())  # the one asset
+    key, coords, feats = S.load_sidecar(placed)
     env0 = exr.read_envmap(studio_hdri("forest"))
     for k, ch in enumerate(chans):
         rgb = np.stack([ch[f"ViewLayer.Combined.{c}"] for c in "RGB"], -1)

@@ -134,7 +134,8 @@ def test_world_mapping_rotation_equals_rotating_the_stack_environment(tmp_path):
     # The same asset rendered by the stack directly, the unrotated map rotated in the Environment.
     env = exr.read_envmap(studio_hdri("forest")).with_rotation(math.radians(70.0))
     pipe = model_manager.get_pipeline()
-    key, coords, feats = S.load_sidecar(Path(bpy.path.abspath(asset.near_asset.sidecar)))
+    (placed,) = S.collect_assets(bpy.context.evaluated_depsgraph_get())  # the one asset
+    key, coords, feats = S.load_sidecar(placed)
     M = np.array(asset.matrix_world)
     cam = addon.engine.scene_bridge.scene_camera(scene)
     direct = S.scene_renderer(pipe).render([PlacedAsset(key, coords, feats, M)], cam, env)

@@ -27,11 +27,16 @@ def model_summary(prefs: Any) -> str:
     return f"Hub: {prefs.hub_repo}{rev}"
 
 
-class RENDER_PT_near(bpy.types.Panel):
+class NearPropertiesPanel:
+    """Common settings of the NeAR panels in the Properties editor (as Cycles' ButtonsPanel)."""
+
     bl_space_type = "PROPERTIES"
     bl_region_type = "WINDOW"
-    bl_context = "render"
     bl_label = "NeAR"
+
+
+class RENDER_PT_near(NearPropertiesPanel, bpy.types.Panel):
+    bl_context = "render"
 
     @classmethod
     def poll(cls, context: Any) -> bool:
@@ -55,11 +60,8 @@ class RENDER_PT_near(bpy.types.Panel):
         ).module = ADDON_PACKAGE
 
 
-class OBJECT_PT_near_asset(bpy.types.Panel):
-    bl_space_type = "PROPERTIES"
-    bl_region_type = "WINDOW"
+class OBJECT_PT_near_asset(NearPropertiesPanel, bpy.types.Panel):
     bl_context = "object"
-    bl_label = "NeAR"
 
     @classmethod
     def poll(cls, context: Any) -> bool:
