@@ -289,6 +289,8 @@ class NearPipeline:
 
         from .train.stage1 import prepare_image
 
+        if self.stage1_method == "delight":
+            return self._delight_slat(image_rgba, coords, camera, progress, cancel)
         for need in ("image_cond_model", "slat_flow_model", "lh_slat_flow_model"):
             if need not in self.models:
                 raise NearError(f"This pipeline has no stage-1 model {need!r}; it has {sorted(self.models)}.")
@@ -327,9 +329,54 @@ class NearPipeline:
         return out.feats.float().cpu().numpy()
 
     @property
+    def stage1_method(self) -> str:
+        """``flow`` (paper eq. 1: base flow + LoRA homogenizer) or ``delight`` (the bundled model's
+        deterministic estimate, :mod:`near_blender.data.delighting`), from ``args.stage1.method``."""
+        return str((self.args.get("stage1") or {}).get("method", "flow"))
+
+    @property
     def needs_input_camera(self) -> bool:
-        """Whether :meth:`image_to_slat` needs the input image's camera (``zs_source: projection``)."""
-        return (self.args.get("stage1") or {}).get("zs_source", "base_flow") == "projection"
+        """Whether :meth:`image_to_slat` needs the input image's camera (``zs_source: projection``
+        or the ``delight`` stage 1: both read the image projected onto the prior)."""
+        s1 = self.args.get("stage1") or {}
+        return self.stage1_method == "delight" or s1.get("zs_source", "base_flow") == "projection"
+
+    def _delight_slat(
+        self,
+        image_rgba: Any,
+        coords: Any,
+        camera: tuple[Any, Any] | None,
+        progress: Progress | ProgressReporter | None,
+        cancel: CancelCheck | None,
+    ) -> Any:
+        """Stage 1 by delighting (``args.stage1.method == "delight"``): ``[N, C]`` float32 LH-SLAT."""
+        import numpy as np
+
+        from .data.delighting import apply_calibration, delight_image, prior_geometry
+
+        s1 = self.args.get("stage1") or {}
+        calibration = s1.get("calibration")
+        if not isinstance(calibration, dict):
+            raise NearError("args.stage1 has no 'calibration'; re-run `near train stage1-delight`.")
+        if camera is None:
+            raise NearError(_NO_CAMERA)
+        c = np.asarray(coords)
+        if c.ndim != 2 or c.shape[1] != 3 or len(c) == 0:
+            raise NearError(f"coords must be a non-empty [N, 3] array of voxel indices; got {c.shape}.")
+        rep = as_reporter(progress, cancel)
+        rep.update(0.0, "stage 1: reading the geometry prior")
+        key = (c.shape, hash(np.ascontiguousarray(c, np.int64).tobytes()))
+        cache = self.__dict__.setdefault("_prior_geometry", {})
+        if key not in cache:
+            if len(cache) >= 4:
+                cache.pop(next(iter(cache)))
+            cache[key] = prior_geometry(c, int(s1.get("resolution", 64)))
+        rep.update(0.7, "stage 1: delighting the image")
+        viewmat, K = camera
+        lit = delight_image(np.asarray(image_rgba, np.float32), viewmat, K, c, geometry=cache[key])
+        feats = apply_calibration(lit.features(), calibration)
+        rep.update(1.0, "stage 1: done")
+        return feats
 
     @staticmethod
     def _projected_zs(image_rgba: Any, coords: Any, camera: Any, s1: dict[str, Any]) -> Any:
@@ -340,11 +387,7 @@ class NearPipeline:
         from .train.stage1 import normalize_features
 
         if camera is None:
-            raise NearError(
-                "This model's stage 1 reads the input image projected onto the geometry prior, so it "
-                "needs the camera that took the image: in Blender, make the scene camera frame the "
-                "photo as it was taken (e.g. with fSpy), or pass camera=(viewmat, K)."
-            )
+            raise NearError(_NO_CAMERA)
         norm = (s1.get("normalization") or {}).get("projection")
         if not norm:
             raise NearError("args.stage1.normalization lacks 'projection' statistics; re-export stage 1.")
@@ -402,6 +445,13 @@ class NearPipeline:
         with torch.no_grad():
             out = model(slat, env_in, vm, K, camera.width, camera.height, camera.model, passes)
         return {k: v[0].float().cpu().numpy() for k, v in out.items()}
+
+
+_NO_CAMERA = (
+    "This model's stage 1 reads the input image projected onto the geometry prior, so it needs the "
+    "camera that took the image: in Blender, make the scene camera frame the geometry prior as the "
+    "photo does (e.g. with fSpy); on the command line, pass `near import-image --camera camera.json`."
+)
 
 
 def _is_local_stem(stem: str) -> bool:

@@ -1,5 +1,6 @@
-"""``near train stage1|stage2|stage1-samples|default-model``: train the two stages (single process or
-torchrun); ``stage1-samples`` writes a trained stage 1's outputs for coupled stage-2 training."""
+"""``near train stage1|stage2|stage1-samples|stage1-delight|default-model``: train the two stages
+(single process or torchrun); ``stage1-samples`` writes a trained stage 1's outputs for coupled
+stage-2 training; ``stage1-delight`` calibrates the delighting stage 1 of the bundled model."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import json
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "stage", choices=["stage1", "stage2", "stage1-samples", "default-model"], help="what to train"
+        "stage",
+        choices=["stage1", "stage2", "stage1-samples", "stage1-delight", "default-model"],
+        help="what to train",
     )
     parser.add_argument("--config", help="JSON or YAML config (see configs/); overrides come after it")
     parser.add_argument("--data", help="dataset folder made by `near datagen`")
@@ -18,7 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     parser.add_argument("--model", help="stage1-samples: pipeline folder whose stage 1 runs")
-    parser.add_argument("--inputs", type=int, default=2, help="stage1-samples: input views per asset")
+    parser.add_argument(
+        "--inputs", type=int, help="stage1-samples / stage1-delight: input views per asset (default 2 / 6)"
+    )
     parser.add_argument("--sampler-steps", type=int, help="stage1-samples: flow sampler steps")
 
 
@@ -60,9 +65,20 @@ def _run_stage(args: argparse.Namespace) -> object:
         if not (args.model and args.data and args.out):
             raise NearError("stage1-samples needs --model (a pipeline with stage 1), --data and --out.")
         result = write_stage1_samples(
-            args.model, args.data, args.out, inputs=args.inputs, steps=args.sampler_steps,
+            args.model, args.data, args.out, inputs=args.inputs or 2, steps=args.sampler_steps,
             progress=not args.no_progress,
         )  # fmt: skip
+    elif args.stage == "stage1-delight":
+        from .. import NearError
+        from ..train.stage1_delight import fit_delight_stage1
+
+        if not (args.data and args.out):
+            raise NearError("stage1-delight needs --data (a `near datagen` folder) and --out.")
+        if args.inputs is not None and args.inputs < 1:
+            raise NearError(f"--inputs must be at least 1, got {args.inputs}.")
+        result = fit_delight_stage1(
+            args.data, args.out, inputs=args.inputs or 6, progress=not args.no_progress
+        )
     else:
         from ..train.default_model import build_default_model
 

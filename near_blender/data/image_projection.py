@@ -11,8 +11,9 @@ ch    name            value
 ====  ==============  ===============================================================================
 0-2   colour          un-premultiplied scene-linear RGB of the pixel the voxel centre projects into,
                       for voxels the camera sees (within ``tolerance`` voxels plus two pixel
-                      footprints of the front-most voxel of their pixel, the pixel covered:
-                      alpha > 0.5); 0 elsewhere
+                      footprints of the front-most voxel over their pixel, each voxel covering
+                      the pixels of its projected footprint; the pixel covered: alpha > 0.5);
+                      0 elsewhere
 3     seen            1 for those voxels, else 0
 4-6   view direction  unit vector from the voxel centre towards the camera centre (object space)
 7     occlusion       how far behind the front-most voxel of its pixel the voxel lies, in voxels,
@@ -33,6 +34,29 @@ from .. import NearError
 
 CHANNELS = 8
 MAX_OCCLUSION = 8.0
+
+
+MAX_SPLAT = 4  # pixels: the widest a voxel's depth is splatted into the depth buffer
+
+
+def front_depth(
+    px: np.ndarray, py: np.ndarray, z: np.ndarray, inside: np.ndarray, voxel_fx: float, W: int, H: int
+) -> np.ndarray:
+    """``[H * W]`` depth of the front-most voxel over each pixel (inf where none). Each voxel (pixel
+    ``(px, py)``, depth ``z``) covers the pixels within its projected half-diagonal,
+    ``sqrt(3) / 2 * voxel_fx / z`` (``voxel_fx``: voxel size times the focal length in pixels), so
+    that a surface whose voxels are more than a pixel apart on screen still hides what lies behind
+    it (voxel centres alone leave holes through which back faces would count as seen)."""
+    zbuf = np.full(H * W, np.inf)
+    radius = np.where(inside, 0.866 * voxel_fx / np.where(inside, z, 1.0), 0.0)
+    reach = int(min(np.ceil(radius.max(initial=0.0)), MAX_SPLAT))
+    for dy in range(-reach, reach + 1):
+        for dx in range(-reach, reach + 1):
+            qx, qy = px + dx, py + dy
+            m = inside & (dx * dx + dy * dy <= np.maximum(radius, 0.5) ** 2)
+            m &= (qx >= 0) & (qx < W) & (qy >= 0) & (qy < H)
+            np.minimum.at(zbuf, (qy * W + qx)[m], z[m])
+    return zbuf
 
 
 def project_image_features(
@@ -65,9 +89,8 @@ def project_image_features(
     px, py = np.floor(u).astype(np.int64), np.floor(v).astype(np.int64)
     inside = front & (px >= 0) & (px < W) & (py >= 0) & (py < H)
     flat = np.where(inside, py * W + px, 0)
-    zbuf = np.full(H * W, np.inf)
-    np.minimum.at(zbuf, flat[inside], z[inside])
     voxel = scale / resolution  # one voxel in camera units
+    zbuf = front_depth(px, py, z, inside, voxel * float(Km[0, 0]), W, H)
     behind = np.where(inside, (z - zbuf[flat]) / voxel, np.inf)  # in voxels
     # several surface voxels share a pixel when a pixel spans more than a voxel; at grazing angles
     # their depths differ by up to about two pixel footprints, which must not count as occlusion
