@@ -60,3 +60,32 @@ def test_compare_and_contact_sheet(tmp_path):
     c_near = px[16 + 16, 72 + S + 16]
     c_eevee = px[16 + 16, 72 + 2 * S + 16]
     assert tuple(c_near) == (128, 128, 128) and tuple(c_eevee) == (153, 153, 153)
+
+
+def test_speckle_is_the_laplacian_energy_of_the_object_ours_over_eevee(tmp_path):
+    from near_blender.train.metrics import mean_abs_laplacian
+
+    # hand values: a single bright pixel in a flat field has |Laplacian| 4 at itself, 1 at its four
+    # neighbours and 0 elsewhere
+    img = np.zeros((5, 5, 1))
+    img[2, 2] = 1.0
+    inner = np.ones((5, 5), bool)  # interior pixels: the 3x3 centre
+    assert abs(mean_abs_laplacian(img, inner) - (4 + 4 * 1) / 9) < 1e-12
+    assert math.isnan(mean_abs_laplacian(img, np.zeros((5, 5), bool)))
+
+    record = _fake_demo(tmp_path)
+    yy, xx = np.mgrid[0:S, 0:S]
+    disc = (xx - 16) ** 2 + (yy - 16) ** 2 < 64
+    rng = np.random.default_rng(1)
+    for r in record["renders"]:  # NeAR speckled (+-0.1), EEVEE with a smooth gradient
+        img = np.asarray(Image.open(tmp_path / r["png"]), np.float64) / 255
+        if r["engine"] == "NEAR":
+            img[disc] = 0.5 + rng.uniform(-0.1, 0.1, (int(disc.sum()), 3))
+        else:
+            img[disc] = (0.3 + 0.02 * xx[disc])[:, None]
+        Image.fromarray((img * 255).round().astype(np.uint8)).save(tmp_path / r["png"])
+    rows = demo.compare(tmp_path, record)
+    # uniform noise of half-width 0.1: E|4a - b - c - d - e| is about 0.26; the gradient's Laplacian
+    # is 0 but for 8-bit rounding (a few 1/255): the ratio is large
+    for r in rows:
+        assert r["speckle"] > 10

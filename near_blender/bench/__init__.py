@@ -23,6 +23,8 @@ BENCHMARKS: dict[str, str] = {
     "decoder": "decoder",
     "datagen": "datagen",
     "engine": "engine",
+    "coverage": "coverage",
+    "stage1": "stage1",
 }
 
 

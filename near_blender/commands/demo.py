@@ -2,7 +2,7 @@
 
 ::
 
-    near demo [--out out/demo] [--resolution 128] [--eevee-samples 16] [--hdris A B C] [--blender PATH]
+    near demo [--out out/demo] [--resolution 256] [--eevee-samples 16] [--hdris A B C] [--blender PATH]
 
 Blender (binary or the bpy module, like ``near datagen``) runs ``operators/demo/build_demo.py``: a
 held-out procedural asset lit by random area lights gives the input image, its mesh the geometry
@@ -37,7 +37,7 @@ from ..utils.blender_job import (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
-    parser.add_argument("--resolution", type=int, default=128, help="square render size (default 128)")
+    parser.add_argument("--resolution", type=int, default=256, help="square render size (default 256)")
     parser.add_argument("--eevee-samples", type=int, default=16, help="EEVEE Next samples (default 16)")
     parser.add_argument(
         "--hdris", nargs="+", default=None, help="studio HDRIs (default courtyard sunset city)"
@@ -121,7 +121,7 @@ def _object_mask(out: Path, near_exr: str, eevee_exr: str, far: float) -> np.nda
 
 def compare(out: Path, record: dict[str, Any]) -> list[dict[str, Any]]:
     """PSNR / SSIM of every NeAR render against its EEVEE reference (AgX PNGs in [0, 1])."""
-    from ..train.metrics import psnr, ssim
+    from ..train.metrics import mean_abs_laplacian, psnr, ssim
 
     by = {(r["engine"], r["hdri"], r["view"]): r for r in record["renders"]}
     rows = []
@@ -130,11 +130,13 @@ def compare(out: Path, record: dict[str, Any]) -> list[dict[str, Any]]:
             n, e = by[("NEAR", hdri, view)], by[("BLENDER_EEVEE", hdri, view)]
             a, b = _png(out / n["png"]), _png(out / e["png"])
             mask = _object_mask(out, n["exr"], e["exr"], float(record.get("clip_end", 100.0)))
-            obj = float("nan")
+            obj = speckle = float("nan")
             if mask.shape == a.shape[:2] and mask.any():
                 mse = float(((a - b) ** 2)[mask].mean())
                 obj = math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)
+                speckle = mean_abs_laplacian(a, mask) / max(mean_abs_laplacian(b, mask), 1e-9)
             rows.append({"hdri": hdri, "view": view, "psnr": psnr(a, b), "psnr_object": obj, "ssim": ssim(a, b),
+                         "speckle": speckle,
                          "object_fraction": float(mask.mean()) if mask.shape == a.shape[:2] else 0.0,
                          "near_s": n["seconds"], "eevee_s": e["seconds"], "near_png": n["png"],
                          "eevee_png": e["png"]})  # fmt: skip
@@ -192,6 +194,9 @@ def run(args: argparse.Namespace) -> int:
                "stage1_seconds": record["stage1_seconds"], "rows": rows,
                "mean_psnr": float(np.mean([r["psnr"] for r in rows])),
                "mean_ssim": float(np.mean([r["ssim"] for r in rows])),
+               "median_psnr_object": float(np.median([r["psnr_object"] for r in rows])),
+               "worst_psnr_object": float(np.min([r["psnr_object"] for r in rows])),
+               "max_speckle": float(np.max([r["speckle"] for r in rows])),
                "near_seconds_median": float(np.median(near_t)), "eevee_seconds_median": float(np.median(eevee_t)),
                "contact_sheet": sheet.name}  # fmt: skip
     (out / "metrics.json").write_text(json.dumps(summary, indent=1))
@@ -199,15 +204,17 @@ def run(args: argparse.Namespace) -> int:
     print(f"  stage 1 (import): {record['stage1_seconds']:.1f} s; renders at {record['resolution']}², "
           f"EEVEE {record['eevee_samples']} samples")  # fmt: skip
     print(
-        f"  {'HDRI':<10} {'view':<6} {'PSNR dB':>8} {'obj PSNR':>8} {'SSIM':>6} {'NeAR s':>7} {'EEVEE s':>8}"
+        f"  {'HDRI':<10} {'view':<6} {'PSNR dB':>8} {'obj PSNR':>8} {'SSIM':>6} {'speckle':>7} {'NeAR s':>7} "
+        f"{'EEVEE s':>8}"
     )
     for r in rows:
         print(f"  {r['hdri']:<10} {r['view']:<6} {r['psnr']:8.2f} {r['psnr_object']:8.2f} {r['ssim']:6.3f} "
-              f"{r['near_s']:7.2f} {r['eevee_s']:8.2f}")  # fmt: skip
+              f"{r['speckle']:7.2f} {r['near_s']:7.2f} {r['eevee_s']:8.2f}")  # fmt: skip
     print(
         f"  median render time: NeAR {summary['near_seconds_median']:.2f} s, EEVEE "
         f"{summary['eevee_seconds_median']:.2f} s (the first EEVEE frame includes shader compilation)"
     )
+    print("  speckle: mean |Laplacian| of the object's AgX pixels, NeAR over EEVEE (1 = as smooth as EEVEE)")
     print(f"  wrote {out}/ (PNGs in AgX, EXR passes, {sheet.name}, metrics.json, demo.blend)")
     if not real:
         _warn(f"near demo: these numbers come from {desc}; they say nothing about NeAR's quality.")

@@ -3,7 +3,7 @@
 ::
 
     near eval --model PIPELINE --data DATASET --out RESULTS [--assets ID ...] [--split heldout|all]
-              [--limit N] [--tasks ...] [--methods ours lambertian baked] [--inputs K] [--steps S]
+              [--limit N] [--tasks ...] [--methods ours lambertian baked delit] [--inputs K] [--steps S]
               [--baked-engine dataset|eevee|cycles] [--blender PATH]
 
 Writes ``RESULTS/metrics.json`` (``{task: {method: {psnr, ssim, lpips, n}}}``), ``per_asset.jsonl``,

@@ -8,7 +8,7 @@
 * ``run.json``: the settings, the asset list and notes.
 * ``report.md``: one table per metric, rows = tasks, columns = methods.
 * ``<task>.png``: a contact sheet per task: a label strip, then one row per asset (the first
-  ``sheet_rows``), columns input, GT, ours, lambertian, baked (grey where a method does not run),
+  ``sheet_rows``), columns input, GT, ours, lambertian, baked, delit (grey where a method does not run),
   each cell ``sheet_cell`` px square (nearest-neighbour resize of the display images).
 """
 
@@ -93,6 +93,10 @@ def report_markdown(table: dict[str, dict[str, Any]], rows: list[dict[str, Any]]
         lines += ["Baked baseline: the asset with the input image projected from the input camera as its base "
                   "colour (Principled BSDF defaults otherwise), rendered by Blender under the target light with "
                   f"{engine} (near_blender/eval/baked.py).", ""]  # fmt: skip
+    if "delit" in methods:
+        lines += ["Delit baseline: the input image delit on the geometry prior (its lighting fitted and divided "
+                  "out, near_blender/data/delighting.py), shaded as a Lambertian surface under the target light "
+                  "with the prior's normals (near_blender/eval/baselines.py).", ""]  # fmt: skip
     lines += [f"Note: {n}" for n in notes]
     return "\n".join(lines).rstrip() + "\n"
 

@@ -23,10 +23,10 @@ inputs come from the per-asset sets of :mod:`near_blender.data.sampling`:
 ``unknown_lit_relighting``
     The input image -> stage 1 -> relit under each held-out map at the input camera; ground truth:
     ``inputs_holdout`` (the input camera re-rendered under that map). Methods: ours, lambertian,
-    baked.
+    baked, delit.
 ``novel_view_relighting``
     The same LH-SLAT rendered at the other cameras (``relit_holdout``: stage-2 cameras under the
-    held-out maps, never the input camera). Methods: ours, lambertian, baked.
+    held-out maps, never the input camera). Methods: ours, lambertian, baked, delit.
 
 Stage 1 runs once per input image with the geometry prior = the asset's surface voxels
 (``mesh_voxels.npz``; the paper voxelizes a Hunyuan3D mesh, the dataset's own mesh is used here)
@@ -57,21 +57,21 @@ from ..render.envmap import Environment
 from ..render.tonemap import standard
 from ..utils.atomic import atomic_path, atomic_write_json
 from .baked import BakedRenders
-from .baselines import lambertian_view
+from .baselines import delit_view, lambertian_view
 from .irradiance import DEFAULT_HEIGHT, Irradiance
 from .lights import lights_environment
 from .scoring import display, score
 
 TASKS = ("gbuffer_forward", "random_lit_reconstruction", "unknown_lit_relighting", "novel_view_relighting")
-METHODS = ("ours", "lambertian", "baked")
+METHODS = ("ours", "lambertian", "baked", "delit")
 TASK_METHODS: dict[str, tuple[str, ...]] = {
     "gbuffer_forward": ("ours", "lambertian"),
     "random_lit_reconstruction": ("ours", "lambertian"),
-    "unknown_lit_relighting": ("ours", "lambertian", "baked"),
-    "novel_view_relighting": ("ours", "lambertian", "baked"),
+    "unknown_lit_relighting": ("ours", "lambertian", "baked", "delit"),
+    "novel_view_relighting": ("ours", "lambertian", "baked", "delit"),
 }
 SHEET_COLUMNS = ("input", "gt", *METHODS)
-RESULT_VERSION = 3  # 3: the baked baseline is rendered by Blender
+RESULT_VERSION = 4  # 3: the baked baseline is rendered by Blender; 4: the delit baseline
 
 
 @dataclass
@@ -218,6 +218,7 @@ class AssetEvaluator:
         self.baked_renders, self.baked_error = baked, baked_error
         self._views: dict[str, dict[str, np.ndarray]] = {}
         self._lh: dict[int, np.ndarray] = {}
+        self._delit: dict[int, np.ndarray] = {}
         self._irr: dict[tuple[str, float, float], Irradiance] = {}
         self.notes: set[str] = set()
         self._renderer: Any | None = None
@@ -316,6 +317,43 @@ class AssetEvaluator:
             gbuf = {"base_color": base, "normal": target["normal"]}
             return lambertian_view(gbuf, env, self.irradiance(env))
         return lambertian_view(target, env, self.irradiance(env))
+
+    @cached_property
+    def prior_geometry(self) -> Any:
+        from ..data.delighting import prior_geometry
+
+        return prior_geometry(self.prior_coords)
+
+    def delit_base_color(self, index: int) -> np.ndarray:
+        """Per-voxel base colour ``[N, 3]`` of input ``index`` delit on the prior: the evaluated
+        model's delighting calibration (base-colour channels) when it has one, else the delit
+        colour at the image's own level."""
+        if index not in self._delit:
+            from ..data.delighting import apply_calibration, delight_image
+
+            rec = self.input_record(index)
+            lit = delight_image(
+                self.view(rec)["rgba"], rec.camera.viewmat, rec.camera.K, self.prior_coords,
+                geometry=self.prior_geometry,
+            )  # fmt: skip
+            s1 = (self.pipeline.args.get("stage1") or {}) if self.pipeline is not None else {}
+            cal = s1.get("calibration") if s1.get("method") == "delight" else None
+            if cal is not None and len(cal["channels"]) == 16:
+                self._delit[index] = apply_calibration(lit.features(), cal)[:, 8:11]
+            else:
+                self.notes.add(
+                    "delit: no delighting calibration in the model; base colour at the image's level"
+                )
+                self._delit[index] = lit.albedo.astype(np.float32)
+        return self._delit[index]
+
+    def delit(self, ex: Example, env: Environment) -> np.ndarray | None:
+        """The delit baseline (:func:`near_blender.eval.baselines.delit_view`)."""
+        assert ex.input is not None
+        bc = self.delit_base_color(ex.input)
+        return delit_view(
+            self.view(ex.target), ex.target.camera, self.prior_coords, bc, env, self.irradiance(env)
+        )
 
     def baked(self, ex: Example, env: Environment) -> np.ndarray | None:
         """The Blender render of the baked asset (made before the asset's evaluation)."""

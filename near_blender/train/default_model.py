@@ -12,14 +12,15 @@ continues where it stopped):
    normal loss (``configs/default_stage2_normals.json``) into ``runs/default/stage2_normals``,
    then with normals from the voxel shell and the base-colour skip
    (``configs/default_stage2_skip.json``) into ``runs/default/stage2_skip``.
-3. stage 1 with ``configs/default_stage1.json`` into ``runs/default/stage1`` (base flow, then the
-   LoRA homogenizer on it).
-4. coupling: stage 1 (assembled with the last stage 2 into ``runs/default/pipeline_stage1``) runs
+3. stage 1 by delighting (:mod:`near_blender.data.delighting`): ``near train stage1-delight``
+   calibrates it on the training assets' input views into ``runs/default/stage1_delight``
+   (``calibration.json`` + ``report.json``, its colour error against the ground truth).
+4. coupling: stage 1 (assembled with the last stage 2 into ``runs/default/pipeline_delight``) runs
    on 4 input views of every training asset (``near train stage1-samples`` into
-   ``runs/default/stage1_samples``), and stage 2 is fine-tuned once more on a mix of those outputs
-   and the ground truth (``configs/default_stage2_coupled.json``) into
+   ``runs/default/stage1_delight_samples``), and stage 2 is fine-tuned once more on a mix of those
+   outputs and the ground truth (``configs/default_stage2_coupled.json``) into
    ``runs/default/stage2_coupled``, the run that ships.
-5. :func:`assemble_pipeline`: the exported stage-1 and stage-2 models, merged into one
+5. :func:`assemble_pipeline`: the stage-2 export and the stage-1 calibration, merged into one
    ``from_pretrained`` folder, ``near_blender/weights/near-default`` (``pipeline.json`` +
    ``ckpts/*.json`` / ``*.safetensors``), with the held-out split recorded in ``args``.
 6. :func:`write_heldout_fixture`: ``tests/fixtures/default_heldout.npz``, one held-out asset under a
@@ -51,6 +52,8 @@ STAGE2_RUN = "stage2_coupled"  # the run whose export ships (the last fine-tunin
 STAGE2_BEFORE_COUPLING = "stage2_skip"  # the stage 2 that the coupling step starts from
 SAMPLE_INPUTS = 4  # input views per training asset that stage 1 runs on for the coupling step
 STAGE1_MODELS = ("image_cond_model", "slat_flow_model", "lh_slat_flow_model")
+STAGE1_RUN = "stage1_delight"  # the delighting stage 1's calibration
+SAMPLES = "stage1_delight_samples"  # its outputs on the training inputs, for the coupling step
 
 
 def bundled_folder() -> Path:
@@ -59,45 +62,73 @@ def bundled_folder() -> Path:
 
 
 def assemble_pipeline(stage2_dir: str | Path, stage1_dir: str | Path, out: str | Path) -> Path:
-    """Merge the stage-2 export (``<stage2>/model``) and the stage-1 exports (``<stage1>/base/model``,
-    ``<stage1>/homogenizer/model``) into one pipeline folder ``out``; returns its ``pipeline.json``.
+    """Merge the stage-2 export (``<stage2>/model``) and stage 1 into one pipeline folder ``out``;
+    returns its ``pipeline.json``. Stage 1 is either the delighting calibration
+    (``<stage1>/calibration.json`` from ``near train stage1-delight``) or the flow exports
+    (``<stage1>/base/model``, ``<stage1>/homogenizer/model`` from ``near train stage1``).
 
-    ``args.stage1`` = {normalization {shaded, lh}, image_size, sampler} (from the stage-1 run);
+    ``args.stage1`` = {method: "delight", calibration, resolution, train/held-out assets} or
+    {normalization {shaded, lh}, image_size, zs_source, sampler, ...} (flow);
     ``args.stage2`` = the stage-2 run's settings (SLAT normalization, env height, ...).
     """
     from ..models.checkpoint import from_pretrained
     from ..pipeline import NearPipeline
 
     s2 = Path(stage2_dir) / "model"
-    base = Path(stage1_dir) / "base" / "model"
-    homog = Path(stage1_dir) / "homogenizer" / "model"
-    for need in (s2 / "pipeline.json", base / "slat_flow_model.json", homog / "lh_slat_flow_model.json"):
-        if not need.is_file():
-            raise NearError(f"Cannot assemble the default model: {need} is missing (train that stage first).")
-    stage2 = NearPipeline.from_pretrained(s2)
-    extra = json.loads((homog / "lh_slat_flow_model.stage1.json").read_text())
-    cfg = extra.get("config", {})
-    lh_norm = extra["normalization"]["lh"]
-    s2_norm = stage2.args["stage2"]["slat_normalization"]
-    if len(lh_norm["mean"]) != len(s2_norm["mean"]):
+    if not (s2 / "pipeline.json").is_file():
         raise NearError(
-            f"Stage 1 makes {len(lh_norm['mean'])}-channel LH-SLATs but stage 2 reads {len(s2_norm['mean'])}; "
-            "train both with the same use_bc_slat setting."
+            f"Cannot assemble the default model: {s2 / 'pipeline.json'} is missing (train stage 2 first)."
         )
+    stage2 = NearPipeline.from_pretrained(s2)
+    s2_channels = len(stage2.args["stage2"]["slat_normalization"]["mean"])
     models = dict(stage2.models)
-    models["image_cond_model"] = from_pretrained(homog / "image_cond_model")
-    models["slat_flow_model"] = from_pretrained(base / "slat_flow_model")
-    models["lh_slat_flow_model"] = from_pretrained(homog / "lh_slat_flow_model")
-    args: dict[str, Any] = {
-        "model_id": "near-default",
-        "stage1": {
+    calibration = Path(stage1_dir) / "calibration.json"
+    if calibration.is_file():
+        cal = json.loads(calibration.read_text())
+        report_file = Path(stage1_dir) / "report.json"
+        report = json.loads(report_file.read_text()) if report_file.is_file() else {}
+        if len(cal.get("channels", [])) != s2_channels:
+            raise NearError(
+                f"Stage 1 ({calibration}) makes {len(cal.get('channels', []))}-channel LH-SLATs but stage 2 "
+                f"reads {s2_channels}; calibrate stage 1 on a dataset with the same SLAT layout."
+            )
+        stage1: dict[str, Any] = {
+            "method": "delight",
+            "calibration": cal,
+            "resolution": 64,
+            "train_assets": report.get("train_assets", []),
+            "held_out_assets": report.get("held_out_assets", []),
+        }
+    else:
+        base = Path(stage1_dir) / "base" / "model"
+        homog = Path(stage1_dir) / "homogenizer" / "model"
+        for need in (base / "slat_flow_model.json", homog / "lh_slat_flow_model.json"):
+            if not need.is_file():
+                raise NearError(
+                    f"Cannot assemble the default model: neither {calibration} nor {need} exists (train stage 1 first)."
+                )
+        extra = json.loads((homog / "lh_slat_flow_model.stage1.json").read_text())
+        cfg = extra.get("config", {})
+        lh_norm = extra["normalization"]["lh"]
+        if len(lh_norm["mean"]) != s2_channels:
+            raise NearError(
+                f"Stage 1 makes {len(lh_norm['mean'])}-channel LH-SLATs but stage 2 reads {s2_channels}; "
+                "train both with the same use_bc_slat setting."
+            )
+        models["image_cond_model"] = from_pretrained(homog / "image_cond_model")
+        models["slat_flow_model"] = from_pretrained(base / "slat_flow_model")
+        models["lh_slat_flow_model"] = from_pretrained(homog / "lh_slat_flow_model")
+        stage1 = {
             "normalization": extra["normalization"],
             "image_size": int(extra["image_size"]),
             "zs_source": extra.get("zs_source", "base_flow"),
             "sampler": cfg.get("sampler", {"steps": 25, "rescale_t": 3.0, "cfg_strength": 0.0}),
             "train_assets": extra.get("train_assets", []),
             "held_out_assets": extra.get("held_out_assets", []),
-        },
+        }
+    args: dict[str, Any] = {
+        "model_id": "near-default",
+        "stage1": stage1,
         "stage2": stage2.args["stage2"],
         "models": {name: f"ckpts/{name}" for name in models},
     }
@@ -122,16 +153,17 @@ def build_default_model(progress: bool = True, out: str | Path | None = None) ->
     run("datagen", "--out", DATA, *DATAGEN_ARGS, "--resume")
     for name in ("", "_finetune", "_normals", "_skip"):
         run("train", "stage2", "--config", f"configs/default_stage2{name}.json", *bar)
-    run("train", "stage1", "--config", "configs/default_stage1.json", *bar)
+    if not (REPO / RUNS / STAGE1_RUN / "calibration.json").is_file():
+        run("train", "stage1-delight", "--data", DATA, "--out", f"{RUNS}/{STAGE1_RUN}", *bar)
     coupled = REPO / RUNS / STAGE2_RUN / "model" / "pipeline.json"
     if not coupled.is_file():  # the samples are only needed until the coupled run has finished
-        inter = REPO / RUNS / "pipeline_stage1"
-        assemble_pipeline(REPO / RUNS / STAGE2_BEFORE_COUPLING, REPO / RUNS / "stage1", inter)
+        inter = REPO / RUNS / "pipeline_delight"
+        assemble_pipeline(REPO / RUNS / STAGE2_BEFORE_COUPLING, REPO / RUNS / STAGE1_RUN, inter)
         run("train", "stage1-samples", "--model", str(inter), "--data", DATA,
-            "--out", f"{RUNS}/stage1_samples", "--inputs", str(SAMPLE_INPUTS), *bar)  # fmt: skip
+            "--out", f"{RUNS}/{SAMPLES}", "--inputs", str(SAMPLE_INPUTS), *bar)  # fmt: skip
     run("train", "stage2", "--config", "configs/default_stage2_coupled.json", *bar)
     dest = Path(out) if out else bundled_folder()
-    pfile = assemble_pipeline(REPO / RUNS / STAGE2_RUN, REPO / RUNS / "stage1", dest)
+    pfile = assemble_pipeline(REPO / RUNS / STAGE2_RUN, REPO / RUNS / STAGE1_RUN, dest)
     size = folder_size_mb(dest)
     if size > 20:
         raise NearError(f"The default model is {size:.1f} MB; the bundled model must stay under 20 MB.")

@@ -43,6 +43,20 @@ def ssim(pred: Any, gt: Any, data_range: float = 1.0) -> float:
     return float(ssim_t(p, g, data_range=data_range))
 
 
+def mean_abs_laplacian(image: Any, mask: Any) -> float:
+    """Mean ``|4 I(p) - I(up) - I(down) - I(left) - I(right)|`` over the channels of ``image
+    [H, W, C]`` at the pixels of ``mask [H, W]`` whose four neighbours are in the mask too (the
+    object's interior): high-frequency energy, e.g. speckle. NaN when no pixel qualifies."""
+    img = np.asarray(image, np.float64)
+    m = np.asarray(mask, bool)
+    inner = m[1:-1, 1:-1] & m[:-2, 1:-1] & m[2:, 1:-1] & m[1:-1, :-2] & m[1:-1, 2:]
+    if not inner.any():
+        return float("nan")
+    c = img[1:-1, 1:-1]
+    lap = 4 * c - img[:-2, 1:-1] - img[2:, 1:-1] - img[1:-1, :-2] - img[1:-1, 2:]
+    return float(np.abs(lap[inner]).mean())
+
+
 def lpips_available() -> bool:
     from .lpips import LPIPS
 

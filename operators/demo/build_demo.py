@@ -9,7 +9,7 @@
    mesh, the reference): ``{engine}_{hdri}_{view}.png`` (AgX view transform) and ``.exr`` (multilayer
    passes). ``demo.json`` lists the files and the render times.
 
-    python operators/demo/build_demo.py --out out/demo --model DIR [--resolution 128 ...]
+    python operators/demo/build_demo.py --out out/demo --model DIR [--resolution 256 ...]
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--out", required=True)
     p.add_argument("--model", required=True)
-    p.add_argument("--resolution", type=int, default=128)
+    p.add_argument("--resolution", type=int, default=256)
     p.add_argument("--eevee-samples", type=int, default=16)
     p.add_argument("--hdris", nargs="+", default=list(HDRIS))
     p.add_argument("--seed", type=int, default=0)

@@ -151,9 +151,9 @@ def test_near_eval_end_to_end(tiny_dataset, tiny_pipeline, tmp_path, capsys):
     assert recon["proc-toru"]["approx_light"] is False and recon["proc-uv_s"]["approx_light"] is True
     for task in TASKS:
         im = Image.open(out / f"{task}.png")
-        assert im.size == (5 * 32, LABEL_HEIGHT + 2 * 32)
+        assert im.size == (6 * 32, LABEL_HEIGHT + 2 * 32)
     report = (out / "report.md").read_text()
-    assert "| task | ours | lambertian | baked |" in report and "LPIPS" in report
+    assert "| task | ours | lambertian | baked | delit |" in report and "LPIPS" in report
     assert "| gbuffer_forward |" in report
     # a second run with the same settings resumes: nothing is recomputed
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("assets/*/result.json")}

@@ -74,3 +74,55 @@ def test_stage1_with_projected_zs_trains_assembles_and_needs_the_camera(tiny_dat
     assert not np.allclose(other, feats)  # the projected image reaches the output
     with pytest.raises(NearError, match="needs the camera"):
         pipe.image_to_slat(rgba, coords, seed=0, steps=2)
+
+
+def test_stage1_delight_calibrates_assembles_and_reads_the_image(tiny_dataset, tmp_path) -> None:
+    from near_blender.train.stage1_delight import fit_delight_stage1
+
+    result = fit_delight_stage1(str(tiny_dataset), str(tmp_path / "s1"), inputs=2, held_out_fraction=0.0,
+                                progress=False)  # fmt: skip
+    cal = json.loads((tmp_path / "s1" / "calibration.json").read_text())
+    assert cal["method"] == "delight" and len(cal["channels"]) == 16
+    report = json.loads((tmp_path / "s1" / "report.json").read_text())
+    train = report["colour_l1_seen"]["train"]
+    assert train == result["train"] and all(0 <= v < 1 for v in train.values())
+    # the two assets have constant, different base colours: the delit colour tells them apart,
+    # a constant colour cannot
+    assert train["delight"] < train["constant"]
+    s2 = {"data": str(tiny_dataset), "out": str(tmp_path / "s2"), "held_out_fraction": 0.0, "use_bc_slat": True,
+          "train": {**TRAIN, "max_steps": 1, "ckpt_every": 1}}  # fmt: skip
+    (tmp_path / "s2.json").write_text(json.dumps(s2))
+    r = _cli("train", "stage2", "--config", str(tmp_path / "s2.json"), "--no-progress")
+    assert r.returncode == 0, r.stderr + r.stdout
+    assemble_pipeline(tmp_path / "s2", tmp_path / "s1", tmp_path / "pipe")
+    pipe = NearPipeline.from_pretrained(tmp_path / "pipe")
+    assert pipe.stage1_method == "delight" and pipe.needs_input_camera
+    assert "lh_slat_flow_model" not in pipe.models  # no flow to ship
+
+    ds = NearDataset(tiny_dataset)
+    asset = ds.asset_ids[0]
+    coords = ds.prior_coords(asset)
+    rec = ds.views(asset, "inputs")[0]
+    rgba = ds.read(rec)["rgba"]
+    cam = (rec.camera.viewmat, rec.camera.K)
+    feats = pipe.image_to_slat(rgba, coords, camera=cam)
+    assert feats.shape == (len(coords), 16) and np.isfinite(feats).all()
+    np.testing.assert_array_equal(feats, pipe.image_to_slat(rgba, coords, seed=5, camera=cam))  # no noise
+    # the image reaches the output: with base-colour channels = the delit colour (two training
+    # assets make too few points for a calibration that is not clipped flat), other colours with
+    # the same shading give other base colours
+    channels = pipe.args["stage1"]["calibration"]["channels"]
+    for j, c in zip((8, 9, 10), "rgb"):
+        channels[j] = {"features": [f"albedo_{c}"], "coef": [1.0], "clip": None}
+    feats = pipe.image_to_slat(rgba, coords, camera=cam)
+    swapped = rgba[..., [2, 1, 0, 3]]
+    other = pipe.image_to_slat(swapped, coords, camera=cam)
+    # (the shading is fitted to the luminance, which the swap changes, and highlights are capped by
+    # it; colour ratios keep both out)
+    np.testing.assert_allclose(other[:, 8] / other[:, 10], feats[:, 10] / feats[:, 8], rtol=0.05)
+    assert np.abs(other[:, 8:11] - feats[:, 8:11]).mean() > 0.05
+    with pytest.raises(NearError, match="--camera"):
+        pipe.image_to_slat(rgba, coords)
+
+    r = _cli("train", "stage1-delight", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "x"))
+    assert r.returncode != 0 and "Traceback" not in r.stderr
