@@ -20,6 +20,19 @@ Decoding (``RepresentationConfig``; published values in brackets):
   then ``- 0.5`` -> object space [-0.5, 0.5]^3, Z up [voxel_size 1.5, res 64];
 * scale: ``sqrt(act(s + act^-1(scaling_bias))^2 + k^2)``, act = softplus [bias 0.004, k = 9e-4];
   the light-specific scale uses the same formula;
+* scale floor (this project's option, not published; ``min_scale`` m = 0: off): a model whose
+  scales all sit at the ``k`` floor (sub-pixel splats, widened by the rasterizer's 2D filter at
+  its training size) draws a see-through lattice of dots at larger output sizes. With m > 0 the
+  ``min_scale_axes`` largest axes of every Gaussian (2: a flat disc keeps its shortest axis, hence
+  its normal; 3: all three) are floored at ``F = m / res`` (m in voxel edges), by
+  ``min_scale_mode``: ``"scale"`` floors the decoded scales, ``max(s, F)``; ``"footprint"`` floors
+  what is drawn, the rasterizer's pixel filter included: at render time the axis scale becomes
+  ``max(s, sqrt(max(F^2 - eps2d p^2, 0)))``, ``p`` the size of a pixel at the Gaussian's depth
+  (``depth / focal`` in world units, ``eps2d`` px^2 the filter), so an image the size the model
+  was trained at changes little and larger ones stay covered (the decoded Gaussians carry ``F``
+  as ``min_footprint``; their scales, hence shortest-axis normals, are left as decoded; with
+  ``"scale"`` and 3 axes the shortest axis of a fully floored Gaussian is arbitrary).
+  :mod:`near_blender.eval.coverage` measures the effect (issue 16);
 * rotation: ``normalize(q + (1, 0, 0, 0))``, quaternions (w, x, y, z);
 * opacity: ``tanh(raw + ln((1 + b) / (1 - b)))`` with b = ``opacity_bias`` [0.1]; this is the
   published ``inverse_tanh`` (twice ``atanh(b)``), so zero logits give tanh(0.2007) = 0.198, and
@@ -57,6 +70,8 @@ NORMAL_SOURCES = ("shortest_axis", "voxels", "features")
 # normal_source "features": a voxel's mean surface normal (input SLAT) shorter than this (its
 # surfaces face different ways: edges, thin parts) is replaced by the voxel shell's PCA normal
 FEATURE_NORMAL_MIN_LENGTH = 0.5
+# how min_scale floors a Gaussian: its drawn footprint (pixel filter included) or its decoded scales
+MIN_SCALE_MODES = ("footprint", "scale")
 BaseColorActivation = Literal["sh_dc", "sigmoid"]
 
 
@@ -155,6 +170,9 @@ class RepresentationConfig:
     lr: dict[str, float] = field(default_factory=dict)
     normal_source: str = "shortest_axis"
     normal_radius: float = 2.5
+    min_scale: float = 0.0  # scale floor in voxel edges (1 / res); 0 = off (module docstring)
+    min_scale_axes: int = 2  # how many of each Gaussian's largest axes are floored (2 or 3)
+    min_scale_mode: str = "footprint"  # "footprint" (drawn size, pixel filter included) | "scale"
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> RepresentationConfig:
@@ -170,7 +188,19 @@ class RepresentationConfig:
             lr={str(k): float(v) for k, v in dict(d.get("lr", {})).items()},
             normal_source=str(d.get("normal_source", "shortest_axis")),
             normal_radius=float(d.get("normal_radius", 2.5)),
+            min_scale=float(d.get("min_scale", 0.0)),
+            min_scale_axes=int(d.get("min_scale_axes", 2)),
+            min_scale_mode=str(d.get("min_scale_mode", "footprint")),
         )
+        if not cfg.min_scale >= 0.0 or cfg.min_scale_axes not in (2, 3):
+            raise NearError(
+                f"representation_config needs min_scale >= 0 (voxel edges) and min_scale_axes 2 or 3, "
+                f"got {cfg.min_scale} and {cfg.min_scale_axes}."
+            )
+        if cfg.min_scale_mode not in MIN_SCALE_MODES:
+            raise NearError(
+                f"Unknown min_scale_mode {cfg.min_scale_mode!r}; use one of {list(MIN_SCALE_MODES)}."
+            )
         if cfg.normal_source not in NORMAL_SOURCES:
             raise NearError(
                 f"Unknown normal_source {cfg.normal_source!r}; use one of {list(NORMAL_SOURCES)}."
@@ -227,6 +257,29 @@ def decode_scale(raw: Tensor, cfg: RepresentationConfig) -> Tensor:
     else:
         s = torch.exp(raw + math.log(cfg.scaling_bias))
     return torch.sqrt(s.square() + cfg.filter_3d**2)
+
+
+def floor_scales(scales: Tensor, floor: float | Tensor, axes: int = 2) -> Tensor:
+    """Per-axis scales ``[..., 3]`` with the ``axes`` largest raised to at least ``floor`` (same
+    units; a number or a tensor broadcastable to ``[..., 1]``): ``axes = 2`` keeps each Gaussian's
+    smallest scale (its disc's thickness and normal axis), ``axes = 3`` floors all three."""
+    floored = scales.clamp_min(floor) if isinstance(floor, float) else torch.maximum(scales, floor)
+    if axes == 3:
+        return floored
+    smallest = scales.argmin(dim=-1, keepdim=True)
+    return floored.scatter(-1, smallest, scales.gather(-1, smallest))
+
+
+def footprint_floor(
+    min_footprint: Tensor, depth: Tensor, focal: float | Tensor, eps2d: float, ortho: bool
+) -> Tensor:
+    """The scale floor ``[M]`` (world units) that makes a Gaussian's drawn footprint at least
+    ``min_footprint [M]`` (world units, standard deviation) per axis, the rasterizer's pixel filter
+    (``eps2d`` px^2) counted: ``sqrt(max(F^2 - eps2d p^2, 0))`` with ``p`` the world size of a pixel
+    at camera depth ``depth [M]`` (``depth / focal``; ``1 / focal`` for an orthographic camera,
+    ``focal`` in pixels, or pixels per world unit)."""
+    p = (torch.ones_like(depth) if ortho else depth.clamp_min(0.0)) / focal
+    return torch.sqrt((min_footprint.square() - eps2d * p.square()).clamp_min(0.0))
 
 
 def decode_rotation(raw: Tensor) -> Tensor:
@@ -317,7 +370,9 @@ class RelightableGaussians:
     [M] in (-1, 1); base_color [M, 3] >= 0; roughness, metallic, shadow [M] in (0, 1);
     color_feature [M, F]; normals [M, 3] (unit, from light_scales, facing the camera);
     batch [M] long; pbr_extra [M, n_extra_pbr] and light_extra [M, n_extra_light] in (0, 1)
-    (the published auxiliary channels ``_pbr1``, ``_hdri1``, ``_hdri2``).
+    (the published auxiliary channels ``_pbr1``, ``_hdri1``, ``_hdri2``); min_footprint [M] or
+    None (world units, the floor of the drawn per-axis scale that the renderer applies, see
+    ``min_scale_mode``).
     """
 
     means: Tensor
@@ -335,6 +390,7 @@ class RelightableGaussians:
     pbr_extra: Tensor
     light_extra: Tensor
     radiance: Tensor | None = None  # [M, 3] HDR radiance, when already evaluated (see ``transformed``)
+    min_footprint: Tensor | None = None  # [M] smallest drawn per-axis scale (``min_scale_mode`` footprint)
 
     def __len__(self) -> int:
         return int(self.means.shape[0])
@@ -367,6 +423,8 @@ class RelightableGaussians:
         out["quats"] = quat_multiply(q_r.expand_as(self.quats), self.quats)
         out["scales"] = self.scales * scale
         out["light_scales"] = self.light_scales * scale
+        if self.min_footprint is not None:
+            out["min_footprint"] = self.min_footprint * scale
         out["normals"] = self.normals @ R.T
         return RelightableGaussians(**out)
 
@@ -445,6 +503,13 @@ def decode_gaussians(
     means = flat(decode_centres(r["_xyz"], coords[:, 1:], resolution, cfg, perturbation))
     quats = flat(decode_rotation(r["_rotation"]))
     light_scales = flat(decode_scale(r["_scaling_view"], cfg))
+    scales = flat(decode_scale(r["_scaling"], cfg))
+    min_footprint = None
+    if cfg.min_scale > 0 and cfg.min_scale_mode == "scale":  # not published (module docstring)
+        light_scales = floor_scales(light_scales, cfg.min_scale / resolution, cfg.min_scale_axes)
+        scales = floor_scales(scales, cfg.min_scale / resolution, cfg.min_scale_axes)
+    elif cfg.min_scale > 0:  # "footprint": applied by the renderer, which knows the pixel size
+        min_footprint = means.new_full((N * K,), cfg.min_scale / resolution)
     centres_b = cam_centres.to(means.dtype)[batch]
     if voxel_normals is None:
         normals = shortest_axis_normals(quats, light_scales, means + orient_offset, centres_b)
@@ -462,7 +527,7 @@ def decode_gaussians(
     return RelightableGaussians(
         means=means,
         quats=quats,
-        scales=flat(decode_scale(r["_scaling"], cfg)),
+        scales=scales,
         light_scales=light_scales,
         opacities=flat(decode_opacity(r["_opacity"], cfg.opacity_bias))[:, 0],
         base_color=flat(
@@ -480,4 +545,5 @@ def decode_gaussians(
         batch=batch,
         pbr_extra=extras("_pbr", layout.n_extra_pbr),
         light_extra=extras("_hdri", layout.n_extra_light),
+        min_footprint=min_footprint,
     )

@@ -193,7 +193,9 @@ class SLatGaussianRenderer(nn.Module):
     ``window_size`` and ``qk_rms_norm`` (the LAD has no voxel self-attention), ``use_fp16`` (the
     caller picks the dtype). ``representation_config`` takes the published keys (``lr``,
     ``perturb_offset``, ``voxel_size``, ``num_gaussians``, ``3d_filter_kernel_size``,
-    ``scaling_bias``, ``opacity_bias``, ``scaling_activation``).
+    ``scaling_bias``, ``opacity_bias``, ``scaling_activation``) and ours (``normal_source``,
+    ``normal_radius``, ``min_scale``, ``min_scale_axes``, ``min_scale_mode``: see
+    :mod:`.gaussian_head`).
 
     Ours (defaults = the published behaviour): ``color_feature_dim`` F (32; the paper says 48),
     ``n_extra_pbr`` / ``n_extra_light`` auxiliary sigmoid channels (1 / 2), ``view_frame``
@@ -349,6 +351,32 @@ class SLatGaussianRenderer(nn.Module):
                 nn.init.xavier_uniform_(m.weight)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
+
+    # representation_config keys that only change how scales are decoded or drawn (no retraining),
+    # with their RepresentationConfig attribute
+    DECODE_ONLY_OPTIONS = {
+        "min_scale": "min_scale",
+        "min_scale_axes": "min_scale_axes",
+        "min_scale_mode": "min_scale_mode",
+        "3d_filter_kernel_size": "filter_3d",
+    }
+
+    def update_representation(self, **options: Any) -> dict[str, Any]:
+        """Set decode-only ``representation_config`` options of a built (e.g. loaded) model in
+        place, keys as in its JSON (e.g. ``min_scale=0.8``): the decoding and the recorded config
+        (what ``save_pretrained`` writes) both change. Returns the previous values of those keys
+        (to restore them). Other keys are refused (they change the heads' layout, buffers or caches)."""
+        bad = sorted(set(options) - set(self.DECODE_ONLY_OPTIONS))
+        if bad:
+            raise NearError(
+                f"update_representation accepts only {list(self.DECODE_ONLY_OPTIONS)}, got {bad}."
+            )
+        previous = {k: getattr(self.rep, self.DECODE_ONLY_OPTIONS[k]) for k in options}
+        rep = dict(self.near_config["args"].get("representation_config") or {})
+        rep.update(options)
+        self.rep = RepresentationConfig.from_dict(rep)  # validates
+        self.near_config["args"]["representation_config"] = rep
+        return previous
 
     # -- input handling --------------------------------------------------------------------------
     def _voxels(self, h: Any, coords: Tensor | None) -> tuple[Tensor, Tensor]:

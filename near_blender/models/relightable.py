@@ -56,7 +56,7 @@ from torch import Tensor, nn
 
 from .. import NearError
 from ..sparse import SparseTensor
-from .gaussian_head import RelightableGaussians
+from .gaussian_head import RelightableGaussians, floor_scales, footprint_floor
 from .intrinsic_decoder import IntrinsicAwareDecoder
 from .lighting_decoder import LADAssetCache, LADLightingCache, SLatGaussianRenderer
 from .lighting_tokenizer import LightingTokenizer
@@ -428,6 +428,9 @@ class RelightableDecoder(nn.Module):
                 camera_model=camera_model, backend=self.backend,
             )  # fmt: skip
             maps: list[tuple[str, Tensor]] = []
+            light_scales, scales = gb.light_scales, gb.scales
+            if gb.min_footprint is not None:  # min_scale_mode "footprint" (not published)
+                light_scales, scales = self._footprint_scales(gb, viewmats[b], Ks[b], camera_model)
             if "light" in passes:
                 radiance = gb.radiance
                 if radiance is None:
@@ -438,7 +441,7 @@ class RelightableDecoder(nn.Module):
                         )
                     radiance = self.neural_basis.radiance(gb.color_feature, gb.normals)
                 feats = torch.cat([radiance, gb.shadow[:, None], gb.normals], dim=-1)
-                lf, la, ld = rasterize(gb.means, gb.quats, gb.light_scales, gb.opacities, feats, **common)
+                lf, la, ld = rasterize(gb.means, gb.quats, light_scales, gb.opacities, feats, **common)
                 n = lf[..., 4:7]
                 norm = n.norm(dim=-1, keepdim=True)
                 normal = torch.where(norm > 1e-12, n / norm.clamp_min(1e-12), torch.zeros_like(n))
@@ -446,7 +449,7 @@ class RelightableDecoder(nn.Module):
                 maps += [("normal", normal)]
             if "base" in passes:
                 feats = torch.cat([gb.base_color, gb.roughness[:, None], gb.metallic[:, None]], dim=-1)
-                bf, ba, _ = rasterize(gb.means, gb.quats, gb.scales, gb.opacities, feats, **common)
+                bf, ba, _ = rasterize(gb.means, gb.quats, scales, gb.opacities, feats, **common)
                 maps += [
                     ("base_color", bf[..., 0:3]),
                     ("roughness", bf[..., 3:4]),
@@ -456,6 +459,20 @@ class RelightableDecoder(nn.Module):
             for key, val in maps:
                 outs.setdefault(key, []).append(val)
         return {k: torch.cat(v, dim=0) for k, v in outs.items()}
+
+    def _footprint_scales(
+        self, g: RelightableGaussians, viewmat: Tensor, K: Tensor, camera_model: str
+    ) -> tuple[Tensor, Tensor]:
+        """``(light_scales, scales)`` of ``g`` floored so that every drawn footprint is at least
+        ``g.min_footprint`` (``min_scale_mode`` "footprint", see :mod:`.gaussian_head`) through the
+        camera ``viewmat [4, 4]``, ``K [3, 3]``, the rasterizer's pixel filter counted."""
+        from ..render.rasterize import DEFAULT_EPS2D
+
+        depth = g.means @ viewmat[2, :3] + viewmat[2, 3]
+        focal = torch.sqrt(K[0, 0] * K[1, 1])
+        floor = footprint_floor(g.min_footprint, depth, focal, DEFAULT_EPS2D, camera_model == "ortho")
+        floor, axes = floor[:, None], self.renderer.rep.min_scale_axes
+        return floor_scales(g.light_scales, floor, axes), floor_scales(g.scales, floor, axes)
 
     # -- the full path ------------------------------------------------------------------------------
     def forward(

@@ -49,6 +49,7 @@ Backend = Literal["auto", "gsplat", "torch"]
 _MODES = ("classic", "antialiased")
 _CAMERA_MODELS = ("pinhole", "ortho")
 _BACKENDS = ("auto", "gsplat", "torch")
+DEFAULT_EPS2D = 0.3  # px^2: the low-pass added to every 2D covariance (gsplat's default)
 
 
 def rasterize(
@@ -67,7 +68,7 @@ def rasterize(
     mode: Mode = "classic",
     camera_model: CameraModelName = "pinhole",
     backend: Backend = "auto",
-    eps2d: float = 0.3,
+    eps2d: float = DEFAULT_EPS2D,
     config: CompositeConfig | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Render N Gaussians into C cameras; see the module docstring for shapes and conventions.
