@@ -33,6 +33,9 @@ from .utils.atomic import atomic_write_json, atomic_write_text
 from .utils.progress import CancelCheck, Progress, ProgressReporter, as_reporter
 
 
+STAGE1_FLOW_MODELS = ("image_cond_model", "slat_flow_model", "lh_slat_flow_model")  # paper eq. 1
+
+
 def read_pipeline_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Parse ``pipeline.json`` / ``pipeline.yaml`` into ``{"name", "args"}`` (args always a dict)."""
     path = Path(path)
@@ -291,7 +294,7 @@ class NearPipeline:
 
         if self.stage1_method == "delight":
             return self._delight_slat(image_rgba, coords, camera, progress, cancel)
-        for need in ("image_cond_model", "slat_flow_model", "lh_slat_flow_model"):
+        for need in STAGE1_FLOW_MODELS:
             if need not in self.models:
                 raise NearError(f"This pipeline has no stage-1 model {need!r}; it has {sorted(self.models)}.")
         s1 = self.args.get("stage1")
@@ -329,6 +332,18 @@ class NearPipeline:
         return out.feats.float().cpu().numpy()
 
     @property
+    def missing_stage1(self) -> list[str]:
+        """What :meth:`image_to_slat` lacks in this pipeline (empty when stage 1 can run): the flow
+        models, or the delighting calibration."""
+        if self.stage1_method == "delight":
+            return (
+                []
+                if isinstance((self.args.get("stage1") or {}).get("calibration"), dict)
+                else ["args.stage1.calibration"]
+            )
+        return [n for n in STAGE1_FLOW_MODELS if n not in self.models]
+
+    @property
     def stage1_method(self) -> str:
         """``flow`` (paper eq. 1: base flow + LoRA homogenizer) or ``delight`` (the bundled model's
         deterministic estimate, :mod:`near_blender.data.delighting`), from ``args.stage1.method``."""
@@ -352,7 +367,7 @@ class NearPipeline:
         """Stage 1 by delighting (``args.stage1.method == "delight"``): ``[N, C]`` float32 LH-SLAT."""
         import numpy as np
 
-        from .data.delighting import apply_calibration, delight_image, prior_geometry
+        from .data.delighting import calibrated_slat, delight_image, prior_geometry
 
         s1 = self.args.get("stage1") or {}
         calibration = s1.get("calibration")
@@ -374,7 +389,7 @@ class NearPipeline:
         rep.update(0.7, "stage 1: delighting the image")
         viewmat, K = camera
         lit = delight_image(np.asarray(image_rgba, np.float32), viewmat, K, c, geometry=cache[key])
-        feats = apply_calibration(lit.features(), calibration)
+        feats = calibrated_slat(lit, calibration)
         rep.update(1.0, "stage 1: done")
         return feats
 

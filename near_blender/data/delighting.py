@@ -251,6 +251,28 @@ def fill_unseen(values: np.ndarray, known: np.ndarray, neighbours: np.ndarray, s
     return v
 
 
+# Image-level statistics the light model reads (its colour and level, :func:`fit_light_model`).
+LIGHT_STAT_NAMES = (
+    "log_lum_mean", "log_lum_p90", "log_lum_p10", "chroma_r", "chroma_g",
+    *[f"sh_{i}" for i in range(1, 9)], "dark_fraction", "one",
+)  # fmt: skip
+
+
+def light_stats(rgb_seen: np.ndarray, shading_sh: np.ndarray, shade_seen: np.ndarray) -> np.ndarray:
+    """``[len(LIGHT_STAT_NAMES)]`` statistics of one image's seen voxels: the log luminance (mean,
+    90th and 10th percentile), the chromaticity of the mean colour, the shape of the fitted shading
+    (its directional SH terms over its constant term) and the fraction of voxels it shades below
+    half its mean (hard, directional light)."""
+    lum = np.maximum(rgb_seen @ LUMA, 0.0)
+    mean = rgb_seen.mean(0)
+    chroma = mean / max(float(mean.sum()), 1e-9)
+    return np.array(
+        [np.log(lum.mean() + 1e-4), np.log(np.percentile(lum, 90) + 1e-4), np.log(np.percentile(lum, 10) + 1e-4),
+         chroma[0], chroma[1], *(shading_sh[1:] / max(abs(float(shading_sh[0])), 1e-9)),
+         float((shade_seen < 0.5).mean()), 1.0],
+    )  # fmt: skip
+
+
 @dataclass
 class DelitImage:
     """One image delit on the prior's ``N`` voxels."""
@@ -259,13 +281,16 @@ class DelitImage:
     seen: np.ndarray  # [N] bool: the input camera sees the voxel
     shading_sh: np.ndarray  # [9] the fitted shading (luminance, normalised to mean 1 on seen voxels)
     geometry: PriorGeometry
+    lighting: np.ndarray  # [len(LIGHT_STAT_NAMES)] image statistics (:func:`light_stats`)
 
-    def features(self) -> np.ndarray:
-        """``[N, len(FEATURE_NAMES)]`` float64 calibration inputs (:data:`FEATURE_NAMES`)."""
+    def features(self, gain: np.ndarray | None = None) -> np.ndarray:
+        """``[N, len(FEATURE_NAMES)]`` float64 calibration inputs (:data:`FEATURE_NAMES`), the delit
+        colour multiplied by ``gain [3]`` (the light model's correction) when given."""
         g = self.geometry
         vis = g.visibility[:, None]
+        albedo = self.albedo if gain is None else self.albedo * np.asarray(gain, np.float64)
         return np.concatenate(
-            [self.albedo, self.albedo * vis, g.normals, vis, self.seen[:, None].astype(np.float64),
+            [albedo, albedo * vis, g.normals, vis, self.seen[:, None].astype(np.float64),
              np.ones_like(vis)], axis=1,
         )  # fmt: skip
 
@@ -299,12 +324,13 @@ def delight_image(
     if not level > 0:
         level = float(np.mean(lum)) + 1e-6
     shade = np.maximum(shade / level, 0.2)  # the darkest a surface is shaded, relative to the mean
+    stats = light_stats(rgb[seen], s, shade[seen])
     albedo = rgb / shade[:, None]
     a_lum = albedo @ LUMA
     cap = MAX_RATIO * max(float(np.median(a_lum[seen])), 1e-6)
     albedo *= np.minimum(1.0, cap / np.maximum(a_lum, 1e-9))[:, None]
     albedo = fill_unseen(albedo, seen, geo.neighbours)
-    return DelitImage(albedo, seen, s / level, geo)
+    return DelitImage(albedo, seen, s / level, geo, stats)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,6 +378,48 @@ def apply_calibration(features: np.ndarray, calibration: dict[str, Any]) -> np.n
         if lo_hi is not None:
             out[:, j] = np.clip(out[:, j], lo_hi[0], lo_hi[1])
     return out.astype(np.float32)
+
+
+def light_gain(lit: DelitImage, calibration: dict[str, Any]) -> np.ndarray | None:
+    """``[3]`` colour gain of the calibration's light model for one delit image (None without one)."""
+    light = calibration.get("light")
+    if light is None:
+        return None
+    W = np.asarray(light["coef"], np.float64)
+    if list(light.get("stats", [])) != list(LIGHT_STAT_NAMES) or W.shape != (3, len(LIGHT_STAT_NAMES)):
+        raise NearError("The stage-1 calibration's light model does not match this version; re-run "
+                        "`near train stage1-delight`.")  # fmt: skip
+    return np.exp(np.clip(W @ lit.lighting, -4.0, 4.0))
+
+
+def calibrated_slat(lit: DelitImage, calibration: dict[str, Any]) -> np.ndarray:
+    """``[N, C]`` float32 LH-SLAT of one delit image: the light model's gain, then the channels."""
+    return apply_calibration(lit.features(light_gain(lit, calibration)), calibration)
+
+
+def fit_light_model(
+    stats: np.ndarray, log_gains: np.ndarray, ridge: float = 1.0, use: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """Ridge regression of per-image log colour gains ``[M, 3]`` (what turns the delit colour into
+    the ground-truth base colour) on image statistics ``[M, len(LIGHT_STAT_NAMES)]``: the part of the
+    input's light (level and colour) that the image lets a dataset's statistics predict. ``use``:
+    the statistics it may read (default all); the others get weight 0."""
+    keep = np.array([use is None or n in use for n in LIGHT_STAT_NAMES])
+    X = np.asarray(stats, np.float64)[:, keep]
+    reg = np.full(X.shape[1], ridge * len(X))
+    reg[[n for n in np.array(LIGHT_STAT_NAMES)[keep]].index("one")] = 1e-9
+    W = np.zeros((3, len(LIGHT_STAT_NAMES)))
+    W[:, keep] = np.linalg.solve(X.T @ X + np.diag(reg), X.T @ np.asarray(log_gains, np.float64)).T
+    return {"stats": list(LIGHT_STAT_NAMES), "coef": W.tolist()}
+
+
+def oracle_log_gain(lit: DelitImage, idx: np.ndarray, truth: np.ndarray, colour: slice) -> np.ndarray:
+    """``[3]`` log of the per-channel gain that best maps one image's delit colour on its seen voxels
+    to the ground-truth colour channels ``truth[:, colour]`` (medians: robust to misprojections)."""
+    seen = lit.seen[idx]
+    est = lit.albedo[idx][seen]
+    t = np.asarray(truth, np.float64)[seen][:, colour]
+    return np.log(np.maximum(np.median(t, 0), 1e-3)) - np.log(np.maximum(np.median(est, 0), 1e-3))
 
 
 def fit_calibration(

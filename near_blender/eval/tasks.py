@@ -329,7 +329,7 @@ class AssetEvaluator:
         model's delighting calibration (base-colour channels) when it has one, else the delit
         colour at the image's own level."""
         if index not in self._delit:
-            from ..data.delighting import apply_calibration, delight_image
+            from ..data.delighting import calibrated_slat, delight_image
 
             rec = self.input_record(index)
             lit = delight_image(
@@ -339,7 +339,7 @@ class AssetEvaluator:
             s1 = (self.pipeline.args.get("stage1") or {}) if self.pipeline is not None else {}
             cal = s1.get("calibration") if s1.get("method") == "delight" else None
             if cal is not None and len(cal["channels"]) == 16:
-                self._delit[index] = apply_calibration(lit.features(), cal)[:, 8:11]
+                self._delit[index] = calibrated_slat(lit, cal)[:, 8:11]
             else:
                 self.notes.add(
                     "delit: no delighting calibration in the model; base colour at the image's level"
@@ -455,11 +455,10 @@ def load_pipeline(cfg: EvalConfig) -> Any | None:
         raise
     except Exception as e:
         raise NearError(f"Cannot load the pipeline {cfg.model} ({type(e).__name__}: {e}).") from None
-    stage1 = {"image_cond_model", "slat_flow_model", "lh_slat_flow_model"}
     needs_s1 = [t for t in cfg.tasks if t != "gbuffer_forward"]
-    if needs_s1 and not stage1 <= set(pipe.models):
+    if needs_s1 and pipe.missing_stage1:
         raise NearError(
-            f"The pipeline {cfg.model} has no stage-1 models ({sorted(stage1 - set(pipe.models))} missing), "
+            f"The pipeline {cfg.model} has no stage 1 ({pipe.missing_stage1} missing), "
             f"which {', '.join(needs_s1)} need. Use --tasks gbuffer_forward or a full pipeline."
         )
     try:

@@ -51,7 +51,6 @@ DATAGEN_ARGS: tuple[str, ...] = (
 STAGE2_RUN = "stage2_coupled"  # the run whose export ships (the last fine-tuning)
 STAGE2_BEFORE_COUPLING = "stage2_skip"  # the stage 2 that the coupling step starts from
 SAMPLE_INPUTS = 4  # input views per training asset that stage 1 runs on for the coupling step
-STAGE1_MODELS = ("image_cond_model", "slat_flow_model", "lh_slat_flow_model")
 STAGE1_RUN = "stage1_delight"  # the delighting stage 1's calibration
 SAMPLES = "stage1_delight_samples"  # its outputs on the training inputs, for the coupling step
 
@@ -81,7 +80,9 @@ def assemble_pipeline(stage2_dir: str | Path, stage1_dir: str | Path, out: str |
         )
     stage2 = NearPipeline.from_pretrained(s2)
     s2_channels = len(stage2.args["stage2"]["slat_normalization"]["mean"])
-    models = dict(stage2.models)
+    from .stage2 import MODEL_NAMES
+
+    models = {k: m for k, m in stage2.models.items() if k in MODEL_NAMES}
     calibration = Path(stage1_dir) / "calibration.json"
     if calibration.is_file():
         cal = json.loads(calibration.read_text())

@@ -200,6 +200,17 @@ class ConditionedFlow(nn.Module):
         return self.flow(x, t, self.encoder.encode(images), **kw)
 
 
+def build_base_flow(cfg: Stage1Config) -> ConditionedFlow:
+    """The untrained base flow ``f_s`` of stage 1: ``cfg.encoder`` + an 8-channel SLAT flow
+    (:meth:`SLatFlowModel.tiny_config` with the ``cfg.flow`` overrides)."""
+    enc_args = {**cfg.encoder, "img_size": cfg.image_size}
+    encoder = PatchImageEncoder(**enc_args)
+    flow_args = SLatFlowModel.tiny_config(
+        in_channels=8, out_channels=8, cond_channels=enc_args["embed_dim"], **cfg.flow
+    )
+    return ConditionedFlow(encoder, SLatFlowModel(**flow_args))
+
+
 def _flow_step(
     model: nn.Module, items: list[dict[str, Any]], rand: ItemRandom, with_zs: bool
 ) -> dict[str, Any]:
@@ -263,12 +274,7 @@ def train_stage1(cfg: Stage1Config, progress: bool = True) -> dict[str, Any]:
 
     # ---- 1. base flow: rig-lit image -> shaded SLAT
     torch.manual_seed(0)
-    enc_args = {**cfg.encoder, "img_size": cfg.image_size}
-    encoder = PatchImageEncoder(**enc_args)
-    flow_args = SLatFlowModel.tiny_config(
-        in_channels=8, out_channels=8, cond_channels=enc_args["embed_dim"], **cfg.flow
-    )
-    base = ConditionedFlow(encoder, SLatFlowModel(**flow_args))
+    base = build_base_flow(cfg)
     recs = [r for a in train_ids for s in ("cond", "shaded") for r in ds.views(a, s)]
     data = ImageSlatPairs(ds, recs, shaded_n, cfg.image_size)
     extra = {"normalization": norms, "image_size": cfg.image_size, "train_assets": train_ids, "held_out_assets": test_ids,
@@ -351,17 +357,7 @@ def _train_homogenizer(
 ) -> dict[str, Any]:
     # ---- 3. homogenizer: (input image, Z_s) -> LH-SLAT, LoRA on the base flow
     extra = {**extra, "zs_source": cfg.zs_source}
-    lh_channels = len(norms["lh"]["mean"])
-    lh_flow = homogenizer_from_base(base_flow.flow, out_channels=lh_channels, shaded_channels=8)
-    lora = dict(cfg.lora)
-    if lh_channels > int(base_flow.flow.out_channels):
-        # the widened output rows (e.g. the base-colour SLAT's channels) start at zero and only a
-        # trainable output layer can learn them; with a frozen one they stay pure sampler noise
-        lora["train_output_layer"] = True
-    peft_flow = attach_lora(lh_flow, **lora)
-    for p in base_flow.encoder.parameters():
-        p.requires_grad_(False)
-    homog = ConditionedFlow(base_flow.encoder, peft_flow)
+    homog = build_homogenizer(cfg, base_flow, lh_channels=len(norms["lh"]["mean"]))
     lh_recs = [r for r in inputs]
     lh_items = _LHPairs(ds, lh_recs, lh_n, zs, cfg.image_size)
     t2 = Trainer(homog, lh_items, lambda m, b, r: _flow_step(m, b, r, True), TrainConfig.from_dict(cfg.lh_train),
@@ -375,6 +371,25 @@ def _train_homogenizer(
         "out": str(out),
         "normalization": str(out / "normalization.json"),
     }
+
+
+def build_homogenizer(cfg: Stage1Config, base_flow: ConditionedFlow, lh_channels: int) -> ConditionedFlow:
+    """The homogenizer that stage 1 trains: ``base_flow``'s flow widened to ``[x_t, Z_s]``
+    (:func:`homogenizer_from_base`) with ``cfg.lora`` adapters, and its encoder, frozen.
+
+    Trainable afterwards: the LoRA matrices, the input layer, ``cfg.lora``'s ``train_modules`` and,
+    when the output is widened beyond the base flow's channels, the output layer.
+    """
+    lh_flow = homogenizer_from_base(base_flow.flow, out_channels=lh_channels, shaded_channels=8)
+    lora = dict(cfg.lora)
+    if lh_channels > int(base_flow.flow.out_channels):
+        # the widened output rows (e.g. the base-colour SLAT's channels) start at zero and only a
+        # trainable output layer can learn them; with a frozen one they stay pure sampler noise
+        lora["train_output_layer"] = True
+    peft_flow = attach_lora(lh_flow, **lora)
+    for p in base_flow.encoder.parameters():
+        p.requires_grad_(False)
+    return ConditionedFlow(base_flow.encoder, peft_flow)
 
 
 class _LHPairs(ImageSlatPairs):

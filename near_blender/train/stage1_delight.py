@@ -1,10 +1,13 @@
 """``near train stage1-delight``: calibrate the delighting stage 1 on a dataset and measure it.
 
-The delighting stage 1 (:mod:`near_blender.data.delighting`) has no network: its only learned
-part is a linear calibration from per-voxel features (delit colour, prior normals, visibility) to
-the LH-SLAT channels. :func:`fit_delight_stage1` delights the first ``inputs`` input views of every
-training asset on its geometry prior, pairs the features with the ground-truth LH-SLAT on the
-voxels both share, fits the calibration by least squares and writes::
+The delighting stage 1 (:mod:`near_blender.data.delighting`) has no network: its learned parts
+are an optional light model (a ridge regression of the input light's colour gain on image
+statistics, used when a 4-fold cross-validation over the training assets says it helps) and a
+linear calibration from per-voxel features (delit colour, prior normals, visibility) to the
+LH-SLAT channels. :func:`fit_delight_stage1` delights the first ``inputs`` input views of every
+training asset on its geometry prior, pairs them with the ground-truth LH-SLAT on the voxels both
+share, fits the light model to each image's best colour gain, then the calibration by least
+squares, and writes::
 
     <out>/calibration.json   {"method": "delight", "channels": [...]}   (args.stage1.calibration)
     <out>/report.json        stage-1 colour error on train and held-out assets (see below)
@@ -28,9 +31,12 @@ from .. import NearError
 from ..data.dataset import NearDataset
 from ..data.delighting import (
     DelitImage,
-    apply_calibration,
+    calibrated_slat,
     delight_image,
     fit_calibration,
+    fit_light_model,
+    light_gain,
+    oracle_log_gain,
     prior_geometry,
 )
 from ..utils.atomic import atomic_write_json
@@ -89,15 +95,37 @@ def colour_errors(
         seen = lit.seen[idx]
         if not seen.any():
             continue
-        est = apply_calibration(lit.features(), calibration)[idx][seen][:, chans]
+        est = calibrated_slat(lit, calibration)[idx][seen][:, chans]
         # the raw projection, through the same calibration as if it were the delit colour
-        plain = DelitImage(raw, lit.seen, lit.shading_sh, lit.geometry)
-        proj = apply_calibration(plain.features(), calibration)[idx][seen][:, chans]
+        plain = DelitImage(raw, lit.seen, lit.shading_sh, lit.geometry, lit.lighting)
+        proj = calibrated_slat(plain, calibration)[idx][seen][:, chans]
         truth = gt[seen][:, chans]
         err["delight"].append(float(np.abs(est - truth).mean()))
         err["projection"].append(float(np.abs(proj - truth).mean()))
         err["constant"].append(float(np.abs(constant[None, chans] - truth).mean()))
     return {k: float(np.mean(v)) if v else float("nan") for k, v in err.items()}
+
+
+CV_FOLDS = 4
+# light models tried: which image statistics (delighting.LIGHT_STAT_NAMES) predict the light's gain
+LIGHT_MODELS: dict[str, tuple[str, ...]] = {
+    "level": ("log_lum_mean", "one"),
+    "level_shape": ("log_lum_mean", "log_lum_p90", "log_lum_p10", "dark_fraction", "one"),
+}
+
+
+def _fit(items: list[tuple[DelitImage, np.ndarray, np.ndarray, np.ndarray]], light_model: str | None,
+         colour: slice) -> dict[str, Any]:  # fmt: skip
+    """The calibration (with the named light model, or none) fitted on ``items``."""
+    extra: dict[str, Any] = {}
+    if light_model is not None:
+        extra["light"] = fit_light_model(
+            np.stack([lit.lighting for lit, *_ in items]),
+            np.stack([oracle_log_gain(lit, idx, gt, colour) for lit, _, idx, gt in items]),
+            use=LIGHT_MODELS[light_model],
+        )
+    samples = [(lit.features(light_gain(lit, extra))[idx], gt) for lit, _, idx, gt in items]
+    return {**fit_calibration(samples), **extra}
 
 
 def fit_delight_stage1(
@@ -123,14 +151,28 @@ def fit_delight_stage1(
             bar.update(1)
     if bar is not None:
         bar.close()
-    samples = [(lit.features()[idx], gt) for a in train for lit, _, idx, gt in per_asset[a]]
-    calibration = fit_calibration(samples)
+    colour = slice(8, 11) if with_bc else slice(0, 3)
+    # which light model (none, or one of LIGHT_MODELS) predicts held-out assets best: k-fold over
+    # the training assets, never the held-out ones
+    folds = [train[i::CV_FOLDS] for i in range(min(CV_FOLDS, len(train)))]
+    cv = {}
+    for name in (None, *LIGHT_MODELS):
+        errs = []
+        for fold in folds if len(folds) > 1 else []:
+            fit_on = [x for a in train if a not in fold for x in per_asset[a]]
+            cal = _fit(fit_on, name, colour)
+            errs.append(colour_errors([x for a in fold for x in per_asset[a]], cal, np.zeros(64))["delight"])
+        cv[str(name)] = float(np.mean(errs)) if errs else float("nan")
+    best = min((None, *LIGHT_MODELS), key=lambda n: cv[str(n)] if np.isfinite(cv[str(n)]) else np.inf)
+    calibration = _fit([x for a in train for x in per_asset[a]], best, colour)
     constant = np.concatenate([gt for a in train for *_, gt in per_asset[a]]).mean(0)
     report = {
         "data": str(data),
         "inputs": inputs,
         "train_assets": train,
         "held_out_assets": held,
+        "light_model": str(best),
+        "light_model_cv_l1": cv,
         "colour_l1_seen": {
             "train": colour_errors([x for a in train for x in per_asset[a]], calibration, constant),
             "held_out": colour_errors([x for a in held for x in per_asset[a]], calibration, constant),

@@ -72,6 +72,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.0
     grad_clip: float | None = 1.0
     ema_decay: float | None = 0.999
+    ema_warmup: bool = True  # ramp the EMA decay up from 0 (see near_blender.train.ema)
     ckpt_every: int = 500
     log_every: int = 10
     seed: int = 0
@@ -176,7 +177,7 @@ class Trainer:
         self.scheduler = make_scheduler(
             self.optimizer, config.warmup_steps, config.max_steps, config.min_lr_ratio
         )
-        self.ema = EMA(model, config.ema_decay) if config.ema_decay else None
+        self.ema = EMA(model, config.ema_decay, config.ema_warmup) if config.ema_decay else None
         self.step = 0
         self.ddp_model: nn.Module = self.model
         self._wrap_ddp()
