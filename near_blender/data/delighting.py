@@ -348,7 +348,9 @@ def default_channel_features(channels: int) -> list[list[str]]:
         ["visibility", "one"],
     ]
     bc: list[list[str]] = [
-        *[[f"albedo_{c}", "one"] for c in "rgb"],
+        # the base colour is the delit colour times a gain: an intercept (as the LH colour has) would
+        # pull every colour towards the training mean and desaturate it (held-out L1 0.096 vs 0.083)
+        *[[f"albedo_{c}"] for c in "rgb"],
         *[[f"normal_{a}"] for a in "xyz"],
         ["visibility", "one"],
         ["visibility", "one"],
