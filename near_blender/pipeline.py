@@ -32,7 +32,6 @@ from .sparse import SparseTensor
 from .utils.atomic import atomic_write_json, atomic_write_text
 from .utils.progress import CancelCheck, Progress, ProgressReporter, as_reporter
 
-
 STAGE1_FLOW_MODELS = ("image_cond_model", "slat_flow_model", "lh_slat_flow_model")  # paper eq. 1
 
 
