@@ -83,19 +83,26 @@ def test_default_model_relights_a_held_out_asset_better_than_random_weights(fixt
 
 
 def test_default_stage1_reads_the_image_and_not_the_view(fixture_and_model):
-    """Stage 1 on two views of the held-out asset gives nearly the same colours (one object); the
-    same view with its colours permuted (another object of the same shape and shading) gives other
-    colours, by a wide margin. A stage 1 that ignored the image, or sampled noise, fails one."""
+    """Stage 1 on two views of the held-out asset (a plain magenta cone, ground-truth base colour
+    ~(0.10, 0.01, 0.10)) gives its colour from either view; the same view with its colour channels
+    permuted (another object of the same shape and shading) gives the permuted colour. A stage 1
+    that ignored the image (or sampled noise around a mean) fails both."""
     fx, pipe = fixture_and_model
     coords = fx["coords"]
     views = _views(fx)
-    out = []
-    for cam, _, rgba in views:
-        out.append(pipe.image_to_slat(rgba, coords, camera=(cam.viewmat, cam.K)))
+    out = [pipe.image_to_slat(rgba, coords, camera=(cam.viewmat, cam.K)) for cam, _, rgba in views]
     cam, _, rgba = views[0]
-    permuted = pipe.image_to_slat(rgba[..., [1, 2, 0, 3]], coords, camera=(cam.viewmat, cam.K))
     np.testing.assert_array_equal(out[0], pipe.image_to_slat(rgba, coords, camera=(cam.viewmat, cam.K)))
-    colour = [8, 9, 10]  # the base colour (the renderer's skip input)
-    other_view = float(np.abs(out[0][:, colour] - out[1][:, colour]).mean())
-    other_object = float(np.abs(out[0][:, colour] - permuted[:, colour]).mean())
-    assert other_object > 0.05 and other_object > 4 * other_view, (other_object, other_view)
+    permuted = pipe.image_to_slat(rgba[..., [1, 2, 0, 3]], coords, camera=(cam.viewmat, cam.K))
+
+    def cos(a: np.ndarray, b: np.ndarray) -> float:
+        return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+    base = slice(8, 11)  # the base colour (the renderer's skip input)
+    truth = fx["feats"][:, base].mean(0)
+    means = [o[:, base].mean(0) for o in out]
+    for m, o in zip(means, out):
+        assert cos(m, truth) > 0.95, (m, truth)  # the object's hue, from either view
+        assert np.abs(o[:, base] - fx["feats"][:, base]).mean() < 0.05
+    m_perm = permuted[:, base].mean(0)
+    assert cos(m_perm, means[0][[1, 2, 0]]) > 0.95 and cos(m_perm, means[0]) < 0.85, (m_perm, means[0])

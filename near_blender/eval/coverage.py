@@ -31,7 +31,7 @@ from ..render.camera import Camera
 # representation options (``SLatGaussianRenderer.update_representation``) measured to keep the
 # shipped default model's coverage within 5% of the voxel silhouette at 64², 256² and 512²
 # (``near bench coverage``; issue 16); they need no retraining
-COVERAGE_OPTIONS: dict[str, Any] = {"min_scale": 0.8, "min_scale_axes": 3, "min_scale_mode": "footprint"}
+COVERAGE_OPTIONS: dict[str, Any] = {"min_scale": 0.9, "min_scale_axes": 3, "min_scale_mode": "footprint"}
 
 # the six face directions (axis, sign) of a voxel cube
 _FACES = [(a, s) for a in range(3) for s in (-1, 1)]

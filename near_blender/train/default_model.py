@@ -134,7 +134,11 @@ def assemble_pipeline(stage2_dir: str | Path, stage1_dir: str | Path, out: str |
         "models": {name: f"ckpts/{name}" for name in models},
     }
     out = Path(out)
-    return NearPipeline(models=models, args=args).save_pretrained(out)
+    pfile = NearPipeline(models=models, args=args).save_pretrained(out)
+    for stale in (out / "ckpts").glob("*"):  # models of an earlier assembly that this one lacks
+        if stale.is_file() and stale.name.split(".")[0] not in models:
+            stale.unlink()
+    return pfile
 
 
 def folder_size_mb(folder: Path) -> float:

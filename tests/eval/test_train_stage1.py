@@ -94,7 +94,11 @@ def test_stage1_delight_calibrates_assembles_and_reads_the_image(tiny_dataset, t
     (tmp_path / "s2.json").write_text(json.dumps(s2))
     r = _cli("train", "stage2", "--config", str(tmp_path / "s2.json"), "--no-progress")
     assert r.returncode == 0, r.stderr + r.stdout
+    stale = tmp_path / "pipe" / "ckpts" / "lh_slat_flow_model.safetensors"  # an earlier flow model
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"old")
     assemble_pipeline(tmp_path / "s2", tmp_path / "s1", tmp_path / "pipe")
+    assert not stale.exists() and (tmp_path / "pipe" / "ckpts" / "decoder.safetensors").is_file()
     pipe = NearPipeline.from_pretrained(tmp_path / "pipe")
     assert pipe.stage1_method == "delight" and pipe.needs_input_camera
     assert "lh_slat_flow_model" not in pipe.models  # no flow to ship
