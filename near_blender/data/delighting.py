@@ -16,7 +16,8 @@ The input image holds that colour times the unknown lighting on the voxels the c
    bend it; ridge on the directional terms, since one view sees at most a hemisphere of normals;
    alternated with one albedo level per chromaticity group, so a coloured texture is not taken
    for shading),
-   normalised to mean 1 over the seen voxels and divided out. The overall level stays the image's
+   normalised to mean 1 over the seen voxels and divided out; voxels it shades below
+   ``MIN_SHADE`` (unlit: the image holds no colour there) count as unseen. The overall level stays the image's
    (lighting strength and albedo cannot be told apart from one image); the calibration below maps
    it to the training data's. Voxels the camera does not see take the colour of the nearest seen
    ones across the voxel shell (breadth-first over the 26-neighbourhood, then a light smoothing).
@@ -46,7 +47,8 @@ VIS_VIEWS = 24  # cameras of the visibility estimate
 VIS_RADIUS, VIS_FOV_DEG, VIS_IMAGE = 2.0, 40.0, 64  # as the datagen's homog views (tiny preset: 64²)
 SH_RIDGE = 0.005  # ridge on the 8 directional SH terms, relative to the data's energy
 HUBER_K = 1.345  # Huber threshold in robust standard deviations
-MAX_RATIO = 3.0  # a delit voxel is at most this many times the median seen luminance (highlights)
+MAX_RATIO = 3.0  # a delit voxel is at most this many times the median lit luminance (highlights)
+MIN_SHADE = 0.25  # shading (relative to its mean over the seen voxels) below which a voxel is unlit
 LUMA = np.array([0.2126, 0.7152, 0.0722])
 CHROMA_CLUSTERS = 6  # at most this many materials told apart by chromaticity in the shading fit
 
@@ -323,13 +325,18 @@ def delight_image(
     level = float(np.mean(shade[seen]))
     if not level > 0:
         level = float(np.mean(lum)) + 1e-6
-    shade = np.maximum(shade / level, 0.2)  # the darkest a surface is shaded, relative to the mean
-    stats = light_stats(rgb[seen], s, shade[seen])
-    albedo = rgb / shade[:, None]
+    shade = shade / level
+    stats = light_stats(rgb[seen], s, np.maximum(shade[seen], MIN_SHADE))
+    # where the light hardly reaches, the image says little about the albedo: those voxels are
+    # filled from their lit neighbours, as unseen ones are (unless too few voxels are lit)
+    lit = seen & (shade >= MIN_SHADE)
+    if lit.sum() < max(9, 0.1 * seen.sum()):
+        lit = seen
+    albedo = rgb / np.maximum(shade, MIN_SHADE)[:, None]
     a_lum = albedo @ LUMA
-    cap = MAX_RATIO * max(float(np.median(a_lum[seen])), 1e-6)
+    cap = MAX_RATIO * max(float(np.median(a_lum[lit])), 1e-6)
     albedo *= np.minimum(1.0, cap / np.maximum(a_lum, 1e-9))[:, None]
-    albedo = fill_unseen(albedo, seen, geo.neighbours)
+    albedo = fill_unseen(albedo, lit, geo.neighbours)
     return DelitImage(albedo, seen, s / level, geo, stats)
 
 
