@@ -67,6 +67,12 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=5, help="training assets to check too")
     args = ap.parse_args()
     pipe = NearPipeline.from_pretrained(args.model)
+    if pipe.stage1_method == "delight":
+        raise SystemExit(
+            "This pipeline's stage 1 is the delighting estimate (no Z_s): its error against the ground "
+            "truth, beside the raw projection's and a constant colour's, is in the report of "
+            "`near train stage1-delight` (runs/default/stage1_delight/report.json)."
+        )
     if not pipe.needs_input_camera:
         raise SystemExit(
             "This pipeline samples Z_s with its base flow (zs_source: base_flow); nothing to check."

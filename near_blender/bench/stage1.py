@@ -100,7 +100,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             cond = torch.randn(1, 64, 64)
             t0 = time.perf_counter()
             with torch.no_grad():
-                x = SparseTensor(torch.randn(n, 16), vox)
+                x = SparseTensor(torch.randn(n, 8), vox)
                 z_s = sampler.sample(base, x, cond)
                 sampler.sample(homog, SparseTensor(torch.randn(n, 16), vox), cond, z_s=z_s)  # [x_t, Z_s]
             flow = time.perf_counter() - t0
