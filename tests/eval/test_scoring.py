@@ -57,10 +57,11 @@ def test_contact_sheet_layout():
     red = np.zeros((8, 8, 3), np.float32)
     red[..., 0] = 1.0
     sheet = contact_sheet([{"input": red, "gt": red, "ours": red}, {"gt": red}], cell=20)
-    assert sheet.size == (5 * 20, LABEL_HEIGHT + 2 * 20)
+    assert sheet.size == (6 * 20, LABEL_HEIGHT + 2 * 20)  # input, gt, ours, lambertian, baked, delit
     a = np.asarray(sheet)
     assert tuple(a[LABEL_HEIGHT + 10, 50]) == (255, 0, 0)  # row 0, column ours
     assert tuple(a[LABEL_HEIGHT + 18, 98]) == (48, 48, 48)  # row 0, column baked: n/a grey
+    assert tuple(a[LABEL_HEIGHT + 18, 118]) == (48, 48, 48)  # row 0, column delit: n/a grey
 
 
 def test_lpips_is_reported_when_its_weights_load(monkeypatch):
