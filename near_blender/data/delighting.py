@@ -42,6 +42,7 @@ import numpy as np
 
 from .. import NearError
 from .image_projection import project_image_features
+from .voxelize import NEIGHBOURS_26, VoxelIndex
 
 VIS_VIEWS = 24  # cameras of the visibility estimate
 VIS_RADIUS, VIS_FOV_DEG, VIS_IMAGE = 2.0, 40.0, 64  # as the datagen's homog views (tiny preset: 64²)
@@ -174,20 +175,7 @@ class PriorGeometry:
 def neighbour_table(coords: np.ndarray) -> np.ndarray:
     """``[N, 26]`` indices of the occupied 26-neighbours of each voxel (-1 where empty)."""
     c = np.asarray(coords, np.int64)
-    off = np.array(
-        [(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1) if (i, j, k) != (0, 0, 0)]
-    )
-    base = 1 << 11  # coords lie in [0, 2048)
-
-    def key(p: np.ndarray) -> np.ndarray:
-        return ((p[..., 0] + 1) * base + (p[..., 1] + 1)) * base + (p[..., 2] + 1)
-
-    keys = key(c)
-    order = np.argsort(keys)
-    sorted_keys = keys[order]
-    q = key(c[:, None, :] + off[None])
-    pos = np.clip(np.searchsorted(sorted_keys, q), 0, len(c) - 1)
-    return np.where(sorted_keys[pos] == q, order[pos], -1)
+    return VoxelIndex(c).find(c[:, None, :] + NEIGHBOURS_26[None])
 
 
 def prior_geometry(coords: np.ndarray, resolution: int = 64) -> PriorGeometry:

@@ -19,6 +19,35 @@ _EPS = 1e-9
 _MAX_PAIRS = 1 << 20  # triangle/voxel candidate pairs tested per chunk
 
 
+NEIGHBOURS_26 = np.array(
+    [(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1) if (i, j, k) != (0, 0, 0)]
+)  # [26, 3] offsets of a voxel's face, edge and corner neighbours
+
+
+class VoxelIndex:
+    """Find voxels of a set ``coords [N, 3]`` (ints in [-1, 2046]) by their coordinates: one integer
+    key per cell, sorted once, looked up by binary search."""
+
+    def __init__(self, coords: np.ndarray) -> None:
+        keys = self.keys(np.asarray(coords, np.int64))
+        self.order = np.argsort(keys)
+        self.sorted = keys[self.order]
+
+    @staticmethod
+    def keys(cells: np.ndarray) -> np.ndarray:
+        """One integer per cell ``[..., 3]`` (x-major; cells just off a grid edge keep their own key)."""
+        c = np.asarray(cells, np.int64) + 1
+        return (c[..., 0] << 22) + (c[..., 1] << 11) + c[..., 2]
+
+    def find(self, cells: np.ndarray) -> np.ndarray:
+        """Index into ``coords`` of each cell ``[..., 3]``, -1 where the set has no such voxel."""
+        if len(self.sorted) == 0:
+            return np.full(np.shape(cells)[:-1], -1, np.int64)
+        q = self.keys(cells)
+        pos = np.clip(np.searchsorted(self.sorted, q), 0, len(self.sorted) - 1)
+        return np.where(self.sorted[pos] == q, self.order[pos], -1)
+
+
 def voxel_centres(coords: np.ndarray, resolution: int = GRID) -> np.ndarray:
     """World positions [N, 3] of the centres of voxels ``coords`` [N, 3]."""
     return (np.asarray(coords, dtype=np.float64) + 0.5) / resolution - 0.5

@@ -34,29 +34,16 @@ def lambertian_view(
 def voxel_lookup(points: np.ndarray, coords: np.ndarray, resolution: int = 64) -> np.ndarray:
     """Index ``[...]`` of the voxel of ``coords [N, 3]`` each object-space point ``[..., 3]`` lies in,
     or of an occupied 26-neighbour of that cell when it is empty; -1 when neither is occupied."""
-    c = np.asarray(coords, np.int64)
-    base = 1 << 11
+    from ..data.voxelize import NEIGHBOURS_26, VoxelIndex
 
-    def key(q: np.ndarray) -> np.ndarray:
-        return ((q[..., 0] + 1) * base + (q[..., 1] + 1)) * base + (q[..., 2] + 1)
-
-    keys = key(c)
-    order = np.argsort(keys)
-    sk = keys[order]
+    index = VoxelIndex(coords)
     cell = np.floor((np.asarray(points, np.float64) + 0.5) * resolution).astype(np.int64)
-    out = np.full(cell.shape[:-1], -1, np.int64)
-    offsets = [(0, 0, 0)] + [
-        (i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1) if (i, j, k) != (0, 0, 0)
-    ]
-    for off in offsets:
+    out = index.find(cell)
+    for off in NEIGHBOURS_26:
         todo = out < 0
         if not todo.any():
             break
-        q = key(cell[todo] + np.asarray(off))
-        pos = np.clip(np.searchsorted(sk, q), 0, len(sk) - 1)
-        hit = sk[pos] == q
-        idx = np.where(hit, order[pos], -1)
-        out[todo] = idx
+        out[todo] = index.find(cell[todo] + off)
     return out
 
 

@@ -46,16 +46,10 @@ COLOUR_CHANNELS = (0, 1, 2, 8, 9, 10)
 
 def align_to(coords: np.ndarray, ref_coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Index pairs ``(i, j)`` with ``coords[i] == ref_coords[j]`` (the voxels both sets hold)."""
+    from ..data.voxelize import VoxelIndex
 
-    def key(c: np.ndarray) -> np.ndarray:
-        c = np.asarray(c, np.int64)
-        return (c[:, 0] * 4096 + c[:, 1]) * 4096 + c[:, 2]
-
-    ka, kb = key(coords), key(ref_coords)
-    order = np.argsort(kb)
-    pos = np.clip(np.searchsorted(kb[order], ka), 0, len(kb) - 1)
-    hit = kb[order][pos] == ka
-    return np.nonzero(hit)[0], order[pos[hit]]
+    j = VoxelIndex(ref_coords).find(np.asarray(coords, np.int64))
+    return np.nonzero(j >= 0)[0], j[j >= 0]
 
 
 def delit_inputs(
