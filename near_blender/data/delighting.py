@@ -7,7 +7,7 @@ The input image holds that colour times the unknown lighting on the voxels the c
 
 1. **Geometry channels from the prior**: surface normals by PCA of the voxel shell
    (:mod:`near_blender.sparse.surface_normals`), oriented towards the cameras that see them;
-   visibility = the fraction of ``VIS_VIEWS`` cameras on a Hammersley sphere (radius 2, FOV 40, as
+   visibility = the fraction of ``VIS_VIEWS`` cameras spread over a sphere (radius 2, FOV 40, as
    the datagen's ``homog`` views) that see the voxel.
 2. **Colour by delighting**: the image projected onto the voxels
    (:mod:`near_blender.data.image_projection`); the input's irradiance, up to a colourless scale, fitted
@@ -142,7 +142,7 @@ def fit_shading_and_albedo(rgb: np.ndarray, normals: np.ndarray, rounds: int = 4
 # ---------------------------------------------------------------------------------------------
 
 
-def hammersley_directions(n: int) -> np.ndarray:
+def fibonacci_directions(n: int) -> np.ndarray:
     """``[n, 3]`` unit directions spread evenly over the sphere (Fibonacci lattice, Z up)."""
     i = np.arange(n) + 0.5
     z = 1.0 - 2.0 * i / n
@@ -157,7 +157,7 @@ def orbit_cameras(n: int = VIS_VIEWS) -> list[tuple[np.ndarray, np.ndarray]]:
 
     K = intrinsics_from_fov(VIS_FOV_DEG, VIS_IMAGE, VIS_IMAGE)
     out = []
-    for d in hammersley_directions(n):
+    for d in fibonacci_directions(n):
         up = (0.0, 1.0, 0.0) if abs(d[2]) > 0.99 else (0.0, 0.0, 1.0)
         out.append((np.asarray(look_at(VIS_RADIUS * d, up=up), np.float64), np.asarray(K, np.float64)))
     return out
