@@ -192,7 +192,7 @@ class SceneRenderer:
             with self._autocast(precision):
                 g = model.gaussians(cache, lighting, vm_obj.to(device))
                 g.radiance = model.radiance(g, lighting, vm_obj.to(device))  # before moving to the world
-            g = _as_float32(g)
+            g = as_float32(g)
             R, s, t, _ = similarity(a.matrix_world)
             parts.append(
                 g.transformed(torch.as_tensor(R, dtype=torch.float32, device=device), s,
@@ -220,7 +220,7 @@ class SceneRenderer:
         return torch.autocast(torch.device(self.pipe.device).type, dtype=PRECISIONS[precision])
 
 
-def _as_float32(g: Any) -> Any:
+def as_float32(g: Any) -> Any:
     """The Gaussians with every floating tensor in float32 (autocast leaves some in half)."""
     from dataclasses import fields, replace
 

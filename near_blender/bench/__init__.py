@@ -25,7 +25,10 @@ BENCHMARKS: dict[str, str] = {
     "engine": "engine",
     "coverage": "coverage",
     "stage1": "stage1",
+    "decoder-gpu": "decoder_gpu",
 }
+# benchmarks that need a CUDA device: ``all`` skips them on a machine without one
+NEEDS_CUDA: frozenset[str] = frozenset({"decoder-gpu"})
 
 
 def machine_info() -> dict[str, Any]:

@@ -14,7 +14,8 @@ from typing import Any
 import torch
 
 from ..models.image_encoder import DinoV2Encoder, PatchImageEncoder, dinov2_vitl14_reg_config
-from ..models.slat_flow import SLatFlowModel, count_parameters
+from ..models.param_count import count_parameters
+from ..models.slat_flow import SLatFlowModel
 from ..sparse import SparseTensor, SubMConv3d, conv_backend, spconv_available
 from . import run_in_spawned_process, timeit
 

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from .. import NearError
-from ..bench import BENCHMARKS, load, machine_info, to_markdown
+from ..bench import BENCHMARKS, NEEDS_CUDA, load, machine_info, to_markdown
 from ..utils.atomic import atomic_write_json, atomic_write_text
 
 
@@ -16,8 +16,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="smaller sizes (smoke test)")
 
 
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def run(args: argparse.Namespace) -> int:
     names = list(BENCHMARKS) if "all" in args.names else args.names
+    if "all" in args.names and not _has_cuda():
+        skipped = [n for n in names if n in NEEDS_CUDA]
+        names = [n for n in names if n not in NEEDS_CUDA]
+        print(f"near bench all: no CUDA device, skipping {', '.join(skipped)}.")
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         raise NearError(f"Unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)} or 'all'.")

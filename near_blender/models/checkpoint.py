@@ -75,11 +75,47 @@ def _listing(title: str, items: list[str]) -> str:
     return f"{title} ({len(items)}): " + ", ".join(items[:_MAX_LISTED]) + more
 
 
+def tied_key_groups(model: nn.Module) -> list[list[str]]:
+    """State-dict keys that name one shared tensor of ``model`` (a weight-tied layer reached by
+    several paths, e.g. the lighting tokenizer's repeated transformer layer), in groups of >= 2."""
+    groups: dict[int, list[str]] = {}
+    for key, tensor in model.state_dict(keep_vars=True).items():
+        groups.setdefault(id(tensor), []).append(key)
+    return [keys for keys in groups.values() if len(keys) > 1]
+
+
+def check_tied_copies(model: nn.Module, sd: dict[str, torch.Tensor], source: str = "") -> None:
+    """Every tied tensor of ``model`` must be stored with equal values under all its keys in ``sd``
+    (loading would otherwise keep the last copy silently); NearError naming the keys if not."""
+    bad = []
+    for keys in tied_key_groups(model):
+        stored = [k for k in keys if k in sd]
+        first = sd[stored[0]] if stored else None
+        for k in stored[1:]:
+            other = sd[k]
+            if other.shape != first.shape or not torch.equal(other, first):  # type: ignore[union-attr]
+                diff = (
+                    float((other.float() - first.float()).abs().max())  # type: ignore[union-attr]
+                    if other.shape == first.shape  # type: ignore[union-attr]
+                    else float("nan")
+                )
+                bad.append(f"{stored[0]} vs {k} (max abs difference {diff:.3g})")
+    if bad:
+        raise NearError(
+            f"Checkpoint {source or ''} stores different values for weights that this model shares "
+            f"(one weight-tied layer): {_listing('differing copies', bad)}. The file is corrupt or was "
+            "saved from a model without tied weights; build the model untied (for the lighting "
+            'tokenizer: "tie_transformer_weights": false in its JSON) or re-export the checkpoint.'
+        )
+
+
 def load_weights(
     model: nn.Module, sd: dict[str, torch.Tensor], strict: bool = True, source: str = ""
 ) -> None:
-    """Copy ``sd`` into ``model``; mis-shaped keys always fail, missing/unexpected fail when strict."""
+    """Copy ``sd`` into ``model``; mis-shaped keys always fail, missing/unexpected fail when strict,
+    and tied tensors must be stored equal under all their keys (:func:`check_tied_copies`)."""
     missing, unexpected, shaped = compare_state_dict(model, sd)
+    check_tied_copies(model, sd, source)
     problems = []
     if shaped:
         problems.append(_listing("mis-shaped keys", shaped))

@@ -116,20 +116,44 @@ class GaussianLayout:
         return self.num_gaussians * sum(d for _, d in self.heads()[head])
 
     def split(self, head: str, out: Tensor) -> dict[str, Tensor]:
-        """Head output ``[N, out_channels]`` -> attribute -> ``[N, K, d]``."""
+        """The attributes of ``head`` read from channel 0 of ``out`` ``[N, >= out_channels(head)]``
+        -> attribute -> ``[N, K, d]``."""
         res, start, K = {}, 0, self.num_gaussians
         for name, d in self.heads()[head]:
             res[name] = out[:, start : start + K * d].reshape(out.shape[0], K, d)
             start += K * d
         return res
 
+    def read_out(self, outputs: dict[str, Tensor], shared: bool = False) -> dict[str, Tensor]:
+        """Attributes ``[N, K, d]`` from the raw head outputs ``{head: [N, out_channels(head)]}``.
+
+        ``shared=False`` (the paper): each head's attributes come from its own output.
+        ``shared=True`` (the published NeAR renderer, ``compat="published"``): the four outputs
+        are concatenated in head order and every head's attribute group is read from channel 0 of
+        that concatenation, so the PBR and view-scale groups read the Gaussian head's first
+        channels (its offsets), the lighting group reads the Gaussian, PBR, view-scale and the
+        first channels of the lighting head, and the PBR and view-scale heads go unread.
+        """
+        order = list(self.heads())
+        if shared:
+            joined = torch.cat([outputs[h] for h in order], dim=-1)
+        res: dict[str, Tensor] = {}
+        for h in order:
+            res.update(self.split(h, joined if shared else outputs[h]))
+        return res
+
 
 class GaussianHeads(nn.Module):
-    """The four heads; ``forward(h_intrinsic [N, C], h_lighting [N, C]) -> {attribute: [N, K, d]}``."""
+    """The four heads; ``forward(h_intrinsic [N, C], h_lighting [N, C]) -> {attribute: [N, K, d]}``.
 
-    def __init__(self, channels: int, layout: GaussianLayout) -> None:
+    ``shared_read_out``: read the attributes as the published renderer does
+    (:meth:`GaussianLayout.read_out`); the heads' parameters are the same either way.
+    """
+
+    def __init__(self, channels: int, layout: GaussianLayout, shared_read_out: bool = False) -> None:
         super().__init__()
         self.layout = layout
+        self.shared_read_out = shared_read_out
 
         def mlp(out: int) -> nn.Sequential:
             return nn.Sequential(nn.Linear(channels, channels), nn.GELU(), nn.Linear(channels, out))
@@ -140,15 +164,10 @@ class GaussianHeads(nn.Module):
         self.rgb_out_layer = nn.Linear(channels, layout.out_channels("rgb_out_layer"))
 
     def forward(self, h_intrinsic: Tensor, h_lighting: Tensor) -> dict[str, Tensor]:
-        raw: dict[str, Tensor] = {}
-        for name, x in (
-            ("gs_out_layer", h_intrinsic),
-            ("pbr_out_layer", h_intrinsic),
-            ("scale_out_layer", h_lighting),
-            ("rgb_out_layer", h_lighting),
-        ):
-            raw.update(self.layout.split(name, getattr(self, name)(x)))
-        return raw
+        reads = {"gs_out_layer": h_intrinsic, "pbr_out_layer": h_intrinsic}
+        reads.update(scale_out_layer=h_lighting, rgb_out_layer=h_lighting)
+        outputs = {name: getattr(self, name)(x) for name, x in reads.items()}
+        return self.layout.read_out(outputs, shared=self.shared_read_out)
 
 
 # ---------------------------------------------------------------------------------------------

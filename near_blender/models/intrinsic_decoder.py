@@ -57,8 +57,8 @@ from .. import NearError
 from ..sparse import LayerNorm32, SparseLinear, SparseTensor, varlen_attention
 from .blocks import AbsolutePositionEmbedder, SparseFeedForwardNet, SparseMultiHeadAttention, swin_shift
 from .model_config import merge_config
+from .precision import set_layer_precision
 from .registry import register_model
-from .slat_flow import convert_module_to_f16, convert_module_to_f32
 
 REGISTER_MODES = ("read", "aggregate")
 
@@ -273,11 +273,11 @@ class IntrinsicAwareDecoder(nn.Module):
 
     def convert_to_fp16(self) -> None:
         """Run the blocks in float16 (linear weights; norms stay float32), as the published model."""
-        self.blocks.apply(convert_module_to_f16)
+        set_layer_precision(self.blocks, torch.float16)
         self.use_fp16, self.dtype = True, torch.float16
 
     def convert_to_fp32(self) -> None:
-        self.blocks.apply(convert_module_to_f32)
+        set_layer_precision(self.blocks, torch.float32)
         self.use_fp16, self.dtype = False, torch.float32
 
     def block_parameters(self) -> int:

@@ -50,7 +50,8 @@ from torch import Tensor, nn
 from .. import NearError
 from ..sparse import LayerNorm32, SparseTensor
 from ..sparse.surface_normals import voxel_surface_normals
-from .blocks import AbsolutePositionEmbedder, SparseFeedForwardNet, SparseMultiHeadAttention
+from .blocks import NORM_EPS, AbsolutePositionEmbedder, SparseFeedForwardNet, SparseMultiHeadAttention
+from .compat import DEFAULT_COMPAT, centre_method, check_compat, shared_read_out
 from .gaussian_head import (
     FEATURE_NORMAL_MIN_LENGTH,
     GaussianHeads,
@@ -128,26 +129,18 @@ class LightingAwareBlock(nn.Module):
     stays within its batch item.
     """
 
-    def __init__(
-        self,
-        channels: int,
-        ctx_channels: int,
-        num_heads: int,
-        mlp_ratio: float = 4.0,
-        qk_rms_norm_cross: bool = False,
-    ) -> None:
+    def __init__(self, channels: int, num_heads: int, *, token_channels: int, mlp_ratio: float = 4.0,
+                 qk_rms_norm_cross: bool = False) -> None:  # fmt: skip
         super().__init__()
         if channels % num_heads != 0:
             raise NearError(f"Width {channels} does not split into {num_heads} attention heads.")
-        self.norm1 = LayerNorm32(channels, elementwise_affine=False, eps=1e-6)
-        self.norm2 = LayerNorm32(channels, elementwise_affine=False, eps=1e-6)
-        self.norm3 = LayerNorm32(channels, elementwise_affine=False, eps=1e-6)
-        self.register_attn = SparseMultiHeadAttention(
-            channels, num_heads, ctx_channels=ctx_channels, type="cross", qk_rms_norm=qk_rms_norm_cross
-        )
-        self.cross_attn = SparseMultiHeadAttention(
-            channels, num_heads, ctx_channels=ctx_channels, type="cross", qk_rms_norm=qk_rms_norm_cross
-        )
+        for name in ("norm1", "norm2", "norm3"):
+            self.add_module(name, LayerNorm32(channels, elementwise_affine=False, eps=NORM_EPS))
+        for name in ("register_attn", "cross_attn"):
+            attention = SparseMultiHeadAttention(
+                channels, num_heads, token_channels, type="cross", qk_rms_norm=qk_rms_norm_cross
+            )
+            self.add_module(name, attention)
         self.mlp = SparseFeedForwardNet(channels, mlp_ratio)
 
     def forward(self, x: SparseTensor, register_kv: Tensor, light_kv: Tensor) -> SparseTensor:
@@ -202,7 +195,9 @@ class SLatGaussianRenderer(nn.Module):
     (``"grid01"`` | ``"world"``) and ``view_direction_space`` (``"world"`` | ``"camera"``, see
     :mod:`.view_embedding`), ``base_color_activation`` (``"sh_dc"`` | ``"sigmoid"``, see
     :mod:`.gaussian_head`). ``latent_channels`` must equal ``model_channels``: the intrinsic heads
-    read ``LN(h) + e``.
+    read ``LN(h) + e``. ``compat`` (:mod:`.compat`): ``"published"`` (default, what the published
+    weights need) reads the heads as the published renderer does and takes camera centres by matrix
+    inverse; ``"near"`` gives each head its own channels (the paper) and uses ``-R^T t``.
     """
 
     PUBLISHED_NAME = "SLatGaussianRenderer"
@@ -235,8 +230,11 @@ class SLatGaussianRenderer(nn.Module):
         base_color_activation: str = "sh_dc",
         base_color_skip: dict[str, Any] | None = None,
         feature_normals: dict[str, Any] | None = None,
+        compat: str = DEFAULT_COMPAT,
     ) -> None:
         super().__init__()
+        self.compat = check_compat(compat)
+        self.centre_method = centre_method(compat)
         if pe_mode not in ("null", "ape"):
             raise NearError(f"The lighting-aware decoder supports pe_mode 'null' or 'ape', got {pe_mode!r}.")
         check_view_options(view_frame, view_direction_space)
@@ -269,15 +267,19 @@ class SLatGaussianRenderer(nn.Module):
         if pe_mode == "ape":
             self.pos_embedder = AbsolutePositionEmbedder(model_channels)
         self.input_layer = nn.Linear(latent_channels, model_channels)
+        block_args = {
+            "token_channels": cond_channels,
+            "mlp_ratio": mlp_ratio,
+            "qk_rms_norm_cross": qk_rms_norm_cross,
+        }
         self.blocks = nn.ModuleList(
-            LightingAwareBlock(model_channels, cond_channels, self.num_heads, mlp_ratio, qk_rms_norm_cross)
-            for _ in range(num_blocks)
+            LightingAwareBlock(model_channels, self.num_heads, **block_args) for _ in range(num_blocks)
         )
         # Flat published keys: the layers of the view embedding and of the heads are registered
         # directly on self (ob_views_encoder, gs_out_layer, ...); the two helper modules are kept
         # as plain attributes that share those layers.
         view_embedding = ViewEmbedding(model_channels)
-        heads = GaussianHeads(model_channels, self.layout)
+        heads = GaussianHeads(model_channels, self.layout, shared_read_out=shared_read_out(compat))
         for part in (view_embedding, heads):
             adopt_children(self, part)
         object.__setattr__(self, "view_embedding", view_embedding)
@@ -325,22 +327,17 @@ class SLatGaussianRenderer(nn.Module):
             "view_frame": "grid01",
             "view_direction_space": "world",
             "base_color_activation": "sh_dc",
+            "compat": "published",
         }
         return merge_config(cls, base, overrides)
 
     @classmethod
     def tiny_config(cls, **overrides: Any) -> dict[str, Any]:
-        """CPU-size: width 64, 2 blocks, 4 heads, K = 4, 8-d colour feature (~0.16M parameters)."""
-        base = cls.paper_config(
-            model_channels=64,
-            latent_channels=64,
-            cond_channels=64,
-            num_blocks=2,
-            num_register_tokens=4,
-            num_heads=4,
-            num_head_channels=16,
-            color_feature_dim=8,
-        )
+        """CPU-size: width 64, 2 blocks, 4 heads, K = 4, 8-d colour feature (~0.16M parameters);
+        this project's layout (``compat="near"``)."""
+        small = dict(model_channels=64, latent_channels=64, cond_channels=64, num_blocks=2, num_heads=4,
+                     num_head_channels=16, num_register_tokens=4, color_feature_dim=8)  # fmt: skip
+        base = cls.paper_config(compat="near", **small)
         base["representation_config"]["num_gaussians"] = 4
         return merge_config(cls, base, overrides)
 
@@ -532,7 +529,9 @@ class SLatGaussianRenderer(nn.Module):
             )
         x0 = asset.voxels
         centres = voxel_centres(asset.coords[:, 1:], self.resolution, self.view_frame, x0.dtype)
-        dirs, dists = view_rays(centres, asset.coords[:, 0], viewmats, self.view_direction_space)
+        dirs, dists = view_rays(
+            centres, asset.coords[:, 0], viewmats, self.view_direction_space, self.centre_method
+        )
         e = self.view_embedding(dirs, dists)
         x = x0.replace(x0.feats + e)
         for block, reg_kv, light_kv in zip(self.blocks, asset.register_kv, lighting.light_kv):
@@ -564,7 +563,7 @@ class SLatGaussianRenderer(nn.Module):
             self.rep,
             self.layout,
             self.offset_perturbation,
-            camera_centres(viewmats.to(h_e.dtype)),
+            camera_centres(viewmats.to(h_e.dtype), self.centre_method),
             orient_offset=frame_offset(self.view_frame),
             resolution=self.resolution,
             base_color_activation=self.base_color_activation,

@@ -143,14 +143,9 @@ class LightingTokenizer(nn.Module):
         self.fusion_c5 = DirectionGatedFusion(dims[3], e, cnn_out_channels)
         self.projection_conv = nn.Conv2d(3 * cnn_out_channels, output_dim, 1)
         self.transformer_encoder = RoPETransformer(
-            output_dim,
-            n_heads,
-            num_transformer_layers,
-            mlp_ratio,
-            dropout,
-            rope_base,
-            tie_transformer_weights,
-        )
+            output_dim, n_heads, num_transformer_layers, mlp_ratio=mlp_ratio, dropout=dropout,
+            rope_base=rope_base, tie_weights=tie_transformer_weights,
+        )  # fmt: skip
         self.ln_final = nn.RMSNorm(output_dim, eps=1e-6)
         self._init_weights()
 

@@ -70,22 +70,11 @@ class RadianceMLP(nn.Module):
     ELU_ALPHA = 1e-3
 
     def __init__(
-        self,
-        input_dim: int = 32,
-        output_dim: int = 3,
-        hidden_dim: int = 64,
-        num_layers: int = 3,
-        num_frequencies: int = 6,
-        activation: str = "sine",
-        w0: float = 30.0,
-        dropout_rate: float = 0.0,
-        use_normal: bool = True,
-        normal_dim: int = 3,
-        use_residual: bool = False,
-        pretrained_path: str | None = None,
-        n_extra: int | None = None,
-        shading_prior: str = "none",
-    ) -> None:
+        self, input_dim: int = 32, output_dim: int = 3, hidden_dim: int = 64, num_layers: int = 3,
+        num_frequencies: int = 6, activation: str = "sine", w0: float = 30.0, dropout_rate: float = 0.0,
+        use_normal: bool = True, normal_dim: int = 3, use_residual: bool = False,
+        pretrained_path: str | None = None, n_extra: int | None = None, shading_prior: str = "none",
+    ) -> None:  # fmt: skip
         super().__init__()
         if shading_prior not in SHADING_PRIORS:
             raise NearError(f"Unknown shading_prior {shading_prior!r}; use one of {SHADING_PRIORS}.")

@@ -77,13 +77,8 @@ class RoPEEncoderLayer(nn.Module):
     """Pre-norm (RMSNorm) RoPE self-attention + GELU FFN, ``[B, T, C] -> [B, T, C]``."""
 
     def __init__(
-        self,
-        d_model: int,
-        n_heads: int,
-        mlp_ratio: float = 4.0,
-        dropout: float = 0.0,
-        rope_base: float = 10000.0,
-    ) -> None:
+        self, d_model: int, n_heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0, rope_base: float = 1e4
+    ) -> None:  # fmt: skip
         super().__init__()
         self.self_attn = RoPESelfAttention(d_model, n_heads, dropout, rope_base)
         hidden = int(d_model * mlp_ratio)
@@ -103,15 +98,9 @@ class RoPETransformer(nn.Module):
     """``num_layers`` :class:`RoPEEncoderLayer` s, optionally one weight-tied layer repeated."""
 
     def __init__(
-        self,
-        d_model: int,
-        n_heads: int,
-        num_layers: int,
-        mlp_ratio: float = 4.0,
-        dropout: float = 0.0,
-        rope_base: float = 10000.0,
-        tie_weights: bool = True,
-    ) -> None:
+        self, d_model: int, n_heads: int, num_layers: int, *, mlp_ratio: float = 4.0, dropout: float = 0.0,
+        rope_base: float = 10000.0, tie_weights: bool = True,
+    ) -> None:  # fmt: skip
         super().__init__()
         if num_layers < 0:
             raise NearError(f"num_layers must be >= 0, got {num_layers}.")

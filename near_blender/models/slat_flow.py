@@ -1,19 +1,22 @@
-"""The SLAT rectified-flow transformer (TRELLIS ``SLatFlowModel``), key-for-key compatible.
+"""The SLAT rectified-flow velocity model; TRELLIS ``SLatFlowModel`` checkpoints load and run on it.
 
-Data path for ``forward(x, t, cond)`` with the published image-large config (64³ grid, 8 latent
-channels, width 1024, 24 blocks, patch 2 through one 128-channel IO stage):
+Data path of ``forward(x, t, cond)`` for the published image-large configuration (64³ grid, 8
+latent channels, width 1024, 24 blocks, one 128-channel IO stage, so patch 2)::
 
-    x [N, 8] --input_layer--> [N, 128] --input_blocks (res, res+down)--> [N/~4, 1024] @ 32³
-      + APE(coords) --24 x adaLN DiT blocks (self-attn w/ qk RMS-norm, cross-attn to cond)-->
-      --out_blocks (res+up on [h, skip], res on [h, skip])--> [N, 128] --LN, out_layer--> [N, 8]
+    x [N, 8] -> input_layer -> [N, 128]
+      -> input_blocks: res block, res block + 2x pooling -> [~N/4, 1024] at 32³
+      -> + absolute position features of the coarse voxels
+      -> blocks: 24 time-modulated DiT blocks (self-attention, cross-attention to cond, MLP)
+      -> out_blocks: res block + 2x unpooling on [h, skip], res block on [h, skip] -> [N, 128]
+      -> LayerNorm (no weights) -> out_layer -> v [N, 8]
 
-``t`` is the flow time already multiplied by 1000 (as TRELLIS' sampler passes it); ``cond`` are
-the image-condition tokens ``[B, T, cond_channels]`` (B may be 1 for a batch of voxel sets).
+``t`` is 1000 x the flow time (as the sampler passes it); ``cond`` the image tokens
+``[B, T, cond_channels]`` (B may be 1 for a batch of voxel sets). ``compat`` picks the pooling
+divisor (:mod:`.compat`): published TRELLIS weights need ``"published"``, the default.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -22,31 +25,54 @@ from torch import nn
 
 from .. import NearError
 from ..sparse import LayerNorm32, SparseConv3d, SparseDownsample, SparseLinear, SparseTensor, SparseUpsample
-from ..sparse.conv import SubMConv3d
-from .blocks import AbsolutePositionEmbedder, ModulatedSparseTransformerCrossBlock, TimestepEmbedder
+from .blocks import (
+    NORM_EPS,
+    AbsolutePositionEmbedder,
+    ModulatedSparseTransformerCrossBlock,
+    TimestepEmbedder,
+    modulate,
+)
+from .compat import DEFAULT_COMPAT, check_compat, pool_divisor
+from .precision import set_layer_precision
 from .registry import register_model
 
-FP16_MODULES = (nn.Linear, SubMConv3d)
+# The published ``trellis-image-large`` SLAT flow (~600M parameters) and our few-MB CPU variant of
+# the same structure; ``paper_config`` / ``tiny_config`` return copies with overrides applied.
+IMAGE_LARGE_ARGS: dict[str, Any] = {
+    "resolution": 64, "in_channels": 8, "out_channels": 8, "model_channels": 1024,
+    "cond_channels": 1024, "num_blocks": 24, "num_heads": 16, "mlp_ratio": 4, "patch_size": 2,
+    "num_io_res_blocks": 2, "io_block_channels": [128], "pe_mode": "ape", "qk_rms_norm": True,
+    "use_fp16": False, "compat": "published",
+}  # fmt: skip
+TINY_ARGS: dict[str, Any] = {
+    **IMAGE_LARGE_ARGS, "model_channels": 64, "cond_channels": 64, "num_blocks": 2, "num_heads": 4,
+    "io_block_channels": [32], "compat": "near",
+}  # fmt: skip
 
 
-def convert_module_to_f16(m: nn.Module) -> None:
-    """Cast the parameters of linear and conv layers to float16 (norms stay float32), as TRELLIS."""
-    if isinstance(m, FP16_MODULES):
-        for p in m.parameters():
-            p.data = p.data.half()
+def _silu(x: SparseTensor) -> SparseTensor:
+    return x.replace(F.silu(x.feats))
 
 
-def convert_module_to_f32(m: nn.Module) -> None:
-    if isinstance(m, FP16_MODULES):
-        for p in m.parameters():
-            p.data = p.data.float()
+def _resampler(kind: str | None, divisor: str) -> nn.Module | None:
+    """The 2x scale change a residual block applies to its input first ("down", "up" or None)."""
+    if kind is None:
+        return None
+    if kind == "down":
+        return SparseDownsample(2, divisor=divisor)
+    if kind == "up":
+        return SparseUpsample(2)
+    raise NearError(f"A residual block resamples 'down', 'up' or not at all (None); got {kind!r}.")
 
 
 class SparseResBlock3d(nn.Module):
-    """Sparse conv residual block with time modulation, optional 2x down/up-sampling first.
+    """Time-conditioned residual block of two 3x3x3 sparse convolutions.
 
-    Keys: ``norm1`` (affine), ``conv1.conv``, ``conv2.conv`` (zero-init), ``emb_layers.1``
-    (Linear(emb, 2 out) -> scale, shift), ``skip_connection`` (SparseLinear when channels change).
+    ``resample`` "down" first pools 2x2x2 children into their parent (dividing by ``divisor``),
+    "up" first restores the fine voxels of the matching pooling. Parameters: ``norm1`` (affine
+    LayerNorm), ``conv1.conv``, ``norm2`` (plain LayerNorm, then scaled and shifted by
+    ``emb_layers.1`` = Linear(emb, 2 out)), ``conv2.conv`` (zero at initialisation) and
+    ``skip_connection`` (a SparseLinear where the width changes, else identity).
     """
 
     def __init__(
@@ -54,149 +80,136 @@ class SparseResBlock3d(nn.Module):
         channels: int,
         emb_channels: int,
         out_channels: int | None = None,
-        downsample: bool = False,
-        upsample: bool = False,
+        resample: str | None = None,
+        divisor: str = "count",
     ) -> None:
         super().__init__()
-        if downsample and upsample:
-            raise NearError("A residual block cannot both down- and up-sample.")
-        self.channels = channels
-        self.out_channels = out_channels or channels
-        self.norm1 = LayerNorm32(channels, elementwise_affine=True, eps=1e-6)
-        self.norm2 = LayerNorm32(self.out_channels, elementwise_affine=False, eps=1e-6)
-        self.conv1 = SparseConv3d(channels, self.out_channels, 3)
-        self.conv2 = SparseConv3d(self.out_channels, self.out_channels, 3)
-        for p in self.conv2.parameters():
-            nn.init.zeros_(p)
-        self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, 2 * self.out_channels, bias=True))
-        self.skip_connection = (
-            SparseLinear(channels, self.out_channels) if channels != self.out_channels else nn.Identity()
-        )
-        self.updown: nn.Module | None = None
-        if downsample:
-            self.updown = SparseDownsample(2)
-        elif upsample:
-            self.updown = SparseUpsample(2)
+        width = out_channels or channels
+        self.channels, self.out_channels = channels, width
+        self.norm1 = LayerNorm32(channels, elementwise_affine=True, eps=NORM_EPS)
+        self.norm2 = LayerNorm32(width, elementwise_affine=False, eps=NORM_EPS)
+        self.conv1 = SparseConv3d(channels, width, 3)
+        self.conv2 = SparseConv3d(width, width, 3)
+        self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, 2 * width))
+        self.skip_connection = nn.Identity() if width == channels else SparseLinear(channels, width)
+        self.resample = _resampler(resample, divisor)
+        with torch.no_grad():
+            for p in self.conv2.parameters():
+                p.zero_()
 
     def forward(self, x: SparseTensor, emb: torch.Tensor) -> SparseTensor:
+        """``x`` voxel features ``[N, channels]``, ``emb`` the time token ``[B, emb_channels]``."""
         scale, shift = self.emb_layers(emb).type(x.dtype).chunk(2, dim=1)
-        if self.updown is not None:
-            x = self.updown(x)
-        h = self.norm1(x)
-        h = self.conv1(h.replace(F.silu(h.feats)))
-        h = self.norm2(h) * (1 + scale) + shift
-        h = self.conv2(h.replace(F.silu(h.feats)))
+        if self.resample is not None:
+            x = self.resample(x)
+        h = self.conv1(_silu(self.norm1(x)))
+        h = self.conv2(_silu(modulate(self.norm2(h), shift, scale)))
         return h + self.skip_connection(x)
+
+
+def _pooling_stages(widths: list[int], model_channels: int, per_stage: int, divisor: str) -> nn.ModuleList:
+    """Fine-to-coarse IO stages: at each width ``per_stage - 1`` plain blocks, then one that pools
+    and widens to the next width (the last one to ``model_channels``)."""
+    stages: list[nn.Module] = []
+    for i, width in enumerate(widths):
+        next_width = widths[i + 1] if i + 1 < len(widths) else model_channels
+        stages += [SparseResBlock3d(width, model_channels, width) for _ in range(per_stage - 1)]
+        stages.append(SparseResBlock3d(width, model_channels, next_width, resample="down", divisor=divisor))
+    return nn.ModuleList(stages)
+
+
+def _unpooling_stages(
+    widths: list[int], model_channels: int, per_stage: int, with_skips: bool
+) -> nn.ModuleList:
+    """Coarse-to-fine mirror of :func:`_pooling_stages`; with skips each block's input is twice as
+    wide (its input concatenated with the matching pooling-side output)."""
+    k = 2 if with_skips else 1
+    stages: list[nn.Module] = []
+    coarse_first = widths[::-1]
+    for i, width in enumerate(coarse_first):
+        incoming = model_channels if i == 0 else coarse_first[i - 1]
+        stages.append(SparseResBlock3d(k * incoming, model_channels, width, resample="up"))
+        stages += [SparseResBlock3d(k * width, model_channels, width) for _ in range(per_stage - 1)]
+    return nn.ModuleList(stages)
+
+
+def _head_count(model_channels: int, num_heads: int | None, num_head_channels: int | None) -> int:
+    if num_heads is not None:
+        return num_heads
+    if not num_head_channels:
+        raise NearError("Give num_heads or num_head_channels.")
+    return model_channels // num_head_channels
 
 
 @register_model("SLatFlowModel", "ElasticSLatFlowModel")
 class SLatFlowModel(nn.Module):
-    """Rectified-flow velocity model on structured latents (TRELLIS structure and key names)."""
+    """Rectified-flow velocity model on structured latents (constructor arguments and parameter
+    keys as in published TRELLIS checkpoints, plus ``compat``)."""
 
     def __init__(
         self,
         resolution: int,
         in_channels: int,
+        out_channels: int,
         model_channels: int,
         cond_channels: int,
-        out_channels: int,
         num_blocks: int,
+        *,
+        io_block_channels: list[int] | None = None,
+        num_io_res_blocks: int = 2,
+        patch_size: int = 2,
+        use_skip_connection: bool = True,
         num_heads: int | None = None,
         num_head_channels: int | None = 64,
-        mlp_ratio: float = 4,
-        patch_size: int = 2,
-        num_io_res_blocks: int = 2,
-        io_block_channels: list[int] | None = None,
-        pe_mode: str = "ape",
-        use_fp16: bool = False,
-        use_checkpoint: bool = False,
-        use_skip_connection: bool = True,
-        share_mod: bool = False,
         qk_rms_norm: bool = False,
         qk_rms_norm_cross: bool = False,
+        mlp_ratio: float = 4,
+        share_mod: bool = False,
+        pe_mode: str = "ape",
+        compat: str = DEFAULT_COMPAT,
+        use_fp16: bool = False,
+        use_checkpoint: bool = False,
     ) -> None:
         super().__init__()
-        if pe_mode not in ("ape", "rope"):
-            raise NearError(f"pe_mode must be 'ape' or 'rope', got {pe_mode!r}.")
         if pe_mode == "rope":
             raise NearError("pe_mode='rope' is not implemented (the published SLAT flows use 'ape').")
-        if num_heads is None:
-            if not num_head_channels:
-                raise NearError("Give num_heads or num_head_channels.")
-            num_heads = model_channels // num_head_channels
-        if io_block_channels is not None:
-            io_block_channels = list(io_block_channels)
-            if 2 ** len(io_block_channels) != patch_size:
-                raise NearError(
-                    f"patch_size {patch_size} must equal 2 ** len(io_block_channels) "
-                    f"= {2 ** len(io_block_channels)}."
-                )
-        self.resolution = resolution
-        self.in_channels = in_channels
-        self.model_channels = model_channels
-        self.cond_channels = cond_channels
-        self.out_channels = out_channels
-        self.num_blocks = num_blocks
-        self.num_heads = num_heads
-        self.mlp_ratio = mlp_ratio
-        self.patch_size = patch_size
-        self.num_io_res_blocks = num_io_res_blocks
-        self.io_block_channels = io_block_channels
+        if pe_mode != "ape":
+            raise NearError(f"pe_mode must be 'ape' or 'rope', got {pe_mode!r}.")
+        io = list(io_block_channels or [])
+        if io_block_channels is not None and 2 ** len(io) != patch_size:
+            raise NearError(
+                f"patch_size {patch_size} must equal 2 ** len(io_block_channels) = {2 ** len(io)}."
+            )
+        self.compat = check_compat(compat)
+        self.resolution, self.in_channels, self.out_channels = resolution, in_channels, out_channels
+        self.model_channels, self.cond_channels = model_channels, cond_channels
+        self.use_skip_connection, self.share_mod = use_skip_connection, share_mod
         self.pe_mode = pe_mode
-        self.use_fp16 = use_fp16
-        self.use_checkpoint = use_checkpoint
-        self.use_skip_connection = use_skip_connection
-        self.share_mod = share_mod
-        self.qk_rms_norm = qk_rms_norm
-        self.qk_rms_norm_cross = qk_rms_norm_cross
-        self.dtype = torch.float16 if use_fp16 else torch.float32
+        self.use_fp16, self.dtype = False, torch.float32
 
+        # registration order fixes the order of random initialisation; keep it
         self.t_embedder = TimestepEmbedder(model_channels)
         if share_mod:
-            self.adaLN_modulation = nn.Sequential(
-                nn.SiLU(), nn.Linear(model_channels, 6 * model_channels, bias=True)
-            )
-        if pe_mode == "ape":
-            self.pos_embedder = AbsolutePositionEmbedder(model_channels)
-
-        io = io_block_channels
-        self.input_layer = SparseLinear(in_channels, model_channels if io is None else io[0])
-        self.input_blocks = nn.ModuleList()
-        if io is not None:
-            for chs, next_chs in zip(io, [*io[1:], model_channels]):
-                self.input_blocks.extend(
-                    SparseResBlock3d(chs, model_channels, out_channels=chs)
-                    for _ in range(num_io_res_blocks - 1)
-                )
-                self.input_blocks.append(
-                    SparseResBlock3d(chs, model_channels, out_channels=next_chs, downsample=True)
-                )
+            self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(model_channels, 6 * model_channels))
+        self.pos_embedder = AbsolutePositionEmbedder(model_channels)
+        self.input_layer = SparseLinear(in_channels, io[0] if io else model_channels)
+        self.input_blocks = _pooling_stages(io, model_channels, num_io_res_blocks, pool_divisor(compat))
+        heads = _head_count(model_channels, num_heads, num_head_channels)
         self.blocks = nn.ModuleList(
             ModulatedSparseTransformerCrossBlock(
                 model_channels,
                 cond_channels,
-                num_heads=num_heads,
+                heads,
                 mlp_ratio=mlp_ratio,
-                attn_mode="full",
-                use_checkpoint=use_checkpoint,
                 share_mod=share_mod,
                 qk_rms_norm=qk_rms_norm,
                 qk_rms_norm_cross=qk_rms_norm_cross,
+                use_checkpoint=use_checkpoint,
             )  # fmt: skip
             for _ in range(num_blocks)
         )
-        self.out_blocks = nn.ModuleList()
-        if io is not None:
-            skip = 2 if use_skip_connection else 1
-            for chs, prev_chs in zip(reversed(io), [model_channels, *reversed(io[1:])]):
-                self.out_blocks.append(
-                    SparseResBlock3d(prev_chs * skip, model_channels, out_channels=chs, upsample=True)
-                )
-                self.out_blocks.extend(
-                    SparseResBlock3d(chs * skip, model_channels, out_channels=chs)
-                    for _ in range(num_io_res_blocks - 1)
-                )
-        self.out_layer = SparseLinear(model_channels if io is None else io[0], out_channels)
+        self.out_blocks = _unpooling_stages(io, model_channels, num_io_res_blocks, use_skip_connection)
+        self.out_layer = SparseLinear(io[0] if io else model_channels, out_channels)
 
         self.initialize_weights()
         if use_fp16:
@@ -206,24 +219,12 @@ class SLatFlowModel(nn.Module):
     @classmethod
     def paper_config(cls, **overrides: Any) -> dict[str, Any]:
         """Constructor kwargs of the published ``trellis-image-large`` SLAT flow (~600M params)."""
-        cfg: dict[str, Any] = dict(
-            resolution=64, in_channels=8, out_channels=8, model_channels=1024, cond_channels=1024,
-            num_blocks=24, num_heads=16, mlp_ratio=4, patch_size=2, num_io_res_blocks=2,
-            io_block_channels=[128], pe_mode="ape", qk_rms_norm=True, use_fp16=False,
-        )  # fmt: skip
-        cfg.update(overrides)
-        return cfg
+        return {**IMAGE_LARGE_ARGS, **overrides}
 
     @classmethod
     def tiny_config(cls, **overrides: Any) -> dict[str, Any]:
         """A few-MB configuration with the same structure, for CPU training and tests."""
-        cfg: dict[str, Any] = dict(
-            resolution=64, in_channels=8, out_channels=8, model_channels=64, cond_channels=64,
-            num_blocks=2, num_heads=4, mlp_ratio=4, patch_size=2, num_io_res_blocks=2,
-            io_block_channels=[32], pe_mode="ape", qk_rms_norm=True, use_fp16=False,
-        )  # fmt: skip
-        cfg.update(overrides)
-        return cfg
+        return {**TINY_ARGS, **overrides}
 
     @classmethod
     def named_config(cls, name: str, **overrides: Any) -> dict[str, Any]:
@@ -233,40 +234,40 @@ class SLatFlowModel(nn.Module):
             raise NearError(f"Unknown SLAT flow config {name!r}; choose one of {sorted(table)}.")
         return table[name](**overrides)
 
-    # ------------------------------------------------------------------ utilities
+    # ------------------------------------------------------------------ precision and init
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def convert_to_fp16(self) -> None:
+    def _set_precision(self, dtype: torch.dtype) -> None:
         for part in (self.input_blocks, self.blocks, self.out_blocks):
-            part.apply(convert_module_to_f16)
-        self.use_fp16, self.dtype = True, torch.float16
+            set_layer_precision(part, dtype)
+        self.use_fp16, self.dtype = dtype == torch.float16, dtype
+
+    def convert_to_fp16(self) -> None:
+        """Run the IO stages and the transformer in float16 (norms stay float32), as published."""
+        self._set_precision(torch.float16)
 
     def convert_to_fp32(self) -> None:
-        for part in (self.input_blocks, self.blocks, self.out_blocks):
-            part.apply(convert_module_to_f32)
-        self.use_fp16, self.dtype = False, torch.float32
+        self._set_precision(torch.float32)
 
     def initialize_weights(self) -> None:
-        """TRELLIS init: xavier linears, N(0, 0.02) time MLP, zero adaLN and output layer."""
-
-        def basic(m: nn.Module) -> None:
+        """Xavier-uniform linear weights with zero biases, N(0, 0.02) for the time MLP, zeros for
+        the modulation outputs and the output layer (so a fresh model predicts zero velocity)."""
+        for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
+        for i in (0, 2):
+            nn.init.normal_(self.t_embedder.mlp[i].weight, std=0.02)
+        owners = [self] if self.share_mod else list(self.blocks)
+        zeroed = [owner.adaLN_modulation[-1] for owner in owners] + [self.out_layer]
+        for layer in zeroed:
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
 
-        self.apply(basic)
-        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
-        mods = [self.adaLN_modulation] if self.share_mod else [b.adaLN_modulation for b in self.blocks]
-        for m in mods:
-            nn.init.zeros_(m[-1].weight)
-            nn.init.zeros_(m[-1].bias)
-        nn.init.zeros_(self.out_layer.weight)
-        nn.init.zeros_(self.out_layer.bias)
-
+    # ------------------------------------------------------------------ forward
     def _check_inputs(self, x: SparseTensor, t: torch.Tensor, cond: torch.Tensor) -> None:
         if x.feats.dim() != 2 or x.feats.shape[1] != self.in_channels:
             raise NearError(
@@ -281,41 +282,33 @@ class SLatFlowModel(nn.Module):
                 f"SLatFlowModel expects cond [B, T, {self.cond_channels}] with B in (1, {x.batch_size}); "
                 f"got {tuple(cond.shape)}."
             )
-        c = x.coords[:, 1:]
-        if len(x) and (int(c.min()) < 0 or int(c.max()) >= self.resolution):
+        grid = x.coords[:, 1:]
+        if len(x) and (int(grid.min()) < 0 or int(grid.max()) >= self.resolution):
             raise NearError(
-                f"Voxel coords must lie in [0, {self.resolution}); got {int(c.min())}..{int(c.max())}."
+                f"Voxel coords must lie in [0, {self.resolution}); got {int(grid.min())}..{int(grid.max())}."
             )
+
+    def _time_token(self, t: torch.Tensor) -> torch.Tensor:
+        token = self.t_embedder(t)
+        if self.share_mod:
+            token = self.adaLN_modulation(token)
+        return token.type(self.dtype)
 
     def forward(self, x: SparseTensor, t: torch.Tensor, cond: torch.Tensor) -> SparseTensor:
         """Velocity ``v [N, out_channels]`` at the voxels of ``x`` (t [B] = 1000 * flow time)."""
         self._check_inputs(x, t, cond)
-        if t.shape[0] == 1 and x.batch_size > 1:
-            t = t.expand(x.batch_size)
-        h = self.input_layer(x).type(self.dtype)
-        t_emb = self.t_embedder(t)
-        if self.share_mod:
-            t_emb = self.adaLN_modulation(t_emb)
-        t_emb = t_emb.type(self.dtype)
+        time = self._time_token(t.expand(x.batch_size) if t.shape[0] == 1 else t)
         cond = cond.type(self.dtype)
-
-        skips = []
-        for block in self.input_blocks:
-            h = block(h, t_emb)
-            skips.append(h.feats)
-        if self.pe_mode == "ape":
-            h = h.replace(h.feats + self.pos_embedder(h.coords[:, 1:]).type(self.dtype))
+        h = self.input_layer(x).type(self.dtype)
+        pooled_side: list[torch.Tensor] = []
+        for stage in self.input_blocks:
+            h = stage(h, time)
+            pooled_side.append(h.feats)
+        h = h.replace(h.feats + self.pos_embedder(h.coords[:, 1:]).type(self.dtype))
         for block in self.blocks:
-            h = block(h, t_emb, cond)
-        for block, skip in zip(self.out_blocks, reversed(skips)):
-            if self.use_skip_connection:
-                h = block(h.replace(torch.cat([h.feats, skip], dim=1)), t_emb)
-            else:
-                h = block(h, t_emb)
+            h = block(h, time, cond)
+        for stage in self.out_blocks:
+            skip = pooled_side.pop()
+            h = stage(h.replace(torch.cat((h.feats, skip), dim=1)) if self.use_skip_connection else h, time)
         h = h.replace(F.layer_norm(h.feats, h.feats.shape[-1:]))
         return self.out_layer(h.type(x.dtype))
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of parameters (works on the meta device)."""
-    return sum(math.prod(p.shape) for p in model.parameters())

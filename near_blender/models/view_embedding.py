@@ -1,7 +1,8 @@
 """Per-voxel observation-view embedding of the lighting-aware decoder (paper 3.5.2).
 
 For each voxel ``i`` of batch item ``b`` and the camera of that item (OpenCV world-to-camera
-``viewmat [4, 4]``; camera centre ``c = -R^T t``):
+``viewmat [4, 4]``; camera centre ``c = -R^T t``, or with ``compat="published"`` the translation
+of the inverted matrix, see :func:`camera_centres`):
 
 * ``p_i`` = voxel centre, ``d_i = (p_i - c) / |p_i - c|`` (unit ray from the camera to the voxel),
   ``l_i = |p_i - c|`` (distance along the ray, object units);
@@ -72,20 +73,37 @@ def check_viewmats(viewmats: Tensor, batch_size: int | None = None) -> None:
         raise NearError("A camera matrix contains NaN or Inf.")
 
 
-def camera_centres(viewmats: Tensor) -> Tensor:
-    """World-space camera centres ``[B, 3]`` of OpenCV world-to-camera matrices ``[B, 4, 4]``."""
+CENTRE_METHODS = ("closed_form", "inverse")
+
+
+def camera_centres(viewmats: Tensor, method: str = "closed_form") -> Tensor:
+    """World-space camera centres ``[B, 3]`` of OpenCV world-to-camera matrices ``[B, 4, 4]``.
+
+    ``"closed_form"``: ``-R^T t`` (exact for a rigid matrix); ``"inverse"``: the translation column
+    of the inverted 4x4 matrix, as the published NeAR code computes it (``compat="published"``).
+    The two agree to a few float steps, which the 2^11-frequency view encoding amplifies to ~1e-4.
+    """
+    if method == "inverse":
+        return torch.linalg.inv(viewmats)[:, :3, 3]
+    if method != "closed_form":
+        raise NearError(f"Unknown camera-centre method {method!r}; use one of {CENTRE_METHODS}.")
     R, t = viewmats[:, :3, :3], viewmats[:, :3, 3]
     return -(R.transpose(1, 2) @ t[..., None])[..., 0]
 
 
 def view_rays(
-    centres: Tensor, batch: Tensor, viewmats: Tensor, direction_space: DirectionSpace = "world"
+    centres: Tensor,
+    batch: Tensor,
+    viewmats: Tensor,
+    direction_space: DirectionSpace = "world",
+    centre_method: str = "closed_form",
 ) -> tuple[Tensor, Tensor]:
     """Unit directions ``[N, 3]`` from each item's camera centre to ``centres`` and distances ``[N, 1]``.
 
-    ``centres`` and the camera centres are compared as given (see ``frame`` in the module doc).
+    ``centres`` and the camera centres are compared as given (see ``frame`` in the module doc);
+    ``centre_method`` as in :func:`camera_centres`.
     """
-    cams = camera_centres(viewmats.to(centres.dtype))[batch]
+    cams = camera_centres(viewmats.to(centres.dtype), centre_method)[batch]
     ray = centres - cams
     dist = ray.norm(dim=-1, keepdim=True)
     d = ray / dist.clamp_min(1e-12)
@@ -119,11 +137,12 @@ class ViewEmbedding(nn.Module):
         resolution: int = 64,
         frame: ViewFrame = "grid01",
         direction_space: DirectionSpace = "world",
+        centre_method: str = "closed_form",
     ) -> Tensor:
         """Embedding ``[N, channels]`` of voxels ``coords_xyz [N, 3]`` seen by ``viewmats[batch]``."""
         check_view_options(frame, direction_space)
         check_viewmats(viewmats)
         dtype = self.ob_views_encoder.weight.dtype
         centres = voxel_centres(coords_xyz, resolution, frame, dtype)
-        dirs, dists = view_rays(centres, batch, viewmats, direction_space)
+        dirs, dists = view_rays(centres, batch, viewmats, direction_space, centre_method)
         return self(dirs, dists)

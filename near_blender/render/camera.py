@@ -217,17 +217,9 @@ def _view_plane(
 
 
 def perspective_intrinsics(
-    lens: float,
-    sensor_width: float,
-    sensor_height: float,
-    sensor_fit: str,
-    width: int,
-    height: int,
-    shift_x: float = 0.0,
-    shift_y: float = 0.0,
-    pixel_aspect_x: float = 1.0,
-    pixel_aspect_y: float = 1.0,
-) -> np.ndarray:
+    lens: float, sensor_width: float, sensor_height: float, sensor_fit: str, width: int, height: int,
+    shift_x: float = 0.0, shift_y: float = 0.0, pixel_aspect_x: float = 1.0, pixel_aspect_y: float = 1.0,
+) -> np.ndarray:  # fmt: skip
     """K [3, 3] of a Blender PERSP camera (lens and sensor in mm, size in pixels)."""
     if lens <= 0:
         raise NearError(f"Camera focal length must be positive, got {lens} mm.")
@@ -242,15 +234,9 @@ def perspective_intrinsics(
 
 
 def orthographic_intrinsics(
-    ortho_scale: float,
-    sensor_fit: str,
-    width: int,
-    height: int,
-    shift_x: float = 0.0,
-    shift_y: float = 0.0,
-    pixel_aspect_x: float = 1.0,
-    pixel_aspect_y: float = 1.0,
-) -> np.ndarray:
+    ortho_scale: float, sensor_fit: str, width: int, height: int, shift_x: float = 0.0,
+    shift_y: float = 0.0, pixel_aspect_x: float = 1.0, pixel_aspect_y: float = 1.0,
+) -> np.ndarray:  # fmt: skip
     """K [3, 3] of a Blender ORTHO camera: fx in pixels per metre, ``u = fx * x + cx``."""
     if ortho_scale <= 0:
         raise NearError(f"Orthographic scale must be positive, got {ortho_scale}.")
@@ -264,24 +250,12 @@ def orthographic_intrinsics(
 
 
 def camera_from_blender_params(
-    matrix_world: Any,
-    *,
-    type: str,
-    width: int,
-    height: int,
-    lens: float = 50.0,
-    sensor_width: float = 36.0,
-    sensor_height: float = 24.0,
-    sensor_fit: str = "AUTO",
-    shift_x: float = 0.0,
-    shift_y: float = 0.0,
-    ortho_scale: float = 6.0,
-    clip_start: float = 0.1,
-    clip_end: float = 1000.0,
-    pixel_aspect_x: float = 1.0,
-    pixel_aspect_y: float = 1.0,
-    name: str = "Camera",
-) -> Camera:
+    matrix_world: Any, *, type: str, width: int, height: int,  # noqa: A002 - Blender's name
+    lens: float = 50.0, sensor_width: float = 36.0, sensor_height: float = 24.0, sensor_fit: str = "AUTO",
+    shift_x: float = 0.0, shift_y: float = 0.0, ortho_scale: float = 6.0,
+    clip_start: float = 0.1, clip_end: float = 1000.0,
+    pixel_aspect_x: float = 1.0, pixel_aspect_y: float = 1.0, name: str = "Camera",
+) -> Camera:  # fmt: skip
     """The stack's :class:`Camera` from the values of a Blender camera (``bpy.types.Camera``)."""
     viewmat = viewmat_from_blender_matrix_world(matrix_world)
     kind = type.upper()

@@ -24,6 +24,7 @@ from .conv import (
     subm3_pairs,
 )
 from .nn import (
+    POOL_DIVISORS,
     LayerNorm32,
     SparseDownsample,
     SparseGELU,
@@ -53,6 +54,7 @@ __all__ = [
     "SparseLayerNorm",
     "SparseGELU",
     "SparseSiLU",
+    "POOL_DIVISORS",
     "SparseDownsample",
     "SparseUpsample",
     "sparse_downsample",

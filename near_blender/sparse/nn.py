@@ -59,8 +59,16 @@ def _up_key(factor: int) -> str:
     return f"upsample_{factor}"
 
 
-def sparse_downsample(x: SparseTensor, factor: int = 2) -> SparseTensor:
-    """Mean-pool voxels sharing ``coord // factor`` (per batch item).
+# How a coarse voxel's pooled feature is normalized: "count" divides the sum of its n children by
+# n (the true mean); "count_plus_one" by n + 1, the published TRELLIS/NeAR behaviour (their pooling
+# averages into a zero-initialized slot that counts as one more element), which their flow
+# weights were trained with.
+POOL_DIVISORS = ("count", "count_plus_one")
+
+
+def sparse_downsample(x: SparseTensor, factor: int = 2, divisor: str = "count") -> SparseTensor:
+    """Pool voxels sharing ``coord // factor`` (per batch item): sum of the children / ``divisor``
+    (``"count"``: n, the mean; ``"count_plus_one"``: n + 1, see :data:`POOL_DIVISORS`).
 
     Returns a tensor at scale ``x.scale * factor`` whose voxels are sorted by (batch, x, y, z); the
     inverse index, the fine coords and layout are cached on it for :func:`sparse_upsample`.
@@ -74,7 +82,10 @@ def sparse_downsample(x: SparseTensor, factor: int = 2) -> SparseTensor:
     feats = x.feats
     flat = feats.reshape(feats.shape[0], -1)
     summed = flat.new_zeros(ucode.shape[0], flat.shape[1]).index_add_(0, inv, flat)
-    counts = torch.bincount(inv, minlength=ucode.shape[0]).to(flat.dtype).clamp_(min=1)
+    if divisor not in POOL_DIVISORS:
+        raise NearError(f"Unknown pooling divisor {divisor!r}; use one of {POOL_DIVISORS}.")
+    counts = torch.bincount(inv, minlength=ucode.shape[0]).to(flat.dtype)
+    counts = counts + 1 if divisor == "count_plus_one" else counts.clamp_(min=1)
     new_feats = (summed / counts[:, None]).reshape(ucode.shape[0], *feats.shape[1:])
     z = ucode % side
     y = (ucode // side) % side
@@ -112,14 +123,16 @@ def sparse_upsample(x: SparseTensor, factor: int = 2) -> SparseTensor:
 
 
 class SparseDownsample(nn.Module):
-    """Module form of :func:`sparse_downsample` (mean pooling by ``factor``)."""
+    """Module form of :func:`sparse_downsample` (pooling by ``factor`` with ``divisor``)."""
 
-    def __init__(self, factor: int = 2) -> None:
+    def __init__(self, factor: int = 2, divisor: str = "count") -> None:
         super().__init__()
-        self.factor = factor
+        if divisor not in POOL_DIVISORS:
+            raise NearError(f"Unknown pooling divisor {divisor!r}; use one of {POOL_DIVISORS}.")
+        self.factor, self.divisor = factor, divisor
 
     def forward(self, x: SparseTensor) -> SparseTensor:
-        return sparse_downsample(x, self.factor)
+        return sparse_downsample(x, self.factor, self.divisor)
 
 
 class SparseUpsample(nn.Module):

@@ -13,7 +13,7 @@ from near_blender.models.image_encoder import (
     dinov2_vitl14_reg_config,
     load_dinov2,
 )
-from near_blender.models.slat_flow import count_parameters
+from near_blender.models.param_count import count_parameters
 
 
 def test_vitl14_reg_matches_public_checkpoint_layout() -> None:

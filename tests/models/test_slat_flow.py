@@ -8,8 +8,13 @@ import pytest
 import torch
 
 from near_blender import NearError
-from near_blender.models.blocks import AbsolutePositionEmbedder, MultiHeadRMSNorm, TimestepEmbedder
-from near_blender.models.slat_flow import SLatFlowModel, count_parameters
+from near_blender.models.blocks import (
+    AbsolutePositionEmbedder,
+    MultiHeadRMSNorm,
+    sinusoidal_time_features,
+)
+from near_blender.models.param_count import count_parameters
+from near_blender.models.slat_flow import SLatFlowModel
 from near_blender.sparse import conv_backend, spconv_available
 
 from ._helpers import randomize, sparse_input, tiny_flow
@@ -88,7 +93,7 @@ def test_configs_and_errors() -> None:
 
 def test_timestep_and_position_embeddings_follow_the_formulas() -> None:
     t = torch.tensor([0.0, 250.0, 999.0])
-    emb = TimestepEmbedder.timestep_embedding(t, 256)
+    emb = sinusoidal_time_features(t, 256)
     k = torch.arange(128, dtype=torch.float32)
     freqs = torch.exp(-math.log(10000) * k / 128)
     torch.testing.assert_close(emb[:, :128], torch.cos(t[:, None] * freqs))
