@@ -27,3 +27,19 @@ def test_user_errors_are_messages_not_tracebacks(capsys):
     assert cli.main(["bench", "nope"]) == 2
     err = capsys.readouterr().err
     assert "Unknown benchmark" in err and "Traceback" not in err
+
+
+def test_gpu_benchmark_without_a_gpu_is_a_clear_error_and_all_skips_it(capsys, monkeypatch, tmp_path):
+    import torch
+
+    from near_blender.bench import BENCHMARKS
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert cli.main(["bench", "decoder-gpu", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "needs a CUDA device" in err and "tools/gpu_check.sh" in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir())  # nothing written
+    # `all` leaves it out (the other benchmarks are replaced by a no-op to keep this test short)
+    monkeypatch.setattr("near_blender.commands.bench.BENCHMARKS", {"decoder-gpu": BENCHMARKS["decoder-gpu"]})
+    assert cli.main(["bench", "all", "--out", str(tmp_path)]) == 0
+    assert "no CUDA device, skipping decoder-gpu" in capsys.readouterr().out
