@@ -45,6 +45,19 @@ def _bootstrap() -> Any:
     return load_extension_package(ROOT, PACKAGE)
 
 
+def start_script(parser: Any) -> tuple[Any, Any]:
+    """For the Blender-side scripts (demo, benchmarks): parse the arguments after ``--`` (Blender
+    binary) or all of them (bpy module), use ``--model`` as ``$NEAR_MODEL``, register the extension.
+    Returns (arguments, the extension package)."""
+    argv = sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else sys.argv[1:]
+    args = parser.parse_args(argv)
+    if getattr(args, "model", None):
+        os.environ["NEAR_MODEL"] = str(args.model)
+    addon = _bootstrap()
+    ensure_registered()
+    return args, addon
+
+
 def ensure_registered() -> None:
     """Register the extension unless a NeAR engine is registered already (installed extension)."""
     import bpy
@@ -66,11 +79,7 @@ def _session_module() -> Any:
 def cache_stats() -> dict[str, int]:
     """Summed cache counters of the NeAR engine's scene renderers in this process."""
     mod = _session_module()
-    total: dict[str, int] = {}
-    for r in getattr(mod, "_renderers", {}).values():
-        for k, v in r.stats.items():
-            total[k] = total.get(k, 0) + int(v)
-    return total
+    return mod.render_caches().stats() if mod is not None else {}
 
 
 # ---------------------------------------------------------------------------------------------

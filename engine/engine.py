@@ -26,8 +26,9 @@ class NearRenderEngine(bpy.types.RenderEngine):
         # Sessions hold only Python/torch memory; drop references so they are freed promptly. The
         # RNA struct may already be gone when Python collects this object.
         try:
-            self.session = None
-            self.viewport = None
+            viewport, self.session, self.viewport = self.viewport, None, None
+            if viewport is not None:
+                viewport.close()  # ends its worker thread
         except ReferenceError:
             pass
         parent_del = getattr(super(), "__del__", None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,24 +28,48 @@ def bundled_model_path() -> Path:
     return Path(near_blender.__file__).parent / "weights" / "near-default"
 
 
-def model_spec(prefs: Any = None) -> tuple[str, str, str | None, str]:
-    """(source kind, path or repo id, revision, device) from the environment / preferences."""
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model to load, read from the preferences on Blender's main thread, so that a worker
+    thread can load it without touching bpy. ``online``: Blender's online access at that moment."""
+
+    kind: str  # ENV | BUNDLED | FOLDER | HUB
+    where: str  # a pipeline folder or a Hub repository id
+    revision: str | None
+    device: str  # AUTO | CPU | CUDA
+    online: bool = False
+    cache_dir: str | None = None  # where Hub downloads go (the extension's user folder)
+
+
+def model_spec(prefs: Any = None) -> ModelSpec:
+    """The :class:`ModelSpec` of the environment / preferences (call on the main thread)."""
     env = os.environ.get("NEAR_MODEL")
     device = os.environ.get("NEAR_DEVICE", "AUTO")
     if env:
-        return ("ENV", env, None, device)
+        return ModelSpec("ENV", env, None, device, _online_access())
     if prefs is None:
-        return ("BUNDLED", str(bundled_model_path()), None, device)
+        return ModelSpec("BUNDLED", str(bundled_model_path()), None, device)
     device = prefs.device
     if prefs.model_source == "FOLDER":
         if not prefs.model_folder:
             raise NearError("NeAR preferences: 'Local Folder' is selected but no folder is set.")
         import bpy
 
-        return ("FOLDER", bpy.path.abspath(prefs.model_folder), None, device)
+        return ModelSpec("FOLDER", bpy.path.abspath(prefs.model_folder), None, device)
     if prefs.model_source == "HUB":
-        return ("HUB", prefs.hub_repo.strip(), prefs.hub_revision.strip() or None, device)
-    return ("BUNDLED", str(bundled_model_path()), None, device)
+        return ModelSpec(
+            "HUB", prefs.hub_repo.strip(), prefs.hub_revision.strip() or None, device, _online_access()
+        )
+    return ModelSpec("BUNDLED", str(bundled_model_path()), None, device)
+
+
+def _online_access() -> bool:
+    try:
+        import bpy
+
+        return bool(bpy.app.online_access)
+    except (ImportError, AttributeError):  # outside Blender: the user's own environment decides
+        return True
 
 
 def resolve_device(choice: str) -> str:
@@ -59,23 +84,28 @@ def resolve_device(choice: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def get_pipeline(prefs: Any = None) -> Any:
-    """The loaded :class:`~near_blender.pipeline.NearPipeline` (cached per source and device)."""
-    kind, where, revision, device_choice = model_spec(prefs)
-    device = resolve_device(device_choice)
-    key = (kind, where, revision, device)
+def get_pipeline(spec: ModelSpec | Any = None) -> Any:
+    """The loaded :class:`~near_blender.pipeline.NearPipeline` (cached per source and device).
+
+    ``spec``: a :class:`ModelSpec` (what worker threads pass), or the add-on preferences / None
+    (read here, so only on the main thread)."""
+    if not isinstance(spec, ModelSpec):
+        spec = model_spec(spec)
+    device = resolve_device(spec.device)
+    key = (spec.kind, spec.where, spec.revision, device)
     with _lock:
         if key in _loaded:
             return _loaded[key]
-        pipe = _load(kind, where, revision, device)
+        pipe = _load(spec, device)
         _loaded.clear()  # one model at a time: free the previous one
         _loaded[key] = pipe
         return pipe
 
 
-def _load(kind: str, where: str, revision: str | None, device: str) -> Any:
+def _load(spec: ModelSpec, device: str) -> Any:
     from near_blender.pipeline import NearPipeline
 
+    kind, where = spec.kind, spec.where
     if kind == "BUNDLED" and not (Path(where) / "pipeline.json").is_file():
         raise NearError(
             f"The bundled default NeAR model is missing ({where}). Reinstall the extension, or choose a "
@@ -83,20 +113,24 @@ def _load(kind: str, where: str, revision: str | None, device: str) -> Any:
         )
     cache_dir = None
     if kind == "HUB":
-        import bpy
-
-        if not bpy.app.online_access:
+        if not spec.online:
             os.environ["HF_HUB_OFFLINE"] = "1"  # use an already downloaded copy only
-        try:
-            cache_dir = bpy.utils.extension_path_user(__package__.rpartition(".")[0], path="hub", create=True)
-        except (ValueError, AttributeError):  # not running as an installed extension
-            cache_dir = None
+        cache_dir = spec.cache_dir
     try:
-        return NearPipeline.from_pretrained(where, revision=revision, cache_dir=cache_dir, device=device)
+        return NearPipeline.from_pretrained(where, revision=spec.revision, cache_dir=cache_dir, device=device)
     except NearError:
         raise
     except Exception as e:  # torch / safetensors failures deep inside loading
         raise NearError(f"Could not load the NeAR model from {where}: {type(e).__name__}: {e}") from None
+
+
+def _hub_cache_dir() -> str | None:
+    try:
+        import bpy
+
+        return bpy.utils.extension_path_user(__package__.rpartition(".")[0], path="hub", create=True)
+    except (ImportError, ValueError, AttributeError):  # not running as an installed extension
+        return None
 
 
 def clear() -> None:

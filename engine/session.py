@@ -1,14 +1,19 @@
 """The final-render session (F12, ``blender -b -f/-a``): scene -> NeAR conditions -> passes.
 
 Everything model-related is delegated to :class:`near_blender.scene.SceneRenderer`, which keeps the
-per-asset and per-lighting caches across frames; this module only reads the scene through the
-bridge, reports progress, honours cancel (``test_break``) and fills Blender's passes.
+per-asset and per-lighting caches across frames; this module reads the scene through the bridge,
+reports progress, honours cancel (``test_break``) and fills Blender's passes. It also owns the
+process's :class:`RenderCaches` (one lock-guarded object), shared by F12, the viewport's worker
+(:mod:`.viewport`) and batch renders (:mod:`.batch`).
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
+from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +26,7 @@ from near_blender.utils.progress import Cancelled
 
 from . import scene_bridge
 from .assets import SceneAsset, collect_assets, sidecar_key
+from .model_manager import model_spec
 from .passes import ALL_PASSES, EXTRA_PASSES
 
 
@@ -50,32 +56,65 @@ class RenderOptions:
         )
 
 
-_renderers: dict[int, Any] = {}  # id(pipeline) -> SceneRenderer (kept across frames and renders)
-_slats: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+class RenderCaches:
+    """What every NeAR render of this process shares -- F12, the viewport's worker, batch renders
+    -- behind one lock: the scene renderer of the loaded model (asset encodings, lighting tokens,
+    environment conditioning) and the LH-SLAT sidecars read from disk.
+
+    Hold :attr:`lock` around any use of :meth:`scene_renderer` and :meth:`sidecar`; model work of
+    two renders is serialised (they would compete for the same cores or GPU anyway). Blender's
+    draw callbacks never take it: they only snapshot and draw.
+    """
+
+    MAX_SIDECARS = 64
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self._renderer: Any = None
+        self._slats: OrderedDict[tuple, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+
+    def scene_renderer(self, pipe: Any) -> Any:
+        """The :class:`~near_blender.scene.SceneRenderer` of ``pipe`` (a new model drops the old caches)."""
+        from near_blender.scene import SceneRenderer
+
+        with self.lock:
+            if self._renderer is None or self._renderer.pipe is not pipe:
+                self._renderer = SceneRenderer(pipe)
+            return self._renderer
+
+    def sidecar(self, asset: SceneAsset) -> tuple[tuple, np.ndarray, np.ndarray]:
+        """(cache key, coords, feats) of an asset's LH-SLAT (its file, or its bytes packed into the
+        .blend), re-read only when it changed."""
+        from near_blender.data.slat_io import load_slat_npz
+
+        key = sidecar_key(asset)
+        with self.lock:
+            if key in self._slats:
+                self._slats.move_to_end(key)
+            else:
+                self._slats[key] = load_slat_npz(asset.sidecar, data=asset.packed)
+                while len(self._slats) > self.MAX_SIDECARS:
+                    self._slats.popitem(last=False)
+            c, f = self._slats[key]
+        return key, c, f
+
+    def stats(self) -> dict[str, int]:
+        """The scene renderer's cache counters (encoder runs and hits), zeros before the first render."""
+        with self.lock:
+            return dict(self._renderer.stats) if self._renderer is not None else {}
+
+    def clear(self) -> None:
+        with self.lock:
+            self._renderer = None
+            self._slats.clear()
 
 
-def scene_renderer(pipe: Any) -> Any:
-    from near_blender.scene import SceneRenderer
-
-    r = _renderers.get(id(pipe))
-    if r is None or r.pipe is not pipe:
-        _renderers.clear()
-        r = _renderers[id(pipe)] = SceneRenderer(pipe)
-    return r
+_CACHES = RenderCaches()
 
 
-def load_sidecar(asset: SceneAsset) -> tuple[tuple, np.ndarray, np.ndarray]:
-    """(cache key, coords, feats) of an asset's LH-SLAT (its file, or its bytes packed into the
-    .blend), re-read only when it changed."""
-    from near_blender.data.slat_io import load_slat_npz
-
-    key = sidecar_key(asset)
-    if key not in _slats:
-        if len(_slats) > 64:
-            _slats.clear()
-        _slats[key] = load_slat_npz(asset.sidecar, data=asset.packed)
-    c, f = _slats[key]
-    return key, c, f
+def render_caches() -> RenderCaches:
+    """The process's one :class:`RenderCaches`."""
+    return _CACHES
 
 
 class RenderSession:
@@ -101,7 +140,7 @@ class RenderSession:
             assets = collect_assets(depsgraph)
             prefs = self.preferences()
             images = self.render_images(
-                camera, env, RenderOptions.from_scene(scene, prefs), assets, prefs, progress,
+                camera, env, RenderOptions.from_scene(scene, prefs), assets, model_spec(prefs), progress,
                 cancel=engine.test_break,
             )  # fmt: skip
         except Cancelled:
@@ -139,42 +178,59 @@ class RenderSession:
         camera: Camera,
         env: Environment,
         options: RenderOptions = RenderOptions(),
-        assets: list[Any] = (),
-        prefs: Any = None,
+        assets: Sequence[SceneAsset] = (),
+        model: Any = None,
         progress: Any = None,
         cancel: Any = None,
     ) -> dict[str, np.ndarray]:
         """All pass images, top row first: ``rgba`` [H,W,4] scene-linear (premultiplied over the
         world background times ``options.background_strength`` unless ``options.transparent``),
         ``depth`` [H,W,1] (1e10 where empty), ``alpha``, ``base_color``, ``roughness``,
-        ``metallic``, ``shadow``, ``normal`` (world space)."""
-        from near_blender.scene import PlacedAsset, composite_over
+        ``metallic``, ``shadow``, ``normal`` (world space).
 
-        H, W = camera.height, camera.width
-        if assets:
-            from .model_manager import get_pipeline
+        ``model``: a :class:`~.model_manager.ModelSpec` (worker threads) or the add-on preferences
+        (read on the calling thread). Model work holds :func:`render_caches`' lock."""
+        return RenderSession.render_sizes([camera], env, options, assets, model, progress, cancel)[0]
 
-            pipe = get_pipeline(prefs)
+    @staticmethod
+    def render_sizes(
+        cameras: Sequence[Camera],
+        env: Environment,
+        options: RenderOptions = RenderOptions(),
+        assets: Sequence[SceneAsset] = (),
+        model: Any = None,
+        progress: Any = None,
+        cancel: Any = None,
+        on_images: Any = None,
+    ) -> list[dict[str, np.ndarray]]:
+        """:meth:`render_images` for cameras of one pose at several sizes (the viewport's coarse and
+        final passes): the networks run once. ``on_images(i, images)`` as each size is done."""
+        from near_blender.scene import PlacedAsset, _empty
+
+        def finish(i: int, imgs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            out = _pass_images(cameras[i], env, options, imgs)
+            if on_images is not None:
+                on_images(i, out)
+            return out
+
+        if not assets:
+            return [finish(i, _empty(c.height, c.width)) for i, c in enumerate(cameras)]
+        from .model_manager import get_pipeline
+
+        caches = render_caches()
+        results: list[dict[str, np.ndarray]] = []
+        with caches.lock:
+            pipe = get_pipeline(model)
             placed = []
             for a in assets:
-                key, coords, feats = load_sidecar(a)
+                key, coords, feats = caches.sidecar(a)
                 placed.append(PlacedAsset(key, coords, feats, a.matrix_world))
-            imgs = scene_renderer(pipe).render(
-                placed, camera, env, passes=options.passes, progress=progress, cancel=cancel,
+            caches.scene_renderer(pipe).render_sizes(
+                placed, cameras, env, passes=options.passes, progress=progress, cancel=cancel,
                 mode="antialiased" if options.antialiased else None, precision=options.precision,
+                on_images=lambda i, imgs: results.append(finish(i, imgs)),
             )  # fmt: skip
-        else:
-            from near_blender.scene import _empty
-
-            imgs = _empty(H, W)
-        background = None
-        if not options.transparent:
-            _, dirs = camera.pixel_rays()
-            background = (env.radiance_at(dirs) * options.background_strength).astype(np.float32)
-        out = {spec.key: imgs[spec.key] for spec in EXTRA_PASSES if spec.key in imgs}
-        out["rgba"] = composite_over(imgs, background)
-        out["depth"] = np.where(imgs["alpha"] > 1e-6, imgs["depth"], np.float32(1e10)).astype(np.float32)
-        return out
+        return results
 
     @staticmethod
     def write_result(engine: Any, view_layer: Any, images: dict[str, np.ndarray]) -> None:
@@ -196,6 +252,23 @@ class RenderSession:
                 rp.rect.foreach_set(flat)
         finally:
             engine.end_result(result)
+
+
+def _pass_images(
+    camera: Camera, env: Environment, options: RenderOptions, imgs: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """The renderer's images as Blender's passes: ``rgba`` composited over the world (unless the
+    film is transparent), ``depth`` 1e10 where nothing was hit, the PBR and shadow passes as they are."""
+    from near_blender.scene import composite_over
+
+    background = None
+    if not options.transparent:
+        _, dirs = camera.pixel_rays()
+        background = (env.radiance_at(dirs) * options.background_strength).astype(np.float32)
+    out = {spec.key: imgs[spec.key] for spec in EXTRA_PASSES if spec.key in imgs}
+    out["rgba"] = composite_over(imgs, background)
+    out["depth"] = np.where(imgs["alpha"] > 1e-6, imgs["depth"], np.float32(1e10)).astype(np.float32)
+    return out
 
 
 last_error: str | None = None  # the latest render failure (batch renders check it after each frame)

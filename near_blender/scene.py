@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,7 +153,6 @@ class SceneRenderer:
         return cache
 
     # -- rendering ----------------------------------------------------------------------------------
-    @torch.no_grad()
     def render(
         self,
         assets: Sequence[PlacedAsset],
@@ -174,21 +173,61 @@ class SceneRenderer:
         zero); ``mode``: "classic" or "antialiased" rasterization (default: the model's);
         ``precision``: "fp32", "bf16" or "fp16" for the networks (autocast; the Gaussians are
         rasterized in float32 whatever the precision)."""
+        return self.render_sizes(assets, [camera], env, passes, progress, cancel, mode, precision)[0]
+
+    @torch.no_grad()
+    def render_sizes(
+        self,
+        assets: Sequence[PlacedAsset],
+        cameras: Sequence[Camera],
+        env: Environment,
+        passes: tuple[str, ...] = ("light", "base"),
+        progress: Progress | None = None,
+        cancel: CancelCheck | None = None,
+        mode: str | None = None,
+        precision: str = "fp32",
+        on_images: Callable[[int, dict[str, np.ndarray]], None] | None = None,
+    ) -> list[dict[str, np.ndarray]]:
+        """:meth:`render` for several cameras of one pose (the same ``viewmat``; e.g. a coarse and a
+        full resolution of a viewport): the networks run once, only the rasterization per camera.
+        ``on_images(i, images)`` is called as soon as camera ``i`` is done (progressive display)."""
         if precision not in PRECISIONS:
             raise NearError(f"Unknown precision {precision!r}; use one of {sorted(PRECISIONS)}.")
+        if not cameras:
+            raise NearError("render_sizes needs at least one camera.")
+        pose = np.asarray(cameras[0].viewmat)
+        if any(not np.allclose(np.asarray(c.viewmat), pose, atol=1e-6) for c in cameras[1:]):
+            raise NearError(
+                "render_sizes: the cameras must share one pose (viewmat); only K and size may differ."
+            )
         rep = as_reporter(progress, cancel)
-        H, W = camera.height, camera.width
-        if not assets:
-            return _empty(H, W)
+        g = self._placed_gaussians(assets, pose, env, precision, rep) if assets else None
+        results = []
+        for i, camera in enumerate(cameras):
+            rep.update(
+                (len(assets) + i) / (len(assets) + len(cameras)),
+                f"rasterizing {camera.width}x{camera.height}",
+            )
+            imgs = _empty(camera.height, camera.width)
+            if g is not None:
+                imgs.update(self._rasterize(g, camera, passes, mode))
+            results.append(imgs)
+            if on_images is not None:
+                on_images(i, imgs)
+        rep.update(1.0, "done")
+        return results
+
+    def _placed_gaussians(
+        self, assets: Sequence[PlacedAsset], viewmat: np.ndarray, env: Environment, precision: str, rep: Any
+    ) -> Any:
+        """Every asset's Gaussians (with radiance) seen from ``viewmat``, moved to the world, as one set."""
         device, model = self.pipe.device, self.model
-        lighting = self._lighting_cache(env, camera.viewmat, precision)
+        lighting = self._lighting_cache(env, viewmat, precision)
         parts = []
         for i, a in enumerate(assets):
             rep.update(i / (len(assets) + 1), f"decoding {i + 1}/{len(assets)}")
             cache = self._asset_cache(a, precision)
-            vm_obj = torch.as_tensor(
-                object_viewmat(camera.viewmat, a.matrix_world)[None], dtype=torch.float32
-            )
+            vm_obj = torch.as_tensor(object_viewmat(viewmat, a.matrix_world)[None], dtype=torch.float32)
             with self._autocast(precision):
                 g = model.gaussians(cache, lighting, vm_obj.to(device))
                 g.radiance = model.radiance(g, lighting, vm_obj.to(device))  # before moving to the world
@@ -198,18 +237,22 @@ class SceneRenderer:
                 g.transformed(torch.as_tensor(R, dtype=torch.float32, device=device), s,
                               torch.as_tensor(t, dtype=torch.float32, device=device))
             )  # fmt: skip
-        rep.update(len(assets) / (len(assets) + 1), "rasterizing")
         g = _concat(parts)
         g.batch = torch.zeros_like(g.batch)
+        return g
+
+    def _rasterize(
+        self, g: Any, camera: Camera, passes: tuple[str, ...], mode: str | None
+    ) -> dict[str, np.ndarray]:
+        device = self.pipe.device
         vm = torch.as_tensor(np.asarray(camera.viewmat)[None], dtype=torch.float32, device=device)
         K = torch.as_tensor(np.asarray(camera.K)[None], dtype=torch.float32, device=device)
-        out = model.render_gaussians(g, vm, K, W, H, camera.model, passes, mode=mode)
-        rep.update(1.0, "done")
+        out = self.model.render_gaussians(
+            g, vm, K, camera.width, camera.height, camera.model, passes, mode=mode
+        )
         imgs = {k: v[0].float().cpu().numpy() for k, v in out.items()}
         imgs.pop("alpha_base", None)
-        full = _empty(H, W)
-        full.update(imgs)
-        return full
+        return imgs
 
     def _autocast(self, precision: str) -> Any:
         """Autocast context of the networks at ``precision`` (a no-op for fp32)."""

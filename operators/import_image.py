@@ -1,8 +1,10 @@
 """File > Import > Image as NeAR Asset: a casually lit image + the selected mesh (the geometry
 prior, e.g. from an image-to-3D model) -> an LH-SLAT sidecar and a NeAR asset object.
 
-Stage 1 runs off Blender's main thread (the UI keeps drawing, the status bar shows progress, Esc
-cancels at the next sampling step). The sidecar ``<image>.near.npz`` is written next to the .blend
+Only what must be read from Blender happens on the main thread (the image, the prior's triangles,
+the sidecar path, which model, the scene camera); voxelizing the prior, loading the model and stage 1
+run on a worker thread (the UI keeps drawing, the status bar shows progress, Esc cancels at the next
+step). The sidecar ``<image>.near.npz`` is written next to the .blend
 (atomically, only when stage 1 finished) and referenced by a relative path; the asset object is an
 Empty whose transform maps the canonical box [-0.5, 0.5]^3 onto the prior mesh's bounding box, so
 moving, rotating or scaling it moves the Gaussians.
@@ -13,6 +15,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -132,12 +135,19 @@ def input_camera(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The scene camera taken as the camera that shot the image: ``(viewmat, K)`` in the asset's
     object space (``matrix``: object to world), ``K`` scaled to the image's pixels."""
-    if scene.camera is None:
+    camera = scene_bridge.scene_camera(scene) if scene.camera is not None else None
+    return camera_for_image(camera, image_shape, matrix)
+
+
+def camera_for_image(
+    cam: Any, image_shape: tuple[int, ...], matrix: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`input_camera` from an already read scene camera (``None``: the scene has none); bpy-free."""
+    if cam is None:
         raise NearError(
             "This model projects the image onto the geometry prior and needs the camera that took it: add "
             "a scene camera that frames the prior as the photo does (e.g. with fSpy), then import again."
         )
-    cam = scene_bridge.scene_camera(scene)
     H, W = int(image_shape[0]), int(image_shape[1])
     if abs(W / H - cam.width / cam.height) > 0.02 * (cam.width / cam.height):
         raise NearError(
@@ -170,6 +180,49 @@ def run_stage1(
         raise Cancelled("Cancelled by the user.")
     save_slat_npz(out_path, coords, feats)
     return feats
+
+
+@dataclass(frozen=True)
+class ImportJob:
+    """What the import reads from Blender on the main thread; the rest runs on a worker."""
+
+    triangles: np.ndarray  # [F, 3, 3] world-space triangles of the geometry prior
+    rgba: np.ndarray  # [H, W, 4] premultiplied scene-linear
+    out_path: Path  # the sidecar to write
+    model: Any  # engine.model_manager.ModelSpec
+    scene_camera: Any  # near_blender Camera of the scene camera, or None
+    seed: int = 0
+    steps: int | None = None
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    coords: np.ndarray  # [N, 3] voxels of the prior
+    matrix: np.ndarray  # [4, 4] the asset's matrix_world
+    model_id: str
+
+
+def import_on_worker(
+    job: ImportJob,
+    progress: Callable[[float, str], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> ImportResult:
+    """Voxelize the prior, load the model, run stage 1 and write the sidecar (bpy-free, any thread)."""
+    from ..engine.model_manager import get_pipeline
+
+    def say(fraction: float, message: str) -> None:
+        if progress is not None:
+            progress(fraction, message)
+        if cancel is not None and cancel():
+            raise Cancelled("Cancelled by the user.")
+
+    say(0.0, "voxelizing the geometry prior")
+    coords, matrix = voxelize_prior(job.triangles)
+    say(0.0, "loading the model")
+    pipe = get_pipeline(job.model)
+    camera = camera_for_image(job.scene_camera, job.rgba.shape, matrix) if pipe.needs_input_camera else None
+    run_stage1(pipe, job.rgba, coords, job.out_path, job.seed, job.steps, progress, cancel, camera)
+    return ImportResult(coords, matrix, str(pipe.args.get("model_id", "")))
 
 
 def create_asset_object(
@@ -212,31 +265,32 @@ class NEAR_OT_import_image(bpy.types.Operator, ImportHelper):
     _timer = None
     _thread: threading.Thread | None = None
 
-    def _prepare(self, context: Any) -> dict[str, Any]:
-        from ..engine.model_manager import get_pipeline
+    def _prepare(self, context: Any) -> ImportJob:
+        """Everything read from Blender (main thread): the image first (a bad file fails fast), the
+        prior's triangles, the sidecar path, which model, the scene camera. No heavy work here."""
+        from ..engine.model_manager import model_spec
         from ..engine.session import RenderSession
 
-        prior = context.active_object
-        tris = prior_triangles(prior, context.evaluated_depsgraph_get())
-        coords, matrix = voxelize_prior(tris)
         rgba = read_image_rgba(self.filepath)
-        out_abs, out_rel = sidecar_path(self.filepath)
-        pipe = get_pipeline(RenderSession.preferences())
-        camera = input_camera(context.scene, rgba.shape, matrix) if pipe.needs_input_camera else None
-        return {"prior": prior, "coords": coords, "matrix": matrix, "rgba": rgba, "out_abs": out_abs,
-                "out_rel": out_rel, "pipe": pipe, "camera": camera}  # fmt: skip
+        self._prior = context.active_object
+        tris = prior_triangles(self._prior, context.evaluated_depsgraph_get())
+        out_abs, self._out_rel = sidecar_path(self.filepath)
+        scene = context.scene
+        camera = scene_bridge.scene_camera(scene) if scene.camera is not None else None
+        return ImportJob(tris, rgba, out_abs, model_spec(RenderSession.preferences()), camera, self.seed,
+                         self.steps or None)  # fmt: skip
 
-    def _finish(self, context: Any, job: dict[str, Any]) -> Any:
-        obj = create_asset_object(context, Path(self.filepath).stem, job["out_rel"], job["matrix"], self.filepath,
-                                  model_id=str(job["pipe"].args.get("model_id", "")))  # fmt: skip
-        if self.hide_prior and job["prior"] is not None:
-            job["prior"].hide_render = True
+    def _finish(self, context: Any, result: ImportResult) -> Any:
+        obj = create_asset_object(context, Path(self.filepath).stem, self._out_rel, result.matrix, self.filepath,
+                                  model_id=result.model_id)  # fmt: skip
+        if self.hide_prior and self._prior is not None:
+            self._prior.hide_render = True
         for o in context.selected_objects:
             o.select_set(False)
         obj.select_set(True)
         context.view_layer.objects.active = obj
         self.report(
-            {"INFO"}, f"NeAR asset {obj.name!r} created ({len(job['coords'])} voxels, {job['out_rel']})"
+            {"INFO"}, f"NeAR asset {obj.name!r} created ({len(result.coords)} voxels, {self._out_rel})"
         )
         return obj
 
@@ -251,34 +305,32 @@ class NEAR_OT_import_image(bpy.types.Operator, ImportHelper):
         return self._start_modal(context, job)
 
     # -- blocking path (background mode, scripts) -----------------------------------------------
-    def _run_blocking(self, context: Any, job: dict[str, Any]) -> set[str]:
+    def _run_blocking(self, context: Any, job: ImportJob) -> set[str]:
         def progress(f: float, msg: str) -> None:
             print(f"NeAR import: {f * 100:5.1f}% {msg}", flush=True)
 
         try:
-            run_stage1(job["pipe"], job["rgba"], job["coords"], job["out_abs"], self.seed, self.steps or None,
-                       progress, cancel=_blocking_cancel, camera=job["camera"])  # fmt: skip
+            result = import_on_worker(job, progress, cancel=_blocking_cancel)
         except Cancelled:
             self.report({"WARNING"}, "Import cancelled; nothing was written.")
             return {"CANCELLED"}
         except NearError as e:
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
-        self._finish(context, job)
+        self._finish(context, result)
         return {"FINISHED"}
 
     # -- modal path (UI): stage 1 on a worker thread ---------------------------------------------
-    def _start_modal(self, context: Any, job: dict[str, Any]) -> set[str]:
-        self._job = job
+    def _start_modal(self, context: Any, job: ImportJob) -> set[str]:
         self._events: queue.Queue = queue.Queue()
         self._cancel = threading.Event()
 
-        def work() -> None:
+        def work() -> None:  # reads nothing of the operator or of Blender: all of it is in ``job``
             try:
-                run_stage1(job["pipe"], job["rgba"], job["coords"], job["out_abs"], self.seed, self.steps or None,
-                           lambda f, m: self._events.put(("progress", f, m)), self._cancel.is_set,
-                           camera=job["camera"])  # fmt: skip
-                self._events.put(("done", None, None))
+                result = import_on_worker(
+                    job, lambda f, m: self._events.put(("progress", f, m)), self._cancel.is_set
+                )
+                self._events.put(("done", result, None))
             except Cancelled:
                 self._events.put(("cancelled", None, None))
             except Exception as e:  # noqa: BLE001 - reported on the main thread
@@ -309,7 +361,7 @@ class NEAR_OT_import_image(bpy.types.Operator, ImportHelper):
                 continue
             self._cleanup(context)
             if kind == "done":
-                self._finish(context, self._job)
+                self._finish(context, a)
                 return {"FINISHED"}
             if kind == "cancelled":
                 self.report({"WARNING"}, "Import cancelled; nothing was written.")

@@ -99,7 +99,7 @@ def _centroid(a: np.ndarray) -> np.ndarray:
 
 def test_animated_camera_frames_and_caches(tmp_path):
     scene, _, cams = _scene(tmp_path)
-    S._renderers.clear()  # cold caches: the counters below are this batch's encoder runs
+    S.render_caches().clear()  # cold caches: the counters below are this batch's encoder runs
     events = list(batch.render_frames(scene, [1, 2, 3], out=tmp_path / "out", resolution=(W, H)))
     assert [e["event"] for e in events] == ["start", "frame", "frame", "frame", "end"]
     paths = [Path(e["path"]) for e in events[1:4]]
@@ -142,18 +142,18 @@ def test_render_animation_world_rotation_per_frame(tmp_path):
     scene, asset, cams = _scene(tmp_path, frames=2, world_rotations_deg=rot)
     scene.render.resolution_x, scene.render.resolution_y, scene.render.resolution_percentage = W, H, 100
     scene.frame_set(1)
-    S._renderers.clear()
+    S.render_caches().clear()
     bpy.ops.render.render(animation=True)
     chans = [exr.read_exr_channels(tmp_path / "render" / f"shot_{f:04d}.exr") for f in (1, 2)]
     pipe = model_manager.get_pipeline()
-    stats = dict(next(iter(S._renderers.values())).stats)
+    stats = S.render_caches().stats()
     (placed,) = S.collect_assets(bpy.context.evaluated_depsgraph_get())  # the one asset
-    key, coords, feats = S.load_sidecar(placed)
+    key, coords, feats = S.render_caches().sidecar(placed)
     env0 = exr.read_envmap(studio_hdri("forest"))
     for k, ch in enumerate(chans):
         rgb = np.stack([ch[f"ViewLayer.Combined.{c}"] for c in "RGB"], -1)
         placed = [PlacedAsset(key, coords, feats, np.array(asset.matrix_world))]
-        direct = S.scene_renderer(pipe).render(placed, cams[k], env0.with_rotation(math.radians(rot[k])))
+        direct = S.render_caches().scene_renderer(pipe).render(placed, cams[k], env0.with_rotation(math.radians(rot[k])))
         np.testing.assert_allclose(rgb, direct["hdr"], atol=2e-4)
     a0, a1 = (ch["ViewLayer.Alpha.A"] for ch in chans)
     np.testing.assert_allclose(_centroid(a1) - _centroid(a0), cams[1].project(CENTRE[None])[0][0]

@@ -135,12 +135,12 @@ def test_world_mapping_rotation_equals_rotating_the_stack_environment(tmp_path):
     env = exr.read_envmap(studio_hdri("forest")).with_rotation(math.radians(70.0))
     pipe = model_manager.get_pipeline()
     (placed,) = S.collect_assets(bpy.context.evaluated_depsgraph_get())  # the one asset
-    key, coords, feats = S.load_sidecar(placed)
+    key, coords, feats = S.render_caches().sidecar(placed)
     M = np.array(asset.matrix_world)
     cam = addon.engine.scene_bridge.scene_camera(scene)
-    direct = S.scene_renderer(pipe).render([PlacedAsset(key, coords, feats, M)], cam, env)
+    direct = S.render_caches().scene_renderer(pipe).render([PlacedAsset(key, coords, feats, M)], cam, env)
     np.testing.assert_allclose(rgb, direct["hdr"], atol=2e-4)
-    unrotated = S.scene_renderer(pipe).render(
+    unrotated = S.render_caches().scene_renderer(pipe).render(
         [PlacedAsset(key, coords, feats, M)], cam, env.with_rotation(0.0)
     )
     assert np.abs(unrotated["hdr"] - direct["hdr"]).max() > 1e-3  # the rotation does change the image
@@ -287,18 +287,18 @@ def _rgba(ch: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def test_viewport_renders_the_assets_as_f12(tmp_path):
-    from near_addon.engine.viewport import ViewportSession
+    from near_addon.engine.viewport import render_view_now
 
     scene, sphere, _ = _scene(tmp_path)
     asset = _import(tmp_path, sphere)
     f12 = _rgba(_f12(scene, tmp_path / "f12.exr"))
     region, rv3d = _camera_region(scene, W, H)
-    px, err = ViewportSession.frame(_depsgraph(scene), region, rv3d, scale=1)
+    px, err = render_view_now(_depsgraph(scene), region, rv3d, scale=1)
     assert err is None and px.shape == (H, W, 4)
     assert np.abs(px - f12).mean() < 2e-3 and np.abs(px[..., 3] - f12[..., 3]).max() < 0.05
     # Viewport Resolution 1/2: the same view at half the pixels (film transparent: alpha = coverage)
     scene.render.film_transparent = True
-    half, err = ViewportSession.frame(_depsgraph(scene), region, rv3d, scale=2)
+    half, err = render_view_now(_depsgraph(scene), region, rv3d, scale=2)
     assert err is None and half.shape == (H // 2, W // 2, 4)
     scene.render.resolution_percentage = 50  # F12 of the same view at half the pixels
     coverage = _f12(scene, tmp_path / "half.exr")["ViewLayer.Alpha.A"]
@@ -307,7 +307,7 @@ def test_viewport_renders_the_assets_as_f12(tmp_path):
     assert np.abs(half[..., 3] - coverage).max() < 0.05
     # A scene that cannot render shows the world alone and says why.
     Path(bpy.path.abspath(asset.near_asset.sidecar)).unlink()
-    px, err = ViewportSession.frame(_depsgraph(scene), region, rv3d, scale=2)
+    px, err = render_view_now(_depsgraph(scene), region, rv3d, scale=2)
     assert err is not None and "missing" in err
     assert np.allclose(px[..., 3], 1.0) and px[..., :3].mean() > 0.01
 

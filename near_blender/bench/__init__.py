@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, str] = {
     "engine": "engine",
     "coverage": "coverage",
     "stage1": "stage1",
+    "viewport": "viewport",
     "decoder-gpu": "decoder_gpu",
 }
 # benchmarks that need a CUDA device: ``all`` skips them on a machine without one

@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,16 @@ def default_model(tmp: Path) -> tuple[Path, str]:
     ), "tiny random pipeline (the bundled default model is not installed)"
 
 
+def with_default_model(fn: Callable[[Path], dict[str, Any]]) -> tuple[dict[str, Any], str, tuple, tuple]:
+    """``fn(model folder)`` with :func:`default_model`; returns (its result, the model's description,
+    the 1-min load average before and after)."""
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp:
+        model, model_desc = default_model(Path(tmp))
+        data = fn(model)
+    return data, model_desc, load_before, os.getloadavg()
+
+
 def measure(resolutions: list[int], frames: int, samples: int, model: Path) -> dict[str, Any]:
     """Run the Blender-side script once; returns its JSON."""
     from ..utils.blender_job import blender_command, find_blender
@@ -68,11 +79,9 @@ def run(quick: bool = False) -> dict[str, Any]:
     resolutions = [64] if quick else [256, 512]
     frames = 1 if quick else 4
     samples = 4 if quick else 16
-    load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory() as tmp:
-        model, model_desc = default_model(Path(tmp))
-        data = measure(resolutions, frames, samples, model)
-    load_after = os.getloadavg()
+    data, model_desc, load_before, load_after = with_default_model(
+        lambda model: measure(resolutions, frames, samples, model)
+    )
     by = {(row["engine"], row["resolution"]): row for row in data["rows"]}
     table = []
     for res in resolutions:

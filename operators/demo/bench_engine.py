@@ -13,18 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "engine"))
-from batch import _bootstrap, cache_stats, ensure_registered  # noqa: E402
-
-SPEC = "proc:subdiv_suzanne,base_color=0.8/0.5/0.2,color2=0.1/0.2/0.7,texture=noise,roughness=0.4,metallic=0"
+from batch import cache_stats, start_script  # noqa: E402
 
 
 def main() -> int:
@@ -35,29 +31,18 @@ def main() -> int:
     p.add_argument("--eevee-samples", type=int, default=16)
     p.add_argument("--hdri", default="studio")
     p.add_argument("--json", required=True)
-    args = p.parse_args(sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else sys.argv[1:])
-    os.environ["NEAR_MODEL"] = args.model
+    args, addon = start_script(p)
+
+    import importlib
 
     import bpy
 
-    addon = _bootstrap()
-    ensure_registered()
-    import importlib
-
-    from near_blender.data.procedural import parse_procedural_spec
     from near_blender.render.camera import orbit_camera
 
     demo = importlib.import_module(f"{addon.__name__}.operators.demo.scene")
     session = importlib.import_module(f"{addon.__name__}.engine.session")
 
-    bpy.ops.wm.read_factory_settings(use_empty=True)
-    scene = bpy.context.scene
-    tmp = Path(tempfile.mkdtemp(prefix="near-bench-engine-"))
-    bpy.ops.wm.save_as_mainfile(filepath=str(tmp / "bench.blend"))
-    demo.hdri_world(scene, args.hdri)
-    objs, tris = demo.procedural_mesh(scene, parse_procedural_spec(SPEC), "suzanne")
-    asset, coords = demo.near_asset(bpy.context, tris, tmp / "suzanne.near.npz",
-                                    channels=demo.model_channels(args.model))  # fmt: skip
+    scene, objs, tris, asset, coords, tmp = demo.bench_scene(args.model, args.hdri, "near-bench-engine-")
     r = scene.render
     r.resolution_percentage = 100
     r.film_transparent = False

@@ -102,3 +102,29 @@ def model_channels(model_folder: str | Path) -> int:
     args = data.get("args", data)
     norm = (args.get("stage2") or {}).get("slat_normalization")
     return len(norm["mean"]) if norm else 16
+
+
+# The benchmarks' asset: a textured subdivided Suzanne (procedural, so no file is needed).
+BENCH_SPEC = (
+    "proc:subdiv_suzanne,base_color=0.8/0.5/0.2,color2=0.1/0.2/0.7,texture=noise,roughness=0.4,metallic=0"
+)
+
+
+def bench_scene(
+    model: str | Path, hdri: str, prefix: str
+) -> tuple[Any, list[Any], np.ndarray, Any, np.ndarray, Path]:
+    """The benchmarks' scene from factory settings, saved in a new temporary folder: a studio HDRI
+    world, the Suzanne mesh (:data:`BENCH_SPEC`) and its NeAR asset with random features of the
+    model's channels. Returns (scene, mesh objects, triangles, asset object, voxel coords, folder)."""
+    import tempfile
+
+    from near_blender.data.procedural import parse_procedural_spec
+
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    scene = bpy.context.scene
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp / "bench.blend"))
+    hdri_world(scene, hdri)
+    objs, tris = procedural_mesh(scene, parse_procedural_spec(BENCH_SPEC), "suzanne")
+    asset, coords = near_asset(bpy.context, tris, tmp / "suzanne.near.npz", channels=model_channels(model))
+    return scene, objs, tris, asset, coords, tmp
