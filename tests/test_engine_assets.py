@@ -239,7 +239,7 @@ def test_cancel_during_import_leaves_no_sidecar(tmp_path):
     assert calls["n"] > 2  # it did start sampling, and stopped at the next check
 
 
-def test_bad_inputs_are_clear_errors(tmp_path):
+def test_bad_inputs_are_clear_errors(tmp_path, monkeypatch):
     scene, sphere, _ = _scene(tmp_path)
     bad = tmp_path / "corrupt.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
@@ -247,6 +247,18 @@ def test_bad_inputs_are_clear_errors(tmp_path):
         import_image.read_image_rgba(bad)
     with pytest.raises(NearError, match="no transparent background"):
         import_image.read_image_rgba(_png_with_alpha(tmp_path / "opaque.png", alpha=False))
+    # the operator reads the image before any heavy work (voxelizing, the model): a bad file fails at once
+    def must_not_run(*a, **k):
+        raise AssertionError("the prior was voxelized before the image was checked")
+
+    monkeypatch.setattr(import_image, "voxelize_prior", must_not_run)
+    monkeypatch.setattr(model_manager, "get_pipeline", must_not_run)
+    bpy.ops.object.select_all(action="DESELECT")
+    sphere.select_set(True)
+    bpy.context.view_layer.objects.active = sphere
+    with pytest.raises(RuntimeError, match="Cannot read the image"):
+        bpy.ops.near.import_image(filepath=str(bad))
+    monkeypatch.undo()
     empty = bpy.data.objects.new("empty", None)
     scene.collection.objects.link(empty)
     with pytest.raises(NearError, match="not a mesh"):
