@@ -153,7 +153,11 @@ def test_render_animation_world_rotation_per_frame(tmp_path):
     for k, ch in enumerate(chans):
         rgb = np.stack([ch[f"ViewLayer.Combined.{c}"] for c in "RGB"], -1)
         placed = [PlacedAsset(key, coords, feats, np.array(asset.matrix_world))]
-        direct = S.render_caches().scene_renderer(pipe).render(placed, cams[k], env0.with_rotation(math.radians(rot[k])))
+        direct = (
+            S.render_caches()
+            .scene_renderer(pipe)
+            .render(placed, cams[k], env0.with_rotation(math.radians(rot[k])))
+        )
         np.testing.assert_allclose(rgb, direct["hdr"], atol=2e-4)
     a0, a1 = (ch["ViewLayer.Alpha.A"] for ch in chans)
     np.testing.assert_allclose(_centroid(a1) - _centroid(a0), cams[1].project(CENTRE[None])[0][0]

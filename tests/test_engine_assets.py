@@ -140,8 +140,10 @@ def test_world_mapping_rotation_equals_rotating_the_stack_environment(tmp_path):
     cam = addon.engine.scene_bridge.scene_camera(scene)
     direct = S.render_caches().scene_renderer(pipe).render([PlacedAsset(key, coords, feats, M)], cam, env)
     np.testing.assert_allclose(rgb, direct["hdr"], atol=2e-4)
-    unrotated = S.render_caches().scene_renderer(pipe).render(
-        [PlacedAsset(key, coords, feats, M)], cam, env.with_rotation(0.0)
+    unrotated = (
+        S.render_caches()
+        .scene_renderer(pipe)
+        .render([PlacedAsset(key, coords, feats, M)], cam, env.with_rotation(0.0))
     )
     assert np.abs(unrotated["hdr"] - direct["hdr"]).max() > 1e-3  # the rotation does change the image
 
@@ -247,6 +249,7 @@ def test_bad_inputs_are_clear_errors(tmp_path, monkeypatch):
         import_image.read_image_rgba(bad)
     with pytest.raises(NearError, match="no transparent background"):
         import_image.read_image_rgba(_png_with_alpha(tmp_path / "opaque.png", alpha=False))
+
     # the operator reads the image before any heavy work (voxelizing, the model): a bad file fails at once
     def must_not_run(*a, **k):
         raise AssertionError("the prior was voxelized before the image was checked")
