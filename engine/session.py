@@ -220,6 +220,8 @@ class RenderSession:
         caches = render_caches()
         results: list[dict[str, np.ndarray]] = []
         with caches.lock:
+            if progress is not None:
+                progress(0.0, "loading the model")  # instant once loaded; a Hub model downloads here
             pipe = get_pipeline(model)
             placed = []
             for a in assets:

@@ -76,6 +76,14 @@ class ViewFrame:
     final: bool
 
 
+@dataclass(frozen=True)
+class ViewActivity:
+    """What the worker is doing for a job before its next frame (shown in the viewport's text)."""
+
+    serial: int
+    message: str
+
+
 def render_pass(
     job: ViewJob, camera: Camera, cancelled: Callable[[], bool] | None = None
 ) -> tuple[np.ndarray, str | None]:
@@ -110,6 +118,10 @@ def run_view_job(job: ViewJob, cancelled: Callable[[], bool], publish: Callable[
         )
 
     cameras = [camera for _, camera in job.passes]
+
+    def progress(fraction: float, message: str) -> None:
+        publish(ViewActivity(job.serial, message))
+
     if job.env is None:
         for i, camera in enumerate(cameras):
             done(i, np.zeros((camera.height, camera.width, 4), np.float32), job.env_error)
@@ -117,7 +129,7 @@ def run_view_job(job: ViewJob, cancelled: Callable[[], bool], publish: Callable[
     error = job.env_error or job.assets_error
     if error is None and job.assets:
         try:
-            RenderSession.render_sizes(cameras, job.env, job.options, job.assets, job.model, cancel=cancelled,
+            RenderSession.render_sizes(cameras, job.env, job.options, job.assets, job.model, progress, cancelled,
                                        on_images=lambda i, images: done(i, images["rgba"], None))  # fmt: skip
             return
         except NearError as e:
@@ -217,6 +229,8 @@ class ViewportSession:
         self.scene_version = 0  # bumped by every depsgraph update (view_update)
         self._submitted_key: tuple | None = None
         self._new_frame = False
+        self._frame: ViewFrame | None = None  # the newest finished frame
+        self._activity: ViewActivity | None = None  # what the worker does now
         self._status = ""
         self._timer: Callable[[], float | None] | None = None
 
@@ -244,7 +258,7 @@ class ViewportSession:
                 return
             self._start_redraw_timer(engine)
         self._new_frame = False  # before reading: a frame published from now on asks for a redraw
-        frame = self.worker.latest()
+        frame = self._frame
         if frame is not None:
             self.present(engine, scene, frame, region.width, region.height)
         status = self.status_text(frame)
@@ -253,17 +267,26 @@ class ViewportSession:
             engine.update_stats("", status)
 
     def status_text(self, frame: ViewFrame | None) -> str:
-        if frame is None:
-            return "NeAR: rendering..."
+        activity = self._activity
+        if frame is None or (activity is not None and activity.serial > frame.serial and not frame.error):
+            doing = activity.message if activity is not None else "rendering"
+            return f"NeAR: {doing}..." if frame is None else f"{self._frame_text(frame)} - {doing}..."
         if frame.error:
             return f"NeAR: {frame.error}"
-        h, w = frame.pixels.shape[:2]
         refining = not frame.final or frame.serial != self.snapshots.serial
-        return (f"NeAR {frame.label} {w}x{h}, {frame.seconds * 1000:.0f} ms"
-                + (" - refining..." if refining else ""))  # fmt: skip
+        return self._frame_text(frame) + (" - refining..." if refining else "")
+
+    @staticmethod
+    def _frame_text(frame: ViewFrame) -> str:
+        h, w = frame.pixels.shape[:2]
+        return f"NeAR {frame.label} {w}x{h}, {frame.seconds * 1000:.0f} ms"
 
     # -- redraw requests ---------------------------------------------------------------------------
-    def _on_frame(self, frame: ViewFrame) -> None:  # worker thread: only a flag
+    def _on_frame(self, result: ViewFrame | ViewActivity) -> None:  # worker thread: store and flag
+        if isinstance(result, ViewActivity):
+            self._activity = result
+        else:
+            self._frame = result
         self._new_frame = True
 
     def _start_redraw_timer(self, engine: Any) -> None:
