@@ -141,7 +141,9 @@ def test_progressive_passes_coarse_then_final(tmp_path):
     rec = Recorder()
 
     def job(view_job, cancelled, publish):
-        V.run_view_job(view_job, cancelled, lambda f: (isinstance(f, V.ViewFrame) and frames.append(f), publish(f)))
+        V.run_view_job(
+            view_job, cancelled, lambda f: (isinstance(f, V.ViewFrame) and frames.append(f), publish(f))
+        )
 
     session = V.ViewportSession(render_job=job, present=rec)
     try:
@@ -214,7 +216,9 @@ def test_f12_while_the_viewport_worker_renders(tmp_path):
     frames: list[V.ViewFrame] = []
 
     def job(view_job, cancelled, publish):  # every view rendered to the end (nothing superseded)
-        V.run_view_job(view_job, lambda: False, lambda f: (isinstance(f, V.ViewFrame) and frames.append(f), publish(f)))
+        V.run_view_job(
+            view_job, lambda: False, lambda f: (isinstance(f, V.ViewFrame) and frames.append(f), publish(f))
+        )
 
     session = V.ViewportSession(render_job=job, present=rec)
     errors: list[BaseException] = []
