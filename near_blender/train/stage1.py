@@ -295,8 +295,8 @@ def train_stage1(cfg: Stage1Config, progress: bool = True) -> dict[str, Any]:
         return _train_homogenizer(
             cfg, ds, inputs, lh_n, zs, norms, base_flow, extra, out, progress, last_base
         )
-    zs_file = out / "z_s.pt"
-    zs: dict[str, np.ndarray] = torch.load(zs_file) if zs_file.is_file() else {}
+    zs_file = out / "z_s.safetensors"
+    zs: dict[str, np.ndarray] = load_zs(zs_file)
     sampler = FlowEulerSampler(sigma_min=SIGMA_MIN, steps=cfg.zs_steps, rescale_t=3.0, cfg_strength=0.0)
     pairs = ImageSlatPairs(ds, inputs, shaded_n, cfg.image_size)
     todo = [r for r in inputs if f"{r.asset_id}/{r.file}" not in zs]
@@ -308,15 +308,38 @@ def train_stage1(cfg: Stage1Config, progress: bool = True) -> dict[str, Any]:
             zs[f"{r.asset_id}/{r.file}"] = sample_normalized(
                 base_flow, pairs.image(r), coords, sampler, seed=0
             )
-        from ..utils.atomic import atomic_path
 
-        with atomic_path(zs_file) as tmp:
-            torch.save(zs, tmp)
+        save_zs(zs_file, zs)
 
     return _train_homogenizer(cfg, ds, inputs, lh_n, zs, norms, base_flow, extra, out, progress, last_base)
 
 
 ZS_SOURCES = ("base_flow", "projection")
+
+
+def save_zs(path: Path, zs: dict[str, np.ndarray]) -> None:
+    """The sampled Z_s of each input view ("asset/file" -> [N, C] float32), as safetensors (atomic)."""
+    from safetensors.numpy import save_file
+
+    from ..utils.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in zs.items()}, str(tmp))
+
+
+def load_zs(path: Path) -> dict[str, np.ndarray]:
+    """What :func:`save_zs` wrote ({} when there is no file yet): a resumed run samples only the rest."""
+    if not path.is_file():
+        return {}
+    from safetensors.numpy import load_file
+
+    try:
+        return dict(load_file(str(path)))
+    except Exception as e:  # noqa: BLE001 - any damage: say which file and what to do
+        raise NearError(
+            f"Cannot read the sampled Z_s cache {path} ({type(e).__name__}); delete it and the run samples "
+            "Z_s again."
+        ) from None
 
 
 def projected_zs(

@@ -92,6 +92,29 @@ class TrainConfig:
         return cls(**known)
 
 
+def rng_state() -> dict[str, Any]:
+    """Every random generator's state as tensors and plain values (what ``weights_only`` loads)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss), float(cached)],
+        "python": [int(version), list(internal), gauss_next],
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` saved."""
+    torch.set_rng_state(state["torch"].cpu())
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def dist_info() -> tuple[int, int]:
     """(rank, world size) of this process (0, 1 without torch.distributed)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -227,13 +250,8 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "ema": self.ema.state_dict() if self.ema else None,
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "numpy": np.random.get_state(),
-                "python": random.getstate(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            },
-            "config": asdict(self.cfg),
+            "rng": rng_state(),
+            "config": json.loads(json.dumps(asdict(self.cfg), default=str)),
             "world_size": self.world,
         }
 
@@ -251,10 +269,13 @@ class Trainer:
         if not p.is_file():
             return False
         try:
-            st = torch.load(p, map_location=self.device, weights_only=False)
+            # weights only: a checkpoint holds tensors and plain values, never code to run
+            st = torch.load(p, map_location=self.device, weights_only=True)
         except Exception as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise NearError(
-                f"Cannot read the training checkpoint {p} ({e}); delete it to start over."
+                f"Cannot read the training checkpoint {p} ({first}). It is damaged, or it holds more than "
+                "tensors and plain values (nothing in it was run); delete it to start the run over."
             ) from None
         if st.get("world_size", 1) != self.world:
             raise NearError(
@@ -269,12 +290,7 @@ class Trainer:
         self.scheduler.load_state_dict(st["scheduler"])
         if self.ema and st.get("ema"):
             self.ema.load_state_dict(st["ema"])
-        rng = st["rng"]
-        torch.set_rng_state(rng["torch"].cpu())
-        np.random.set_state(rng["numpy"])
-        random.setstate(rng["python"])
-        if rng.get("cuda") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        set_rng_state(st["rng"])
         self.step = int(st["step"])
         self._truncate_log(self.step)
         return True

@@ -129,7 +129,7 @@ def test_sigterm_checkpoints_the_current_step_and_the_run_resumes(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         t.fit(progress=False)
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is removed again
-    st = torch.load(tmp_path / "t" / "checkpoints" / "last.pt", weights_only=False)
+    st = torch.load(tmp_path / "t" / "checkpoints" / "last.pt", weights_only=True)  # plain data only
     assert st["step"] == 7  # the interrupted 8th step is redone on resume
     resumed = make(tmp_path / "t", steps=20)
     resumed.fit(progress=False)
@@ -145,3 +145,47 @@ def test_atomic_writes_leave_readable_files(tmp_path):
     atomic_write_text(tmp_path / "a.json", "{}")
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+class _Payload:
+    """Unpickling this creates a file: the stand-in for code planted in a checkpoint."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_a_planted_pickle_payload_in_a_checkpoint_is_refused_without_running(tmp_path):
+    from near_blender import NearError
+
+    t = make(tmp_path / "t", steps=3)
+    t.fit(progress=False)
+    ckpt = tmp_path / "t" / "checkpoints" / "last.pt"
+    st = torch.load(ckpt, weights_only=True)  # what we write is plain data
+    marker = tmp_path / "ran"
+    st["step"] = _Payload(marker)
+    torch.save(st, ckpt)
+    again = make(tmp_path / "t", steps=5)
+    with pytest.raises(NearError, match="nothing in it was run"):
+        again.load_checkpoint()
+    assert not marker.exists()
+
+
+def test_stage1_zs_cache_is_safetensors_and_a_pickle_is_refused(tmp_path):
+    import numpy as np
+
+    from near_blender import NearError
+    from near_blender.train.stage1 import load_zs, save_zs
+
+    zs = {"asset_1/view_000.png": np.arange(12, dtype=np.float32).reshape(3, 4)}
+    save_zs(tmp_path / "z_s.safetensors", zs)
+    back = load_zs(tmp_path / "z_s.safetensors")
+    assert list(back) == list(zs) and np.array_equal(back["asset_1/view_000.png"], zs["asset_1/view_000.png"])
+    assert load_zs(tmp_path / "none.safetensors") == {}
+    marker = tmp_path / "ran"
+    torch.save({"asset_1/view_000.png": _Payload(marker)}, tmp_path / "planted.safetensors")
+    with pytest.raises(NearError, match="delete it"):
+        load_zs(tmp_path / "planted.safetensors")
+    assert not marker.exists()
