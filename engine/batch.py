@@ -140,6 +140,37 @@ def set_output_dir(scene: Any, out: str | os.PathLike[str]) -> None:
     scene.render.filepath = os.path.join(folder, base) if base else folder + os.sep
 
 
+def check_output(scene: Any, paths: Sequence[Path]) -> None:
+    """Refuse, before any frame renders, outputs that would lose frames: a movie format (every
+    frame would overwrite the one movie file) and folders that cannot be written."""
+    from near_blender import NearError
+
+    settings = scene.render.image_settings
+    if getattr(settings, "media_type", "IMAGE") == "VIDEO" or settings.file_format == "FFMPEG":
+        raise NearError(
+            "The scene's output is a movie (FFMPEG): NeAR renders frames one by one and would write each over "
+            "the same movie file. Set Output Properties > Output > File Format to PNG or OpenEXR (or pass an "
+            "image --out folder after changing it), then encode the frames, e.g. in the Video Sequencer."
+        )
+    for folder in sorted({p.parent for p in paths}):
+        problem = None
+        if folder.exists() and not folder.is_dir():
+            problem = "it is a file, not a folder"
+        else:
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                probe = folder / f".near-write-test-{os.getpid()}"
+                probe.write_bytes(b"")
+                probe.unlink()
+            except OSError as e:
+                problem = e.strerror or type(e).__name__
+        if problem:
+            raise NearError(
+                f"Cannot write frames to {folder}: {problem}. Choose another output folder with --out (or "
+                "Output Properties > Output in the .blend)."
+            )
+
+
 def frame_output(scene: Any, frame: int) -> Path:
     """The file Blender writes frame ``frame`` to (``#`` padding and extension applied)."""
     import bpy
@@ -215,6 +246,7 @@ def render_frames(
     scene.frame_set(frames[0])
     assets = check_scene(scene, eng)
     paths = {f: frame_output(scene, f) for f in frames}
+    check_output(scene, list(paths.values()))
     todo = [f for f in frames if overwrite or not paths[f].exists()]
     t_start = time.perf_counter()
     before = cache_stats()

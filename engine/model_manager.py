@@ -72,14 +72,25 @@ def _online_access() -> bool:
         return True
 
 
+DEVICE_CHOICES = ("AUTO", "CPU", "CUDA")
+
+
 def resolve_device(choice: str) -> str:
+    """ "cpu" or "cuda" for a device choice (AUTO / CPU / CUDA, any case; ``$NEAR_DEVICE`` or the
+    add-on preferences). An unknown name or CUDA without a GPU is an error, never a silent CPU."""
     import torch
 
-    if choice == "CUDA":
+    name = str(choice).strip().upper()
+    if name not in DEVICE_CHOICES:
+        raise NearError(
+            f"Unknown NeAR device {choice!r}: use one of {', '.join(DEVICE_CHOICES)} ($NEAR_DEVICE or the add-on "
+            "preferences' Device)."
+        )
+    if name == "CUDA":
         if not torch.cuda.is_available():
             raise NearError("NeAR preferences ask for CUDA but no CUDA GPU is available; choose Auto or CPU.")
         return "cuda"
-    if choice == "CPU":
+    if name == "CPU":
         return "cpu"
     return "cuda" if torch.cuda.is_available() else "cpu"
 

@@ -176,6 +176,11 @@ def environment_from_world(world: Any, name: str | None = None) -> Environment:
     if _upstream(bg.inputs["Strength"]) is not None:
         raise NearError(f"World {label!r}: the Background Strength is driven by a node; use a plain number.")
     strength = float(bg.inputs["Strength"].default_value)
+    if not np.isfinite(strength) or strength < 0:
+        raise NearError(
+            f"World {label!r}: the Background Strength is {strength}; set a number >= 0 in World Properties > "
+            "Surface > Strength."
+        )
     colour_src = _upstream(bg.inputs["Color"])
     if colour_src is None:
         c = np.asarray(bg.inputs["Color"].default_value[:3], dtype=np.float32) * strength

@@ -9,6 +9,7 @@ process's :class:`RenderCaches` (one lock-guarded object), shared by F12, the vi
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -47,9 +48,14 @@ class RenderOptions:
     ) -> RenderOptions:
         settings = getattr(scene, "near", None)
         precision = getattr(prefs, "precision", None) or os.environ.get("NEAR_PRECISION", "FP32")
+        strength = float(settings.background_strength) if settings is not None else 1.0
+        if not math.isfinite(strength) or strength < 0:
+            raise NearError(
+                f"Background Strength is {strength}: set a number >= 0 in Render Properties > NeAR > Background Strength."
+            )
         return cls(
             transparent=bool(scene.render.film_transparent),
-            background_strength=float(settings.background_strength) if settings is not None else 1.0,
+            background_strength=strength,
             antialiased=bool(settings.antialiased) if settings is not None else False,
             precision=precision.lower(),
             passes=passes,

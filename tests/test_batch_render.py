@@ -5,6 +5,7 @@ directly, so the module stays fast)."""
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -179,6 +180,36 @@ def test_scene_checks_are_clear_errors(tmp_path):
     scene.camera = None
     with pytest.raises(NearError, match="no active camera"):
         batch.check_scene(scene, "CYCLES")
+
+
+def test_outputs_that_would_lose_frames_are_refused_before_rendering(tmp_path):
+    scene, _, _ = _scene(tmp_path, frames=2)
+    rendered = []
+    real = batch.render_frame
+    batch.render_frame = lambda *a: rendered.append(a)  # nothing may render before the checks
+    try:
+        settings = scene.render.image_settings
+        settings.media_type = "VIDEO"  # a movie: each frame would be saved over the one .mp4
+        with pytest.raises(NearError, match=r"movie \(FFMPEG\).*File Format to PNG or OpenEXR"):
+            list(batch.render_frames(scene, [1, 2], out=tmp_path / "movie"))
+        settings.media_type = "IMAGE"
+        settings.file_format = "PNG"
+        blocker = tmp_path / "a_file"
+        blocker.write_text("not a folder")
+        with pytest.raises(NearError, match="it is a file, not a folder.*--out"):
+            list(batch.render_frames(scene, [1, 2], out=blocker))
+        readonly = tmp_path / "readonly"
+        readonly.mkdir()
+        readonly.chmod(0o555)
+        try:
+            if not os.access(readonly, os.W_OK):  # (root ignores permissions)
+                with pytest.raises(NearError, match="Cannot write frames"):
+                    list(batch.render_frames(scene, [1, 2], out=readonly))
+        finally:
+            readonly.chmod(0o755)
+    finally:
+        batch.render_frame = real
+    assert rendered == [] and not list((tmp_path / "movie").glob("*"))  # nothing rendered, nothing written
 
 
 def test_cli_subprocess_renders_resumes_and_reports(tmp_path, capsys):

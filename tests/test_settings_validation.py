@@ -1,0 +1,46 @@
+"""Invalid settings are refused with the allowed values, never silently replaced (issue 21, 5)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from near_blender import NearError
+from tests.bpy_session import bpy
+from tests.test_engine_assets import FakeEngine, _depsgraph, _scene, tiny_model  # noqa: F401 - registers the add-on
+
+pytestmark = pytest.mark.bpy
+
+from near_addon.engine import model_manager  # noqa: E402
+from near_addon.engine.session import RenderSession  # noqa: E402
+
+
+def test_device_names_are_checked():
+    assert model_manager.resolve_device("cpu") == "cpu" and model_manager.resolve_device("Auto") in (
+        "cpu",
+        "cuda",
+    )
+    with pytest.raises(NearError, match=r"Unknown NeAR device 'TPU': use one of AUTO, CPU, CUDA"):
+        model_manager.resolve_device("TPU")
+    if not torch.cuda.is_available():  # lower case is the same choice, and without a GPU an error
+        with pytest.raises(NearError, match="no CUDA GPU"):
+            model_manager.resolve_device("cuda")
+
+
+@pytest.mark.parametrize("where", ["render_settings", "world"])
+def test_a_nan_strength_is_a_clear_render_error(tmp_path, where):
+    scene, _, _ = _scene(tmp_path)
+    if where == "render_settings":
+        scene.near.background_strength = math.nan
+        expected = "Render Properties > NeAR > Background Strength"
+    else:
+        scene.world.node_tree.nodes["Background"].inputs["Strength"].default_value = math.nan
+        expected = "World Properties > Surface > Strength"
+    scene.update_tag()
+    bpy.context.view_layer.update()  # F12 renders the evaluated scene: let it see the change
+    eng = FakeEngine()
+    RenderSession().render(eng, _depsgraph(scene))
+    assert eng.errors and expected in eng.errors[0] and "nan" in eng.errors[0], eng.errors
+    assert "begin_result" not in eng.calls
