@@ -43,3 +43,10 @@ def test_gpu_benchmark_without_a_gpu_is_a_clear_error_and_all_skips_it(capsys, m
     monkeypatch.setattr("near_blender.commands.bench.BENCHMARKS", {"decoder-gpu": BENCHMARKS["decoder-gpu"]})
     assert cli.main(["bench", "all", "--out", str(tmp_path)]) == 0
     assert "no CUDA device, skipping decoder-gpu" in capsys.readouterr().out
+
+
+def test_train_rejects_a_non_positive_step_count(capsys, tmp_path):
+    for stage in ("stage1", "stage2"):
+        assert cli.main(["train", stage, "--steps", "-5", "--out", str(tmp_path / "run")]) == 2
+        assert "--steps -5: give a positive number of optimizer steps" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # refused before anything was written

@@ -102,4 +102,9 @@ def run(args: argparse.Namespace) -> int:
         )
     for f in failures[:20]:
         print(f"  {f}", file=sys.stderr)
+    if failures:
+        more = f" (the first 20 above; all in {log_path})" if len(failures) > 20 else f" (see {log_path})"
+        print(f"near datagen: {len(failures)} item(s) failed{more}; rerun with --resume --retry-failed "
+              "after fixing them.", file=sys.stderr)  # fmt: skip
+        return 1
     return 0

@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from .. import NearError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -91,7 +93,9 @@ def _override(cfg, args: argparse.Namespace) -> None:
         cfg.data = args.data
     if args.out:
         cfg.out = args.out
-    if args.steps:
+    if args.steps is not None:
+        if args.steps < 1:
+            raise NearError(f"--steps {args.steps}: give a positive number of optimizer steps.")
         cfg.train = {**cfg.train, "max_steps": args.steps}
 
 

@@ -324,8 +324,9 @@ def test_bad_inputs_are_recorded_per_asset_and_the_batch_goes_on(tmp_path):
              "--input-views", "1", "--relit-views", "1", "--relit-lights", "1", "--threads", "1", "--blender",
              _fake_blender(tmp_path),
              "--progress", "none")  # fmt: skip
-    assert r.returncode == 0, r.stderr + r.stdout
+    assert r.returncode == 1, r.stderr + r.stdout  # the batch went on, but the run reports its failures
     assert "1 done, 3 failed" in r.stdout
+    assert "5 item(s) failed" in r.stderr and "--resume --retry-failed" in r.stderr
     m = {e["id"]: e for e in manifest(out)}
     by_label = {Path(e["source"].get("label", "")).name: e for e in m.values() if e["kind"] == "asset"}
     assert "cannot import this file" in by_label["broken.glb"]["error"]
