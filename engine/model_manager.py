@@ -122,13 +122,16 @@ def _load(spec: ModelSpec, device: str) -> Any:
             f"The bundled default NeAR model is missing ({where}). Reinstall the extension, or choose a "
             "model folder / Hub repository in the add-on preferences."
         )
-    cache_dir = None
-    if kind == "HUB":
-        if not spec.online:
-            os.environ["HF_HUB_OFFLINE"] = "1"  # use an already downloaded copy only
-        cache_dir = spec.cache_dir
+    from near_blender.models.hub import offline_mode
+
+    cache_dir = spec.cache_dir if kind == "HUB" else None
     try:
-        return NearPipeline.from_pretrained(where, revision=spec.revision, cache_dir=cache_dir, device=device)
+        # Blender's online access decides, for this load only (no process-wide HF_HUB_OFFLINE)
+        with offline_mode(not spec.online, "Blender's online access is off",
+                          "allow it in Edit > Preferences > System > Network > Allow Online Access"):  # fmt: skip
+            return NearPipeline.from_pretrained(
+                where, revision=spec.revision, cache_dir=cache_dir, device=device
+            )
     except NearError:
         raise
     except Exception as e:  # torch / safetensors failures deep inside loading

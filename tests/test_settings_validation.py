@@ -44,3 +44,30 @@ def test_a_nan_strength_is_a_clear_render_error(tmp_path, where):
     RenderSession().render(eng, _depsgraph(scene))
     assert eng.errors and expected in eng.errors[0] and "nan" in eng.errors[0], eng.errors
     assert "begin_result" not in eng.calls
+
+
+def test_hub_models_make_no_network_call_without_online_access(tmp_path, monkeypatch):
+    import os
+    import socket
+
+    attempts = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args)
+        raise OSError("network blocked by the test")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    Spec = model_manager.ModelSpec
+    for spec in (Spec("HUB", "someone/near-model", None, "CPU", online=False, cache_dir=str(tmp_path / "c")),
+                 Spec("ENV", "someone/near-model", None, "CPU", online=False)):  # fmt: skip
+        with pytest.raises(NearError, match="online access is off.*Allow Online Access"):
+            model_manager.get_pipeline(spec)
+    assert attempts == []  # not one DNS lookup or connection
+    assert "HF_HUB_OFFLINE" not in os.environ  # offline for those loads only, not for the process
+    # a mistyped relative folder reads like "org/repo": the error names both readings
+    with pytest.raises(NearError, match=r"No local folder .*models/mine, and as a Hub repository"):
+        model_manager.get_pipeline(Spec("ENV", "models/mine", None, "CPU", online=False))
+    assert attempts == []

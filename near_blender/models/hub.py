@@ -8,7 +8,9 @@ become :class:`near_blender.NearError` messages that say what is missing and how
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 from .. import NearError
@@ -18,8 +20,28 @@ PIPELINE_FILES = ("pipeline.json", "pipeline.yaml", "pipeline.yml")
 _TRUE = {"1", "on", "yes", "true"}
 
 
+# Per call (per thread) offline mode: (offline, why, how to allow downloads), set by ``offline_mode``.
+_OFFLINE: ContextVar[tuple[bool, str, str] | None] = ContextVar("near_hub_offline", default=None)
+
+
+@contextmanager
+def offline_mode(offline: bool, why: str = "", allow: str = "") -> Iterator[None]:
+    """Hub access inside the block: cache only when ``offline`` (whatever ``HF_HUB_OFFLINE`` says),
+    for this thread only -- no process-wide environment variable. ``why`` / ``allow`` word the error
+    (e.g. Blender's online access is off / where to turn it on)."""
+    token = _OFFLINE.set((offline, why, allow))
+    try:
+        yield
+    finally:
+        _OFFLINE.reset(token)
+
+
 def hub_offline() -> bool:
-    """True when ``HF_HUB_OFFLINE`` is set (checked now, so tests and users can flip it at run time)."""
+    """True when downloads are off: :func:`offline_mode` in this thread, else ``HF_HUB_OFFLINE``
+    (checked now, so tests and users can flip it at run time)."""
+    override = _OFFLINE.get()
+    if override is not None:
+        return override[0]
     env = os.environ.get("HF_HUB_OFFLINE")
     if env is not None:
         return env.strip().lower() in _TRUE
@@ -68,6 +90,13 @@ def hub_download(
     offline = hub_offline()
     where = f"{repo_id}/{filename}" + (f" (revision {revision})" if revision else "")
     cache = hub_cache_dir(cache_dir)
+    if offline:  # the cache only, read from disk: hf_hub_download would still make requests of its own
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(repo_id, filename, cache_dir=cache, revision=revision)
+        if isinstance(found, str):
+            return Path(found)
+        raise _not_cached(where, repo_id, cache)
     try:
         return Path(
             hf_hub_download(
@@ -81,12 +110,6 @@ def hub_download(
         )
     except hf_errors.LocalEntryNotFoundError as e:
         cache_txt = cache or "the default Hugging Face cache"
-        if offline:
-            raise NearError(
-                f"{where} is not in the local Hugging Face cache ({cache_txt}) and the network is off "
-                "(HF_HUB_OFFLINE=1). Fix: set HF_HUB_OFFLINE=0 to let it download, or download it first "
-                f"(`hf download {repo_id}`), or pass a local folder that contains the files."
-            ) from e
         raise NearError(
             f"Could not reach the Hugging Face Hub for {where} and it is not cached in {cache_txt}. "
             "Fix: check the network (or a proxy), or download the files elsewhere and pass a local folder."
@@ -102,6 +125,17 @@ def hub_download(
         raise NearError(f"File {filename!r} does not exist in Hub repository {repo_id!r}.") from e
     except hf_errors.HfHubHTTPError as e:
         raise NearError(f"Hugging Face Hub error while fetching {where}: {e}") from e
+
+
+def _not_cached(where: str, repo_id: str, cache: str | None) -> NearError:
+    override = _OFFLINE.get()
+    why, allow = (override[1], override[2]) if override and override[1] else (
+        "the network is off (HF_HUB_OFFLINE=1)", "set HF_HUB_OFFLINE=0 to let it download")  # fmt: skip
+    return NearError(
+        f"{where} is not in the local Hugging Face cache ({cache or 'the default Hugging Face cache'}) and {why}. "
+        f"Fix: {allow}, or download it first (`hf download {repo_id}`), or pass a local folder that contains "
+        "the files."
+    )
 
 
 def _local_weights(stem: Path) -> Path | None:
@@ -167,6 +201,15 @@ def resolve_pipeline_file(
         raise NearError(f"{p} has no pipeline file ({' or '.join(PIPELINE_FILES[:2])}).")
     repo_id, sub = split_hub_path(str(path), min_parts=2)
     prefix = f"{sub}/" if sub else ""
+    try:
+        return _hub_pipeline_file(repo_id, prefix, revision, cache_dir)
+    except NearError as e:  # a mistyped local folder looks like "org/repo": say both readings
+        raise NearError(f"No local folder {p.resolve()}, and as a Hub repository: {e}") from None
+
+
+def _hub_pipeline_file(
+    repo_id: str, prefix: str, revision: str | None, cache_dir: str | os.PathLike[str] | None
+) -> tuple[Path, str]:
     first: NearError | None = None
     for name in PIPELINE_FILES[:2]:
         try:
