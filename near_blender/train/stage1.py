@@ -273,7 +273,7 @@ def train_stage1(cfg: Stage1Config, progress: bool = True) -> dict[str, Any]:
     lh_n = {a: (c, normalize_features(f, norms["lh"])) for a, (c, f) in lh.items()}
 
     # ---- 1. base flow: rig-lit image -> shaded SLAT
-    torch.manual_seed(0)
+    torch.manual_seed(int(cfg.base_train.get("seed", 0)))  # initial weights follow the training seed
     base = build_base_flow(cfg)
     recs = [r for a in train_ids for s in ("cond", "shaded") for r in ds.views(a, s)]
     data = ImageSlatPairs(ds, recs, shaded_n, cfg.image_size)

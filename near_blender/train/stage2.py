@@ -250,7 +250,9 @@ def voxel_base_color_l1(g: Any, slat: SparseTensor, norm: dict[str, list[float]]
 
 
 def build_model(cfg: Stage2Config, norm: dict[str, list[float]]) -> RelightableDecoder:
-    """The stage-2 stack for the config, reading SLATs standardized with ``norm``."""
+    """The stage-2 stack for the config, reading SLATs standardized with ``norm``; its initial
+    weights follow the training seed (``cfg.train["seed"]``), so two fresh runs start alike."""
+    torch.manual_seed(int(cfg.train.get("seed", 0)))
     latent_channels = len(norm["mean"])
     overrides = {k: dict(v) for k, v in cfg.model_overrides.items()}
     overrides.setdefault("decoder", {})["latent_channels"] = latent_channels
