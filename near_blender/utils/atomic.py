@@ -35,6 +35,7 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
     try:
         yield tmp
         _fsync_file(tmp)
+        os.chmod(tmp, 0o644)  # again: some writers (safetensors) re-create the file as 0600
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException:

@@ -51,6 +51,7 @@ def test_save_and_load_round_trip(tmp_path) -> None:  # noqa: ANN001
     cfg = json.loads(cfg_path.read_text())
     assert cfg["name"] == "SLatFlowModel" and cfg["args"]["model_channels"] == TINY["model_channels"]
     assert w_path.name == "flow.safetensors" and not list(tmp_path.rglob(".tmp-*"))
+    assert {oct(p.stat().st_mode & 0o777) for p in (cfg_path, w_path)} == {"0o644"}  # readable by others
     loaded = from_pretrained(tmp_path / "ckpts" / "flow")
     assert isinstance(loaded, SLatFlowModel) and not loaded.training
     torch.testing.assert_close(outputs(loaded), outputs(model))
