@@ -180,23 +180,16 @@ class RenderSession:
         return scene_bridge.camera_from_object(cam_obj, scene, engine.camera_model_matrix(cam_obj))
 
     @staticmethod
-    def render_images(
-        camera: Camera,
-        env: Environment,
-        options: RenderOptions = RenderOptions(),
-        assets: Sequence[SceneAsset] = (),
-        model: Any = None,
-        progress: Any = None,
-        cancel: Any = None,
-    ) -> dict[str, np.ndarray]:
+    def render_images(camera: Camera, env: Environment, *args: Any, **kwargs: Any) -> dict[str, np.ndarray]:
         """All pass images, top row first: ``rgba`` [H,W,4] scene-linear (premultiplied over the
         world background times ``options.background_strength`` unless ``options.transparent``),
         ``depth`` [H,W,1] (1e10 where empty), ``alpha``, ``base_color``, ``roughness``,
         ``metallic``, ``shadow``, ``normal`` (world space).
 
-        ``model``: a :class:`~.model_manager.ModelSpec` (worker threads) or the add-on preferences
-        (read on the calling thread). Model work holds :func:`render_caches`' lock."""
-        return RenderSession.render_sizes([camera], env, options, assets, model, progress, cancel)[0]
+        The rest as :meth:`render_sizes`: ``options`` (:class:`RenderOptions`), ``assets``, ``model``
+        (a :class:`~.model_manager.ModelSpec` on worker threads, or the add-on preferences, read on
+        the calling thread), ``progress``, ``cancel``. Model work holds :func:`render_caches`' lock."""
+        return RenderSession.render_sizes([camera], env, *args, **kwargs)[0]
 
     @staticmethod
     def render_sizes(

@@ -154,26 +154,18 @@ class SceneRenderer:
 
     # -- rendering ----------------------------------------------------------------------------------
     def render(
-        self,
-        assets: Sequence[PlacedAsset],
-        camera: Camera,
-        env: Environment,
-        passes: tuple[str, ...] = ("light", "base"),
-        progress: Progress | None = None,
-        cancel: CancelCheck | None = None,
-        mode: str | None = None,
-        precision: str = "fp32",
+        self, assets: Sequence[PlacedAsset], camera: Camera, env: Environment, *args: Any, **options: Any
     ) -> dict[str, np.ndarray]:
         """Images ``[H, W, C]`` (numpy float32, row 0 at the top) of every asset together:
         ``hdr`` (premultiplied scene-linear radiance), ``alpha``, ``depth`` (expected depth along the
         optical axis, 0 where empty), ``normal`` (world space, unit where covered), ``shadow``,
         ``base_color``, ``roughness``, ``metallic`` (premultiplied by coverage).
 
-        ``passes`` as :meth:`RelightableDecoder.render_gaussians` (images of a skipped pass are
-        zero); ``mode``: "classic" or "antialiased" rasterization (default: the model's);
-        ``precision``: "fp32", "bf16" or "fp16" for the networks (autocast; the Gaussians are
-        rasterized in float32 whatever the precision)."""
-        return self.render_sizes(assets, [camera], env, passes, progress, cancel, mode, precision)[0]
+        Options as :meth:`render_sizes`: ``passes`` as :meth:`RelightableDecoder.render_gaussians`
+        (images of a skipped pass are zero), ``progress``, ``cancel``, ``mode`` ("classic" or
+        "antialiased" rasterization; default: the model's), ``precision`` ("fp32", "bf16" or "fp16"
+        for the networks: autocast; the Gaussians are rasterized in float32 whatever the precision)."""
+        return self.render_sizes(assets, [camera], env, *args, **options)[0]
 
     @torch.no_grad()
     def render_sizes(
