@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from near_blender import NearError
 from near_blender.models import from_pretrained, get_model_class, save_pretrained
 from near_blender.models.intrinsic_decoder import IntrinsicAwareDecoder
 from near_blender.models.lighting_decoder import SLatGaussianRenderer
@@ -90,6 +91,31 @@ def test_tokenizer_tied_layers_save_and_load_tied(tmp_path) -> None:
     sd[k1] = sd[k1] + 1.0
     loaded.load_state_dict(sd)
     assert torch.equal(ll[0].linear1.weight, ll[1].linear1.weight)
+
+
+def test_differing_tied_copies_in_a_checkpoint_are_named(tmp_path) -> None:
+    """The published tokenizer stores its shared layer twice; if the copies differ, loading must
+    not silently keep the last one (issue 17, 4)."""
+    from safetensors.torch import save_file
+
+    tok = _randomized(LightingTokenizer(**LightingTokenizer.tiny_config()), seed=4).eval()
+    _, w_path = save_pretrained(tok, tmp_path, "hdri_encoder")
+    stored = load_file(str(w_path))
+    k0, k1 = "transformer_encoder.layers.0.linear2.bias", "transformer_encoder.layers.1.linear2.bias"
+    stored[k1] = stored[k1].clone()
+    stored[k1][3] += 0.25
+    save_file(stored, str(w_path))
+    with pytest.raises(NearError, match=rf"differing copies.*{k0} vs {k1} \(max abs difference 0.25\).*"
+                       r"tie_transformer_weights\": false"):  # fmt: skip
+        from_pretrained(tmp_path / "hdri_encoder")
+    # the untied build takes both copies as they are
+    cfg = json.loads((tmp_path / "hdri_encoder.json").read_text())
+    cfg["args"]["tie_transformer_weights"] = False
+    (tmp_path / "hdri_encoder.json").write_text(json.dumps(cfg))
+    untied = from_pretrained(tmp_path / "hdri_encoder")
+    assert torch.equal(untied.state_dict()[k1], stored[k1]) and not torch.equal(
+        untied.state_dict()[k0], stored[k1]
+    )
 
 
 def test_pipeline_round_trip_under_the_published_names(tmp_path) -> None:
