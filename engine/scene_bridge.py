@@ -21,7 +21,7 @@ from near_blender.render.camera import (
     camera_from_view_matrices,
     render_size,
 )
-from near_blender.render.envmap import Environment
+from near_blender.render.envmap import Environment, sanitize_radiance
 
 # ---------------------------------------------------------------------------------------------
 # Cameras
@@ -142,6 +142,10 @@ def _upstream(socket: Any) -> tuple[Any, Any] | None:
     return node, out
 
 
+class UnsupportedWorldGraph(NearError):
+    """The world's node graph is not one Environment Texture or a plain colour (it can be baked)."""
+
+
 def environment_from_world(world: Any, name: str | None = None) -> Environment:
     """The :class:`Environment` that ``world`` lights the scene with.
 
@@ -169,12 +173,14 @@ def environment_from_world(world: Any, name: str | None = None) -> Environment:
         return Environment(env.radiance, 0.0, label, {"source": "unlinked"})
     bg, _ = up
     if bg.bl_idname != "ShaderNodeBackground":
-        raise NearError(
+        raise UnsupportedWorldGraph(
             f"World {label!r}: node {_node_label(bg)} feeds the World Output; NeAR supports a Background "
             "node there (with an Environment Texture or a plain colour)."
         )
     if _upstream(bg.inputs["Strength"]) is not None:
-        raise NearError(f"World {label!r}: the Background Strength is driven by a node; use a plain number.")
+        raise UnsupportedWorldGraph(
+            f"World {label!r}: the Background Strength is driven by a node; use a plain number."
+        )
     strength = float(bg.inputs["Strength"].default_value)
     if not np.isfinite(strength) or strength < 0:
         raise NearError(
@@ -188,20 +194,30 @@ def environment_from_world(world: Any, name: str | None = None) -> Environment:
         return Environment(env.radiance, 0.0, label, {"source": "colour", "strength": strength})
     tex, _ = colour_src
     if tex.bl_idname != "ShaderNodeTexEnvironment":
-        raise NearError(
+        raise UnsupportedWorldGraph(
             f"World {label!r}: node {_node_label(tex)} feeds the Background colour; NeAR supports an "
             "Environment Texture (equirectangular HDRI) or a plain colour there."
         )
     if tex.projection != "EQUIRECTANGULAR":
-        raise NearError(
+        raise UnsupportedWorldGraph(
             f"World {label!r}: Environment Texture {tex.name!r} uses {tex.projection} projection; "
             "set it to Equirectangular."
         )
     rotation = _texture_rotation(tex, label)
-    radiance = image_pixels_linear(tex.image, f"World {label!r}, node {tex.name!r}")
-    env = Environment(
-        radiance, rotation, label, {"source": "image", "image": tex.image.name, "strength": strength}
+    radiance, counts = sanitize_radiance(
+        image_pixels_linear(tex.image, f"World {label!r}, node {tex.name!r}")
     )
+    meta = {"source": "image", "image": tex.image.name, "strength": strength}
+    changed = {k: v for k, v in counts.items() if v}
+    if changed:  # repaired as Cycles and EEVEE treat them: NaN and negatives 0, +Inf the brightest value
+        what = ", ".join(
+            f"{v} {k.replace('posinf', '+Inf').replace('neginf', '-Inf')}" for k, v in changed.items()
+        )
+        meta["repaired"] = (
+            f"World {label!r}: image {tex.image.name!r} has {what} pixel values; NeAR rendered them as Cycles "
+            "does (NaN and negative as 0, +Inf as the brightest finite value)."
+        )
+    env = Environment(radiance, rotation, label, meta)
     return env.scaled(strength) if strength != 1.0 else env
 
 
@@ -215,13 +231,13 @@ def _texture_rotation(tex: Any, label: str) -> float:
         _check_direction_output(node, sock, label)
         return 0.0
     if node.bl_idname != "ShaderNodeMapping":
-        raise NearError(
+        raise UnsupportedWorldGraph(
             f"World {label!r}: node {_node_label(node)} drives the Environment Texture vector; NeAR "
             "supports a Mapping node (rotation about Z) fed by Texture Coordinate (Generated)."
         )
     for key in ("Location", "Rotation", "Scale"):
         if key in node.inputs and _upstream(node.inputs[key]) is not None:
-            raise NearError(
+            raise UnsupportedWorldGraph(
                 f"World {label!r}: the Mapping node's {key} is driven by a node; use plain values."
             )
     rot = (
@@ -232,23 +248,27 @@ def _texture_rotation(tex: Any, label: str) -> float:
     )
     scale = [float(v) for v in node.inputs["Scale"].default_value] if "Scale" in node.inputs else [1, 1, 1]
     if abs(rot[0]) > 1e-6 or abs(rot[1]) > 1e-6:
-        raise NearError(
+        raise UnsupportedWorldGraph(
             f"World {label!r}: Mapping node {node.name!r} rotates about X/Y ({math.degrees(rot[0]):.1f}, "
             f"{math.degrees(rot[1]):.1f} deg); NeAR environments may only rotate about Z."
         )
     if node.vector_type in ("POINT", "TEXTURE") and any(abs(v) > 1e-6 for v in loc):
-        raise NearError(f"World {label!r}: Mapping node {node.name!r} has a Location offset; set it to 0.")
+        raise UnsupportedWorldGraph(
+            f"World {label!r}: Mapping node {node.name!r} has a Location offset; set it to 0."
+        )
     if min(scale) <= 0 or max(scale) - min(scale) > 1e-6 * max(scale):
-        raise NearError(f"World {label!r}: Mapping node {node.name!r} needs a uniform positive Scale.")
+        raise UnsupportedWorldGraph(
+            f"World {label!r}: Mapping node {node.name!r} needs a uniform positive Scale."
+        )
     inner = _upstream(node.inputs["Vector"])
     if inner is None:
-        raise NearError(
+        raise UnsupportedWorldGraph(
             f"World {label!r}: Mapping node {node.name!r} has no input vector; connect a Texture "
             "Coordinate node's Generated output to it."
         )
     tc, tc_sock = inner
     if tc.bl_idname != "ShaderNodeTexCoord":
-        raise NearError(
+        raise UnsupportedWorldGraph(
             f"World {label!r}: node {_node_label(tc)} feeds the Mapping node; NeAR supports a Texture "
             "Coordinate node (Generated) there."
         )
@@ -258,7 +278,7 @@ def _texture_rotation(tex: Any, label: str) -> float:
 
 def _check_direction_output(node: Any, sock: Any, label: str) -> None:
     if sock.name not in _DIRECTION_OUTPUTS:
-        raise NearError(
+        raise UnsupportedWorldGraph(
             f"World {label!r}: Texture Coordinate output {sock.name!r} is not a view direction; "
             "use its Generated output."
         )

@@ -29,6 +29,7 @@ from . import scene_bridge
 from .assets import SceneAsset, collect_assets, sidecar_key
 from .model_manager import model_spec
 from .passes import ALL_PASSES, EXTRA_PASSES
+from .world_bake import world_baker
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,9 @@ class RenderSession:
 
         try:
             camera = self.read_camera(engine, scene, depsgraph)
-            env = scene_bridge.environment_from_world(scene.world)
+            env = world_baker().environment(scene.world, scene.frame_current, in_render=True)
+            if env.meta.get("repaired"):
+                engine.report({"WARNING"}, env.meta["repaired"])
             assets = collect_assets(depsgraph)
             prefs = self.preferences()
             images = self.render_images(

@@ -39,6 +39,7 @@ from . import scene_bridge
 from .assets import SceneAsset, collect_assets
 from .model_manager import ModelSpec, model_spec
 from .session import RenderOptions, RenderSession
+from .world_bake import world_baker
 
 # The first pass after a change renders 1/COARSE_DIVISOR of the region's pixels per axis.
 COARSE_DIVISOR = 8
@@ -202,7 +203,8 @@ class SceneSnapshotter:
         self._env_dirty, self._env_world = False, name
         self.environment_reads += 1
         try:
-            self._env, self._env_error = scene_bridge.environment_from_world(world), None
+            # a world NeAR cannot read exactly is baked here, once per change of the world (~1 s)
+            self._env, self._env_error = world_baker().environment(world, scene.frame_current), None
         except NearError as e:
             self._env, self._env_error = None, str(e)
 

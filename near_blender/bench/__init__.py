@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, str] = {
     "coverage": "coverage",
     "stage1": "stage1",
     "viewport": "viewport",
+    "world": "world",
     "decoder-gpu": "decoder_gpu",
 }
 # benchmarks that need a CUDA device: ``all`` skips them on a machine without one

@@ -1,0 +1,165 @@
+"""Any world that Cycles renders lights NeAR: worlds NeAR cannot read exactly are baked to a map.
+
+A world that is one Environment Texture (optionally rotated about Z) or a plain colour is read
+exactly by :func:`.scene_bridge.environment_from_world`. Anything else -- a Sky Texture, a Mix of two
+HDRIs, a Gradient, Light Path tricks -- is rendered alone by Cycles through a panoramic
+equirectangular camera at the origin looking along +X with Z up (the layout of
+:mod:`near_blender.render.envmap`), :data:`BAKE_SIZE` pixels at :data:`BAKE_SAMPLES` samples, in a
+temporary scene that holds no objects. The map is cached by a signature of the world's node graph
+(every node's settings and input values, the links, the images' identities, and the frame when the
+world is animated), so an unchanged world bakes once per process; changing any node value bakes
+again. Baking runs Cycles, so it runs on Blender's main thread (about a second at the default size
+on 2 CPU cores; ``near bench world``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from near_blender import NearError
+from near_blender.render.envmap import Environment, sanitize_radiance
+
+from . import scene_bridge
+from .world_bake_job import render_world_exr
+
+BAKE_SIZE = (1024, 512)  # width, height: the lighting conditioning reads a few hundred rows at most
+BAKE_SAMPLES = 4
+MAX_CACHED = 8
+
+
+def world_signature(world: Any, frame: int | None = None) -> str:
+    """A hash of everything in ``world`` that changes its radiance (node settings and input values,
+    links, images' names, paths, sizes and edit state); the frame counts when the world is animated."""
+    parts: list[str] = [world.name_full]
+    tree = world.node_tree
+    for node in sorted(tree.nodes, key=lambda n: n.name):
+        parts.append(f"node {node.name} {node.bl_idname} mute={node.mute}")
+        for prop in node.bl_rna.properties:
+            if prop.identifier in _SKIPPED_PROPERTIES or prop.type in ("POINTER", "COLLECTION"):
+                continue
+            parts.append(f"  {prop.identifier}={_value(getattr(node, prop.identifier, None))}")
+        image = getattr(node, "image", None)
+        if image is not None:
+            parts.append(
+                f"  image={image.name_full} {image.filepath} {tuple(image.size)} dirty={image.is_dirty}"
+            )
+        for sock in node.inputs:
+            if hasattr(sock, "default_value") and not sock.is_linked:
+                parts.append(f"  in {sock.identifier}={_value(sock.default_value)}")
+    for link in tree.links:
+        parts.append(f"link {link.from_node.name}.{link.from_socket.identifier} -> "
+                     f"{link.to_node.name}.{link.to_socket.identifier}")  # fmt: skip
+    animated = any(getattr(x, "animation_data", None) and x.animation_data.action for x in (world, tree))
+    if animated and frame is not None:
+        parts.append(f"frame {frame}")
+    return hashlib.blake2b("\n".join(parts).encode(), digest_size=16).hexdigest()
+
+
+_SKIPPED_PROPERTIES = {"rna_type", "name", "label", "location", "location_absolute", "width", "height",
+                       "dimensions", "select", "show_options", "show_preview", "hide", "show_texture",
+                       "color", "use_custom_color", "warning_propagation"}  # fmt: skip
+
+
+def _value(v: Any) -> str:
+    """A stable text of a property value (floats rounded; vectors and colours as tuples)."""
+    if isinstance(v, float):
+        return repr(round(v, 7))
+    if isinstance(v, (str, int, bool, set, frozenset)) or v is None:
+        return repr(sorted(v) if isinstance(v, (set, frozenset)) else v)
+    try:
+        return repr(tuple(round(float(x), 7) for x in v))
+    except (TypeError, ValueError):
+        return repr(v)
+
+
+def bake_world(
+    world: Any, size: tuple[int, int] = BAKE_SIZE, samples: int = BAKE_SAMPLES, in_render: bool = False
+) -> np.ndarray:
+    """Render ``world`` alone with Cycles to an equirectangular radiance map ``[H, W, 3]`` (float32,
+    scene-linear, top row first, image centre = +X, Z up). Main thread only. Outside a render it
+    renders in this Blender; ``in_render`` (F12, whose engine asks for the world) or while another
+    render runs, it renders in a separate Blender process: a render cannot start another inside itself."""
+    import bpy
+
+    from near_blender.render import exr
+
+    width, height = size
+    folder = Path(tempfile.mkdtemp(prefix="near-world-bake-"))
+    out = folder / "world.exr"
+    try:
+        if in_render or bpy.app.is_job_running("RENDER"):
+            _bake_in_subprocess(world, width, height, samples, folder)
+        else:
+            render_world_exr(world, width, height, samples, out)
+        if not out.is_file():
+            raise NearError(f"Baking world {world.name!r} with Cycles wrote no image.")
+        channels = exr.read_exr_channels(out)
+        return np.stack([channels[c] for c in "RGB"], axis=-1).astype(np.float32)
+    except RuntimeError as e:
+        raise NearError(f"Baking world {world.name!r} with Cycles failed: {e}") from None
+    finally:
+        for f in folder.glob("*"):
+            f.unlink()
+        folder.rmdir()
+
+
+def _bake_in_subprocess(world: Any, width: int, height: int, samples: int, folder: Path) -> None:
+    import subprocess
+    import sys
+
+    import bpy
+
+    library = folder / "world.blend"
+    bpy.data.libraries.write(str(library), {world}, path_remap="ABSOLUTE", fake_user=True)
+    script = Path(__file__).with_name("world_bake_job.py")
+    args = [str(library), world.name, str(width), str(height), str(samples), str(folder / "world.exr")]
+    if bpy.app.binary_path:  # a Blender binary
+        cmd = [bpy.app.binary_path, "-b", "--factory-startup", "--python-exit-code", "1", "--python", str(script),
+               "--", *args]  # fmt: skip
+    else:  # Blender as a Python module
+        cmd = [sys.executable, str(script), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise NearError(f"Baking world {world.name!r} in a separate Blender failed: {' | '.join(tail)}")
+
+
+class WorldBaker:
+    """The baked maps of this process, by :func:`world_signature` (most recent :data:`MAX_CACHED`)."""
+
+    def __init__(self, size: tuple[int, int] = BAKE_SIZE, samples: int = BAKE_SAMPLES) -> None:
+        self.size, self.samples = size, samples
+        self._maps: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.bakes = 0
+
+    def environment(self, world: Any, frame: int | None = None, in_render: bool = False) -> Environment:
+        """The world as an :class:`Environment`: read exactly when NeAR understands its graph,
+        else baked (cached). Errors other than an unsupported graph (no world, a missing image) stay."""
+        try:
+            return scene_bridge.environment_from_world(world)
+        except scene_bridge.UnsupportedWorldGraph:
+            pass
+        key = world_signature(world, frame)
+        if key in self._maps:
+            self._maps.move_to_end(key)
+        else:
+            radiance, _ = sanitize_radiance(bake_world(world, self.size, self.samples, in_render))
+            self._maps[key] = radiance
+            self.bakes += 1
+            while len(self._maps) > MAX_CACHED:
+                self._maps.popitem(last=False)
+        return Environment(self._maps[key], 0.0, world.name, {"source": "baked", "signature": key})
+
+
+_BAKER = WorldBaker()
+
+
+def world_baker() -> WorldBaker:
+    """The process's one :class:`WorldBaker` (F12, batch renders and the viewport share it)."""
+    return _BAKER
