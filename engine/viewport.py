@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -39,7 +39,7 @@ from . import scene_bridge
 from .assets import SceneAsset, collect_assets
 from .model_manager import ModelSpec, model_spec
 from .session import RenderOptions, RenderSession
-from .world_bake import world_baker
+from .world_bake import PendingBake, prepare_bake, world_baker, world_signature
 
 # The first pass after a change renders 1/COARSE_DIVISOR of the region's pixels per axis.
 COARSE_DIVISOR = 8
@@ -62,6 +62,7 @@ class ViewJob:
     options: RenderOptions
     model: ModelSpec | None
     submitted_at: float = field(default_factory=time.perf_counter)
+    bake: PendingBake | None = None  # a world to bake first (then ``env`` is replaced by its map)
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,13 @@ def run_view_job(job: ViewJob, cancelled: Callable[[], bool], publish: Callable[
     def progress(fraction: float, message: str) -> None:
         publish(ViewActivity(job.serial, message))
 
+    if job.bake is not None:  # finish the world's bake first (not cancelled: its map is cached for later)
+        progress(0.0, "baking the world with Cycles")
+        try:
+            job = replace(job, env=world_baker().finish(job.bake), env_error=None)
+        except NearError as e:
+            job = replace(job, env_error=str(e))
+
     if job.env is None:
         for i, camera in enumerate(cameras):
             done(i, np.zeros((camera.height, camera.width, 4), np.float32), job.env_error)
@@ -166,6 +174,7 @@ class SceneSnapshotter:
         self._env_error: str | None = None
         self._env_world: str | None = None  # the world the environment was read from
         self._env_dirty = True
+        self._bake: PendingBake | None = None
         self.environment_reads = 0
 
     def note_update(self, depsgraph: Any) -> None:
@@ -193,18 +202,29 @@ class SceneSnapshotter:
             model_error = str(e)
         options = RenderOptions.from_scene(scene, prefs, passes=("light",))
         return ViewJob(self.serial, passes, self._env, self._env_error, assets, assets_error or model_error,
-                       options, model)  # fmt: skip
+                       options, model, bake=self._bake)  # fmt: skip
 
     def _refresh_environment(self, scene: Any) -> None:
+        if self._bake is not None:  # a bake handed to the worker: use its map once it is there
+            done = world_baker().cached(self._bake.world_name, self._bake.signature)
+            if done is not None:
+                self._env, self._env_error, self._bake = done, None, None
         world = scene.world
         name = world.name_full if world is not None else None
         if not self._env_dirty and name == self._env_world:
             return
-        self._env_dirty, self._env_world = False, name
+        self._env_dirty, self._env_world, self._bake = False, name, None
         self.environment_reads += 1
         try:
-            # a world NeAR cannot read exactly is baked here, once per change of the world (~1 s)
-            self._env, self._env_error = world_baker().environment(world, scene.frame_current), None
+            self._env, self._env_error = scene_bridge.environment_from_world(world), None
+        except scene_bridge.UnsupportedWorldGraph:
+            # baked by the worker (a separate Blender renders it); the previous map is shown meanwhile
+            signature = world_signature(world, scene.frame_current)
+            cached = world_baker().cached(world.name, signature)
+            if cached is not None:
+                self._env, self._env_error = cached, None
+            else:
+                self._bake = prepare_bake(world, signature, world_baker().size, world_baker().samples)
         except NearError as e:
             self._env, self._env_error = None, str(e)
 

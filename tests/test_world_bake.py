@@ -144,3 +144,39 @@ def test_an_hdri_with_nan_and_negative_pixels_renders_with_a_warning(tmp_path):
     assert eng.errors == [] and len(warnings) == 1
     assert "'broken.exr'" in warnings[0] and "3 nan" in warnings[0] and "1 negative" in warnings[0]
     assert math.isfinite(float(repaired.max()))
+
+
+def test_the_viewport_bakes_on_its_worker_not_in_the_draw_callback(tmp_path):
+    import types
+
+    from near_addon.engine import viewport as V
+
+    from tests.test_engine_assets import _camera_region
+    from tests.test_viewport import Recorder
+
+    scene, _, _ = _scene(tmp_path)
+    _asset(tmp_path)
+    world, nt, bg = _world("viewport sky")
+    nt.links.new(nt.nodes.new("ShaderNodeTexSky").outputs["Color"], bg.inputs["Color"])
+    bg.inputs["Strength"].default_value = 0.7  # a map of its own (not cached by another test)
+    scene.world = world
+    scene.near.preview_scale = "1"
+    region, rv3d = _camera_region(scene, 80, 48)
+    context = types.SimpleNamespace(region=region, region_data=rv3d)
+    rec, baker = Recorder(), WB.world_baker()
+    before = baker.bakes
+    session = V.ViewportSession(present=rec)
+    try:
+        session.draw(rec, context, _depsgraph(scene))
+        pending = session.snapshots._bake
+        assert pending is not None and baker.bakes == before  # handed to the worker, not baked here
+        assert session.worker.wait_idle(timeout=120)
+        session.draw(rec, context, _depsgraph(scene))
+    finally:
+        session.close()
+    assert baker.bakes == before + 1
+    last = rec.drawn[-1]
+    assert last.final and last.error is None
+    expected, err = V.render_view_now(_depsgraph(scene), region, rv3d, 1)  # the cached map, same view
+    assert err is None
+    np.testing.assert_allclose(last.pixels, expected, atol=1e-5)
