@@ -101,6 +101,25 @@ def test_sky_and_other_worlds_render_with_near_and_bake_once(tmp_path):
     half = baker.environment(world).radiance
     assert abs(float(half.mean() / sky_map.mean()) - 0.5) < 0.01
     assert np.abs(dimmer - img).max() > 1e-3  # and F12 used the new map
+    # a Mix of two HDRIs and a Gradient render with NEAR too (their maps are checked above)
+    for name, kind in (("mix2", "mix"), ("grad2", "gradient")):
+        world, nt, bg = _world(name)
+        if kind == "mix":
+            for i, seed in enumerate((5, 6)):
+                exr.write_exr(tmp_path / f"m{i}.exr", _smooth_map(seed))
+            mix = nt.nodes.new("ShaderNodeMix")
+            mix.data_type = "RGBA"
+            nt.links.new(_env_texture(nt, tmp_path / "m0.exr").outputs["Color"], mix.inputs["A"])
+            nt.links.new(_env_texture(nt, tmp_path / "m1.exr").outputs["Color"], mix.inputs["B"])
+            nt.links.new(mix.outputs["Result"], bg.inputs["Color"])
+        else:
+            grad = nt.nodes.new("ShaderNodeTexGradient")
+            nt.links.new(nt.nodes.new("ShaderNodeTexCoord").outputs["Generated"], grad.inputs["Vector"])
+            nt.links.new(grad.outputs["Color"], bg.inputs["Color"])
+        scene.world = world
+        n = baker.bakes
+        out = _rgba(_f12(scene, tmp_path / f"{name}.exr"))
+        assert baker.bakes == n + 1 and np.isfinite(out).all() and out[..., :3].max() > 0.01
 
 
 def test_an_hdri_with_nan_and_negative_pixels_renders_with_a_warning(tmp_path):
