@@ -143,7 +143,9 @@ class RenderSession:
 
         try:
             camera = self.read_camera(engine, scene, depsgraph)
-            env = world_baker().environment(scene.world, scene.frame_current, in_render=True)
+            env = world_baker().environment(
+                scene.world, scene.frame_current, in_render=True, progress=progress
+            )
             if env.meta.get("repaired"):
                 engine.report({"WARNING"}, env.meta["repaired"])
             assets = collect_assets(depsgraph)

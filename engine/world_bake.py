@@ -189,7 +189,9 @@ class WorldBaker:
                 self._maps.popitem(last=False)
         return Environment(radiance, 0.0, world_name, {"source": "baked", "signature": signature})
 
-    def environment(self, world: Any, frame: int | None = None, in_render: bool = False) -> Environment:
+    def environment(
+        self, world: Any, frame: int | None = None, in_render: bool = False, progress: Any = None
+    ) -> Environment:
         """The world as an :class:`Environment`: read exactly when NeAR understands its graph,
         else baked (cached). Errors other than an unsupported graph (no world, a missing image) stay."""
         try:
@@ -199,6 +201,8 @@ class WorldBaker:
         key = world_signature(world, frame)
         env = self.cached(world.name, key)
         if env is None:
+            if progress is not None:
+                progress(0.0, f"baking world {world.name!r} with Cycles")
             env = self.store(world.name, key, bake_world(world, self.size, self.samples, in_render))
         return env
 

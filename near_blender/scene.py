@@ -239,8 +239,16 @@ class SceneRenderer:
         device = self.pipe.device
         vm = torch.as_tensor(np.asarray(camera.viewmat)[None], dtype=torch.float32, device=device)
         K = torch.as_tensor(np.asarray(camera.K)[None], dtype=torch.float32, device=device)
-        out = self.model.render_gaussians(
-            g, vm, K, camera.width, camera.height, camera.model, passes, mode=mode
+        out = self.model.render_gaussians(  # culled to the camera's clip range (world units, as Blender's)
+            g,
+            vm,
+            K,
+            camera.width,
+            camera.height,
+            camera.model,
+            passes,
+            mode=mode,
+            clip=(camera.near, camera.far),
         )
         imgs = {k: v[0].float().cpu().numpy() for k, v in out.items()}
         imgs.pop("alpha_base", None)

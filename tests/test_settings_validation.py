@@ -71,3 +71,26 @@ def test_hub_models_make_no_network_call_without_online_access(tmp_path, monkeyp
     with pytest.raises(NearError, match=r"No local folder .*models/mine, and as a Hub repository"):
         model_manager.get_pipeline(Spec("ENV", "models/mine", None, "CPU", online=False))
     assert attempts == []
+
+
+def test_the_camera_clip_range_is_honoured(tmp_path):
+    """Gaussians outside the camera's Clip Start / End are culled, as EEVEE clips (issue 21, 5)."""
+    from tests.test_engine_assets import _f12
+    from tests.test_viewport import _asset
+
+    scene, _, _ = _scene(tmp_path)
+    _asset(tmp_path)  # a shell around (0.3, 0, 0), radius ~0.28; the camera is ~2.2 m away
+    scene.render.film_transparent = True
+    cam = scene.camera.data
+
+    def coverage(name: str) -> float:
+        return float(_f12(scene, tmp_path / f"{name}.exr")["ViewLayer.Alpha.A"].mean())
+
+    full = coverage("default")
+    assert full > 0.02
+    cam.clip_start, cam.clip_end = 0.1, 1.0  # everything beyond 1 m: the asset is gone
+    assert coverage("near_only") < 1e-4
+    cam.clip_start, cam.clip_end = 5.0, 100.0  # everything nearer than 5 m: gone too
+    assert coverage("far_only") < 1e-4
+    cam.clip_start, cam.clip_end = 0.1, 100.0
+    assert abs(coverage("again") - full) < 1e-6

@@ -400,13 +400,16 @@ class RelightableDecoder(nn.Module):
         camera_model: str = "pinhole",
         passes: tuple[str, ...] = ("light", "base"),
         mode: str | None = None,
+        clip: tuple[float, float] | None = None,
     ) -> dict[str, Tensor]:
         """Radiance MLP + the rasterization passes, item ``b`` with camera ``b``.
 
         ``passes``: ``"light"`` (hdr, shadow, alpha, depth, normal) and/or ``"base"`` (base_color,
         roughness, metallic, alpha_base); leaving one out skips its rasterization (e.g. a viewport
         that shows only the HDR image, or a loss on HDR and alpha only). ``mode``: the rasterization
-        mode for this call ("classic" | "antialiased"; default: the model's own).
+        mode for this call ("classic" | "antialiased"; default: the model's own). ``clip``: the
+        camera's (near, far) clip distances for this call (Gaussians whose centre lies outside are
+        culled; default: the model's ``near_plane`` / ``far_plane``).
         """
         from ..render.rasterize import rasterize
 
@@ -418,13 +421,14 @@ class RelightableDecoder(nn.Module):
             raise NearError(f"The Gaussians span more batch items than the {B} camera(s) given.")
         dtype = g.means.dtype
         viewmats, Ks = viewmats.to(dtype), Ks.to(dtype)
+        near_plane, far_plane = clip if clip is not None else (self.near_plane, self.far_plane)
         keep = g.opacities >= MIN_OPACITY
         outs: dict[str, list[Tensor]] = {}
         for b in range(B):
             gb = g.select(keep & (g.batch == b))
             common = dict(
                 viewmats=viewmats[b : b + 1], Ks=Ks[b : b + 1], width=width, height=height,
-                near_plane=self.near_plane, far_plane=self.far_plane, mode=mode or self.mode,
+                near_plane=near_plane, far_plane=far_plane, mode=mode or self.mode,
                 camera_model=camera_model, backend=self.backend,
             )  # fmt: skip
             maps: list[tuple[str, Tensor]] = []
