@@ -283,5 +283,15 @@ last_error: str | None = None  # the latest render failure (batch renders check 
 def _fail(engine: Any, message: str) -> None:
     global last_error
     last_error = message
-    engine.error_set(message)
+    # The report reaches the status bar and, in background renders, the console (once) and the
+    # operator's caller; error_set adds the message to the render window, which only the UI has (in
+    # background mode it would print the message a second time).
+    if not _background():
+        engine.error_set(message)
     engine.report({"ERROR"}, message)
+
+
+def _background() -> bool:
+    import bpy
+
+    return bool(bpy.app.background)

@@ -174,7 +174,8 @@ class FakeEngine:
         self.errors.append(msg)
 
     def report(self, kind, msg):
-        pass
+        if "ERROR" in kind:  # how errors reach the caller in background mode
+            self.errors.append(msg)
 
     def add_pass(self, *a, **k):
         self.calls.append("add_pass")

@@ -94,3 +94,15 @@ def test_the_camera_clip_range_is_honoured(tmp_path):
     assert coverage("far_only") < 1e-4
     cam.clip_start, cam.clip_end = 0.1, 100.0
     assert abs(coverage("again") - full) < 1e-6
+
+
+def test_a_render_error_is_printed_once(tmp_path, capfd):
+    import bpy
+
+    scene, _, _ = _scene(tmp_path)
+    scene.world = None
+    capfd.readouterr()
+    with pytest.raises(RuntimeError, match="The scene has no World"):
+        bpy.ops.render.render()
+    printed = capfd.readouterr()
+    assert (printed.out + printed.err).count("The scene has no World") == 1
