@@ -366,7 +366,7 @@ def test_pack_and_unpack_the_lhslat(tmp_path):
     ref = _rgba(_f12(scene, tmp_path / "ref.exr"))
 
     sidecar.write_bytes(b"not an npz")  # a damaged file is never packed
-    with pytest.raises(RuntimeError, match="corrupt"):
+    with pytest.raises(RuntimeError, match="damaged"):
         bpy.ops.near.pack_lhslat()
     assert asset.near_asset.packed is None
     sidecar.write_bytes(original)

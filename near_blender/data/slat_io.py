@@ -75,8 +75,12 @@ def load_slat_npz(
             c, f = npz["coords"], npz["feats"]
     except NearError:
         raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise NearError(f"SLAT file {path} is corrupt or not an .npz archive: {e}") from e
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError):
+        # (numpy's own words for a file that is not a zip speak of "pickled data": not helpful here)
+        raise NearError(
+            f"SLAT file {path} is not a readable LH-SLAT (.npz) archive: it is damaged or another kind of "
+            "file. Re-import the image to write it again (File > Import > Image as NeAR Asset)."
+        ) from None
     if c.ndim != 2 or c.shape[1] != 3:
         raise NearError(f"SLAT file {path}: coords must be (N, 3); got {c.shape}.")
     if f.ndim != 2 or f.shape[0] != c.shape[0]:
