@@ -47,8 +47,9 @@ format: setup
 bench: setup
 	$(PY) -m near_blender.cli bench all --out benchmarks
 
+# PLATFORM=linux-x64 | windows-x64 | macos-arm64 (default: this machine's): one zip per platform.
 extension: setup
-	$(PY) tools/build_extension.py --out dist
+	$(PY) tools/build_extension.py --out dist $(if $(PLATFORM),--platform $(PLATFORM))
 
 default-model: setup
 	$(PY) -m near_blender.cli train default-model

@@ -142,3 +142,26 @@ def test_f12_writes_every_pass(tmp_path):
     rgba = exr.read_exr(tmp_path / "f12.exr", "ViewLayer.Combined")
     np.testing.assert_allclose(rgba[..., :3], np.broadcast_to([0.25, 0.5, 1.0], (16, 24, 3)), rtol=1e-6)
     np.testing.assert_allclose(rgba[..., 3], 1.0)
+
+
+@pytest.mark.parametrize(
+    ("platform", "wheel_tag"), [("windows-x64", "win_amd64"), ("macos-arm64", "macosx_11_0_arm64")]
+)
+def test_other_platforms_get_their_own_validated_zip(tmp_path, platform, wheel_tag):
+    """``make extension PLATFORM=...``: one zip per platform, named with it, holding only that
+    platform's wheels (two small runtime packages here instead of the whole set, to keep the download
+    small), validated by Blender's own tool."""
+    out = tmp_path / "dist"
+    args = ["--out", str(out), "--stage", str(tmp_path / "stage"), "--platform", platform,
+            "--packages", "safetensors,OpenEXR"]  # fmt: skip
+    assert build_extension.main(args) == 0
+    (z,) = out.glob("near_blender-*.zip")
+    assert z.name.endswith(f"-{platform.replace('-', '_')}.zip")
+    script = build_extension.blender_ext_script()
+    proc = subprocess.run([sys.executable, str(script), "validate", str(z)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    wheels = [n for n in zipfile.ZipFile(z).namelist() if n.endswith(".whl")]
+    platform_wheels = [w for w in wheels if not w.endswith("-none-any.whl")]
+    assert len(platform_wheels) == 2 and all(w.endswith(f"-{wheel_tag}.whl") for w in platform_wheels), wheels
+    manifest = zipfile.ZipFile(z).read("blender_manifest.toml").decode()
+    assert f'platforms = ["{platform}"]' in manifest

@@ -24,6 +24,30 @@ REPO = Path(__file__).resolve().parents[1]
 # packages such as peft/spconv/gsplat are optional and not bundled).
 RUNTIME_REQUIREMENTS = ["torch", "safetensors", "huggingface_hub", "OpenEXR", "simple-ocio", "tqdm", "PyYAML"]
 NEVER_BUNDLE = ("numpy-",)
+# Blender's platform names -> the wheel platform tags pip may pick for them (Blender 5.0: CPython 3.11).
+PLATFORM_TAGS: dict[str, list[str]] = {
+    "linux-x64": ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
+                  "manylinux2014_x86_64", "manylinux1_x86_64", "linux_x86_64"],
+    "windows-x64": ["win_amd64"],
+    "macos-arm64": ["macosx_11_0_arm64", "macosx_12_0_arm64", "macosx_13_0_arm64", "macosx_14_0_arm64"],
+}  # fmt: skip
+BLENDER_PYTHON = "3.11"
+
+
+def host_platform() -> str:
+    """This machine's Blender platform name (the default ``--platform``)."""
+    import platform
+
+    system, machine = platform.system().lower(), platform.machine().lower()
+    if system == "linux" and machine in ("x86_64", "amd64"):
+        return "linux-x64"
+    if system == "windows":
+        return "windows-x64"
+    if system == "darwin" and machine in ("arm64", "aarch64"):
+        return "macos-arm64"
+    raise SystemExit(f"build_extension: no wheels known for {system}/{machine}; pass --platform.")
+
+
 # What the extension consists of (the manifest's paths_exclude_pattern describes the same set).
 EXTENSION_FILES = ["__init__.py", "blender_manifest.toml", "README.md", "engine", "operators", "ui"]
 
@@ -60,7 +84,35 @@ def pinned(names: list[str]) -> list[str]:
     return out
 
 
-def stage(out_stage: Path, wheels: str) -> list[str]:
+def download_runtime(wheel_dir: Path, target: str, packages: list[str]) -> None:
+    """The pinned runtime wheels (and what they need) for ``target`` into ``wheel_dir``.
+
+    pip resolves dependencies with this machine's environment markers even when told another
+    platform (a Windows torch would ask for Linux-only CUDA packages), so the set is resolved here,
+    for this machine, and then each platform-specific wheel of it is fetched again, without
+    dependencies, for the target's platform tags; pure-Python wheels serve every platform."""
+    py = sys.executable
+    resolved = wheel_dir.parent / ".resolved"
+    shutil.rmtree(resolved, ignore_errors=True)
+    run([py, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "-d", str(resolved),
+         "-c", str(REPO / "requirements.txt"), *pinned(packages)])  # fmt: skip
+    tags = [a for tag in PLATFORM_TAGS[target] for a in ("--platform", tag)]
+    for w in sorted(resolved.glob("*.whl")):
+        if w.name.startswith(NEVER_BUNDLE):
+            continue
+        if w.name.endswith("-none-any.whl") or target == host_platform():
+            shutil.copy2(w, wheel_dir / w.name)
+            continue
+        name, version = w.name.split("-")[:2]
+        version = version.split("+")[0]  # a local build (torch 2.13.0+cpu) -> the released version
+        run([py, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:", "--python-version",
+             BLENDER_PYTHON, "--implementation", "cp", *tags, "-d", str(wheel_dir), f"{name}=={version}"])  # fmt: skip
+    shutil.rmtree(resolved, ignore_errors=True)
+
+
+def stage(
+    out_stage: Path, wheels: str, target: str = "linux-x64", packages: list[str] | None = None
+) -> list[str]:
     manifest = tomllib.loads((REPO / "blender_manifest.toml").read_text())
     if out_stage.exists():
         shutil.rmtree(out_stage)
@@ -90,17 +142,13 @@ def stage(out_stage: Path, wheels: str) -> list[str]:
         ]
     )
     if wheels == "runtime":
-        run([py, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "-d", str(wheel_dir),
-             "-c", str(REPO / "requirements.txt"), *pinned(RUNTIME_REQUIREMENTS)])  # fmt: skip
-        for w in wheel_dir.glob("*.whl"):
-            if w.name.startswith(NEVER_BUNDLE):
-                w.unlink()
+        download_runtime(wheel_dir, target, packages or RUNTIME_REQUIREMENTS)
     names = sorted(w.name for w in wheel_dir.glob("*.whl"))
     platform_specific = any(not n.endswith("-none-any.whl") for n in names)
     text = (REPO / "blender_manifest.toml").read_text()
     extra = "wheels = [\n" + "".join(f'  "./wheels/{n}",\n' for n in names) + "]\n"
     if platform_specific:
-        extra += 'platforms = ["linux-x64"]\n'
+        extra += f'platforms = ["{target}"]\n'
     # Top-level keys must come before the first table.
     i = text.index("\n[")
     shutil.copy2(REPO / "blender_manifest.toml", out_stage / "blender_manifest.toml")
@@ -112,20 +160,42 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="dist", help="output folder for the zip")
     ap.add_argument("--stage", default=str(REPO / "build" / "extension"), help="staging folder")
+    ap.add_argument(
+        "--platform",
+        choices=sorted(PLATFORM_TAGS),
+        default=None,
+        help="Blender platform of the bundled wheels (default: this machine's); one zip each",
+    )
+    ap.add_argument(
+        "--packages",
+        default=None,
+        help="comma-separated runtime packages to bundle instead of all (tests, smaller zips)",
+    )
     ap.add_argument("--wheels", choices=["none", "runtime"], default="runtime",
                     help="'none': only the near_blender wheel (needs torch etc. in Blender's Python); "
                          "'runtime': also bundle the pinned runtime wheels")  # fmt: skip
     args = ap.parse_args(argv)
     script = blender_ext_script()
     stage_dir = Path(args.stage)
-    wheels = stage(stage_dir, args.wheels)
+    target = args.platform or host_platform()
+    packages = [p.strip() for p in args.packages.split(",")] if args.packages else None
+    wheels = stage(stage_dir, args.wheels, target, packages)
     print(f"staged {stage_dir} with {len(wheels)} wheel(s)")
     run([sys.executable, str(script), "validate", str(stage_dir)])
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     print(
         run(
-            [sys.executable, str(script), "build", "--source-dir", str(stage_dir), "--output-dir", str(out)]
+            [
+                sys.executable,
+                str(script),
+                "build",
+                "--source-dir",
+                str(stage_dir),
+                "--output-dir",
+                str(out),
+                *(["--split-platforms"] if any(not w.endswith("-none-any.whl") for w in wheels) else []),
+            ]
         ).strip()
     )
     for z in sorted(out.glob("near_blender-*.zip")):
