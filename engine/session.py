@@ -29,6 +29,7 @@ from . import scene_bridge
 from .assets import SceneAsset, collect_assets, sidecar_key
 from .model_manager import model_spec
 from .passes import ALL_PASSES, EXTRA_PASSES
+from .tiles import MARGIN, needs_tiles, padded, tile_boxes
 from .world_bake import world_baker
 
 
@@ -150,10 +151,14 @@ class RenderSession:
                 engine.report({"WARNING"}, env.meta["repaired"])
             assets = collect_assets(depsgraph)
             prefs = self.preferences()
-            images = self.render_images(
-                camera, env, RenderOptions.from_scene(scene, prefs), assets, model_spec(prefs), progress,
-                cancel=engine.test_break,
-            )  # fmt: skip
+            options, model = RenderOptions.from_scene(scene, prefs), model_spec(prefs)
+            if needs_tiles(camera.width, camera.height):
+                self.render_tiled(engine, depsgraph.view_layer, camera, env, options, assets, model, progress)
+                images = None
+            else:
+                images = self.render_images(
+                    camera, env, options, assets, model, progress, cancel=engine.test_break
+                )
         except Cancelled:
             return
         except NearError as e:
@@ -161,7 +166,8 @@ class RenderSession:
             return
         if engine.test_break():
             return
-        self.write_result(engine, depsgraph.view_layer, images)
+        if images is not None:
+            self.write_result(engine, depsgraph.view_layer, images)
         self.last_stats = {"seconds": time.perf_counter() - t0, "size": (camera.width, camera.height),
                            "assets": len(assets)}  # fmt: skip
         engine.update_progress(1.0)
@@ -206,6 +212,7 @@ class RenderSession:
         progress: Any = None,
         cancel: Any = None,
         on_images: Any = None,
+        keep: bool = True,
     ) -> list[dict[str, np.ndarray]]:
         """:meth:`render_images` for cameras of one pose at several sizes (the viewport's coarse and
         final passes): the networks run once. ``on_images(i, images)`` as each size is done."""
@@ -215,14 +222,18 @@ class RenderSession:
             out = _pass_images(cameras[i], env, options, imgs)
             if on_images is not None:
                 on_images(i, out)
+            if keep:
+                results.append(out)
             return out
 
+        results: list[dict[str, np.ndarray]] = []
         if not assets:
-            return [finish(i, _empty(c.height, c.width)) for i, c in enumerate(cameras)]
+            for i, c in enumerate(cameras):
+                finish(i, _empty(c.height, c.width))
+            return results
         from .model_manager import get_pipeline
 
         caches = render_caches()
-        results: list[dict[str, np.ndarray]] = []
         with caches.lock:
             if progress is not None:
                 progress(0.0, "loading the model")  # instant once loaded; a Hub model downloads here
@@ -234,17 +245,48 @@ class RenderSession:
             caches.scene_renderer(pipe).render_sizes(
                 placed, cameras, env, passes=options.passes, progress=progress, cancel=cancel,
                 mode="antialiased" if options.antialiased else None, precision=options.precision,
-                on_images=lambda i, imgs: results.append(finish(i, imgs)),
+                on_images=finish, keep=False,
             )  # fmt: skip
         return results
 
     @staticmethod
-    def write_result(engine: Any, view_layer: Any, images: dict[str, np.ndarray]) -> None:
+    def render_tiled(
+        engine: Any, view_layer: Any, camera: Camera, env: Environment, options: RenderOptions,
+        assets: Sequence[SceneAsset], model: Any, progress: Any,
+    ) -> None:  # fmt: skip
+        """A frame larger than a tile (:mod:`.tiles`): the networks run once, each tile is rasterized
+        and written into Blender's render result as it is done (NeAR holds one tile at a time)."""
+        boxes = tile_boxes(camera.width, camera.height)
+
+        def write(i: int, padded_images: dict[str, np.ndarray]) -> None:
+            x0, y0, w, h = boxes[i]
+            images = {k: v[MARGIN : MARGIN + h, MARGIN : MARGIN + w] for k, v in padded_images.items()}
+            if progress is not None:
+                progress((i + 1) / len(boxes), f"tile {i + 1}/{len(boxes)} written")
+            RenderSession.write_result(
+                engine, view_layer, images, x0, camera.height - y0 - h, add_passes=i == 0
+            )
+
+        RenderSession.render_sizes([camera.cropped(*padded(b)) for b in boxes], env, options, assets, model, progress,
+                                   engine.test_break, on_images=write, keep=False)  # fmt: skip
+
+    @staticmethod
+    def write_result(
+        engine: Any,
+        view_layer: Any,
+        images: dict[str, np.ndarray],
+        x: int = 0,
+        y: int = 0,
+        add_passes: bool = True,
+    ) -> None:
+        """Write pass images (top row first) into Blender's render result at pixel ``(x, y)`` (counted
+        from the bottom left, as Blender does)."""
         H, W = images["rgba"].shape[:2]
         layer_name = view_layer.name if view_layer is not None else ""
-        for spec in EXTRA_PASSES:
-            engine.add_pass(spec.name, spec.channels, spec.chan_id, layer=layer_name)
-        result = engine.begin_result(0, 0, W, H, layer=layer_name)
+        if add_passes:
+            for spec in EXTRA_PASSES:
+                engine.add_pass(spec.name, spec.channels, spec.chan_id, layer=layer_name)
+        result = engine.begin_result(x, y, W, H, layer=layer_name)
         try:
             passes = {rp.name: rp for rp in result.layers[0].passes}
             for spec in ALL_PASSES:

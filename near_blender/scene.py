@@ -179,6 +179,7 @@ class SceneRenderer:
         mode: str | None = None,
         precision: str = "fp32",
         on_images: Callable[[int, dict[str, np.ndarray]], None] | None = None,
+        keep: bool = True,
     ) -> list[dict[str, np.ndarray]]:
         """:meth:`render` for several cameras of one pose (the same ``viewmat``; e.g. a coarse and a
         full resolution of a viewport): the networks run once, only the rasterization per camera.
@@ -203,7 +204,8 @@ class SceneRenderer:
             imgs = _empty(camera.height, camera.width)
             if g is not None:
                 imgs.update(self._rasterize(g, camera, passes, mode))
-            results.append(imgs)
+            if keep:  # (False: only ``on_images`` sees them; a tiled frame never exists whole)
+                results.append(imgs)
             if on_images is not None:
                 on_images(i, imgs)
         rep.update(1.0, "done")

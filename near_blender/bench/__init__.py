@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, str] = {
     "stage1": "stage1",
     "viewport": "viewport",
     "world": "world",
+    "bigframe": "bigframe",
     "decoder-gpu": "decoder_gpu",
 }
 # benchmarks that need a CUDA device: ``all`` skips them on a machine without one

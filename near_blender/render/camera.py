@@ -121,6 +121,15 @@ class Camera:
         K[1] *= sy
         return Camera(self.viewmat, K, width, height, self.near, self.far, self.model, dict(self.meta))
 
+    def cropped(self, x0: int, y0: int, width: int, height: int) -> Camera:
+        """The part of this camera's image whose top-left pixel is ``(x0, y0)``, ``width`` x
+        ``height`` pixels (principal point shifted): rendering the tiles of an image one by one gives
+        the same pixels as rendering the image."""
+        K = self.K.copy()
+        K[0, 2] -= x0
+        K[1, 2] -= y0
+        return Camera(self.viewmat, K, width, height, self.near, self.far, self.model, dict(self.meta))
+
     # -- serialization --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (the datasets' camera JSON)."""

@@ -1,0 +1,72 @@
+"""``near bench bigframe``: peak memory of one large F12 (8000², tiled by the engine).
+
+Runs ``operators/demo/bench_bigframe.py`` in a fresh Blender process and reports its peak resident
+memory after a 256² warm-up F12 (model loaded, asset encoded) and after the large F12, next to the
+size of the render result Blender itself allocates for the frame (Combined + NeAR's 7 passes, 15
+float32 channels), which no engine can go below.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .. import NearError
+from .engine import with_default_model
+
+RESULT_CHANNELS = (
+    15  # Combined RGBA + Depth 1 + Alpha 1 + Base Color 3 + Roughness 1 + Metallic 1 + Shadow 1 + Normal 3
+)
+
+
+def _script() -> Path:
+    import near_blender
+
+    p = Path(near_blender.__file__).resolve().parents[1] / "operators" / "demo" / "bench_bigframe.py"
+    if not p.is_file():
+        raise NearError(f"The Blender-side benchmark script is missing ({p}); run from a source checkout.")
+    return p
+
+
+def measure(size: int, model: Path) -> dict[str, Any]:
+    from ..utils.blender_job import blender_command, find_blender
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "bigframe.json"
+        cmd = blender_command(
+            find_blender(None), _script(), ["--model", str(model), "--size", str(size), "--json", str(out)]
+        )
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+        if r.returncode != 0 or not out.exists():
+            raise NearError(
+                f"bench_bigframe.py failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+            )
+        return json.loads(out.read_text())
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    size = 2500 if quick else 8000
+    d, model_desc, load_before, load_after = with_default_model(lambda model: measure(size, model))
+    floor = size * size * RESULT_CHANNELS * 4 / 1024**3
+    rows = [
+        ["after a 256² F12 (model loaded, asset encoded)", d["warm_s"], d["warm_peak_gb"]],
+        [f"after a {size}² F12 (tiled)", d["big_s"], d["big_peak_gb"]],
+        [f"Blender's own render result at {size}² ({RESULT_CHANNELS} float32 channels, floor)", "", floor],
+    ]
+    summary = [
+        f"Model: {model_desc}; a {d['voxels']}-voxel asset; Blender {d['blender']} (bpy module), one process.",
+        f"A {size}x{size} F12 completes in {d['big_s']:.0f} s with a process peak of {d['big_peak_gb']:.2f} GB; "
+        f"{floor:.2f} GB of that is the render result Blender allocates for the frame's passes, "
+        f"{d['warm_peak_gb']:.2f} GB the process after a small F12.",
+        f"2 shared CPU cores; 1-min load average {load_before[0]:.2f} before, {load_after[0]:.2f} after.",
+    ]
+    return {
+        "title": f"One {size}² F12: time and peak memory (tiled)",
+        "summary": summary,
+        "tables": [{"name": "Peak resident memory", "columns": ["after", "s", "peak GB"], "rows": rows}],
+        "meta": {"quick": quick, "model": model_desc, "raw": d,
+                 "command": "python -m near_blender.cli bench bigframe --out benchmarks" + (" --quick" if quick else "")},
+    }  # fmt: skip
