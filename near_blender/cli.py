@@ -16,7 +16,7 @@ from . import NearError, __version__
 
 # name -> (module under near_blender.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "render": ("render", "render a .blend (or a SLAT + environment) with the NeAR engine"),
+    "render": ("render", "render frames of a .blend with the NeAR engine (batch, animation, resume)"),
     "datagen": ("datagen", "render training data with EEVEE Next / Cycles (resumable, shardable)"),
     "train": ("train", "train stage 1 (LH-SLAT flow + LoRA) or stage 2 (decoders)"),
     "eval": ("evaluate", "evaluate the paper's four tasks (PSNR / SSIM / LPIPS)"),
@@ -29,12 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def _load(name: str):
     module, _ = COMMANDS[name]
-    try:
-        return importlib.import_module(f"{__package__}.commands.{module}")
-    except ModuleNotFoundError as e:
-        if e.name == f"{__package__}.commands.{module}":
-            return None
-        raise
+    return importlib.import_module(f"{__package__}.commands.{module}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,9 +63,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     mod = _load(args.command)
-    if mod is None:
-        print(f"near {args.command}: not implemented yet in this version.", file=sys.stderr)
-        return 3
     try:
         return int(mod.run(args) or 0)
     except NearError as e:

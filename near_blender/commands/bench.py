@@ -33,11 +33,7 @@ def run(args: argparse.Namespace) -> int:
         raise NearError(f"Unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)} or 'all'.")
     out = Path(args.out)
     for name in names:
-        try:
-            mod = load(name)
-        except ModuleNotFoundError:
-            print(f"near bench {name}: not implemented yet, skipped.")
-            continue
+        mod = load(name)
         print(f"near bench {name}: running ...", flush=True)
         report = mod.run(quick=args.quick)
         report.setdefault("meta", {}).update(machine_info())

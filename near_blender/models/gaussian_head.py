@@ -482,10 +482,6 @@ def rotation_matrix_to_quat(R: Tensor) -> Tensor:
     qt = torch.tensor([float(v) for v in q], dtype=R.dtype, device=R.device)
     return qt / qt.norm()
 
-    def item(self, b: int) -> RelightableGaussians:
-        """The Gaussians of batch item ``b``."""
-        return self.select(self.batch == b)
-
 
 def decode_gaussians(
     raw: dict[str, Tensor],
