@@ -289,7 +289,7 @@ class NearPipeline:
         """
         import numpy as np
 
-        from .train.stage1 import prepare_image
+        from .models.image_encoder import prepare_image
 
         if self.stage1_method == "delight":
             return self._delight_slat(image_rgba, coords, camera, progress, cancel)
@@ -398,7 +398,7 @@ class NearPipeline:
         import numpy as np
 
         from .data.image_projection import project_image_features
-        from .train.stage1 import normalize_features
+        from .models.sampler import normalize_features
 
         if camera is None:
             raise NearError(_NO_CAMERA)

@@ -17,11 +17,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .. import NearError
+from ..render.tonemap import tonemap_numpy
 from .registry import register_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -263,3 +265,33 @@ def image_cond_model(name: str, device: torch.device | str | None = None) -> Din
     if name in ("dinov2_vitl14_reg", "dinov2_vitl14_reg4"):
         return load_dinov2(device=device)
     raise NearError(f"Unknown image_cond_model {name!r}; supported: 'dinov2_vitl14_reg' (or a model stem).")
+
+
+def prepare_image(rgba: np.ndarray, size: int, margin: float = 0.1) -> torch.Tensor:
+    """Premultiplied scene-linear RGBA ``[H, W, 4]`` -> encoder input ``[3, size, size]`` in [0, 1].
+
+    AgX tone mapping (display-referred, as the artist sees the image), then a square crop around the
+    alpha > 0.5 bounding box (``margin`` of its size on each side) resized with antialiasing.
+    """
+    rgba = np.asarray(rgba, dtype=np.float32)
+    if rgba.ndim != 3 or rgba.shape[2] != 4:
+        raise NearError(f"The input image must be RGBA [H, W, 4]; got {rgba.shape}.")
+    alpha = rgba[..., 3]
+    ys, xs = np.nonzero(alpha > 0.5)
+    if len(ys) == 0:
+        raise NearError("The input image has no opaque pixels (alpha > 0.5): remove the background first.")
+    ldr = tonemap_numpy(np.maximum(rgba[..., :3], 0.0)) * alpha[..., None]  # black background
+    cy, cx = (ys.min() + ys.max() + 1) / 2, (xs.min() + xs.max() + 1) / 2
+    half = max(ys.max() + 1 - ys.min(), xs.max() + 1 - xs.min()) * (0.5 + margin)
+    H, W = alpha.shape
+    img = torch.from_numpy(np.ascontiguousarray(ldr)).permute(2, 0, 1)[None]
+    # crop with zero padding via an affine grid (exact square around the object)
+    theta = torch.tensor(
+        [[[half / (W / 2), 0.0, (cx - W / 2) / (W / 2)], [0.0, half / (H / 2), (cy - H / 2) / (H / 2)]]],
+        dtype=torch.float32,
+    )
+    big = max(size * 2, 2)
+    grid = F.affine_grid(theta, [1, 3, big, big], align_corners=False)
+    crop = F.grid_sample(img, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    out = F.interpolate(crop, size=(size, size), mode="area")
+    return out[0].clamp(0.0, 1.0)

@@ -32,10 +32,9 @@ from .. import NearError
 from ..data.dataset import NearDataset, ViewRecord
 from ..models.flow_matching import interpolate
 from ..models.homogenizer import LHSLatFlowModel, attach_lora, merged_model
-from ..models.image_encoder import PatchImageEncoder
-from ..models.sampler import FlowEulerSampler
+from ..models.image_encoder import PatchImageEncoder, prepare_image
+from ..models.sampler import FlowEulerSampler, normalize_features
 from ..models.slat_flow import SLatFlowModel
-from ..render.tonemap import tonemap_numpy
 from ..sparse import SparseTensor
 from ..utils.atomic import atomic_write_json
 from ..utils.config_file import read_config_file
@@ -47,36 +46,6 @@ SIGMA_MIN = 1e-5
 # ---------------------------------------------------------------------------------------------
 # Image preprocessing (shared with inference: NearPipeline.image_to_slat)
 # ---------------------------------------------------------------------------------------------
-
-
-def prepare_image(rgba: np.ndarray, size: int, margin: float = 0.1) -> torch.Tensor:
-    """Premultiplied scene-linear RGBA ``[H, W, 4]`` -> encoder input ``[3, size, size]`` in [0, 1].
-
-    AgX tone mapping (display-referred, as the artist sees the image), then a square crop around the
-    alpha > 0.5 bounding box (``margin`` of its size on each side) resized with antialiasing.
-    """
-    rgba = np.asarray(rgba, dtype=np.float32)
-    if rgba.ndim != 3 or rgba.shape[2] != 4:
-        raise NearError(f"The input image must be RGBA [H, W, 4]; got {rgba.shape}.")
-    alpha = rgba[..., 3]
-    ys, xs = np.nonzero(alpha > 0.5)
-    if len(ys) == 0:
-        raise NearError("The input image has no opaque pixels (alpha > 0.5): remove the background first.")
-    ldr = tonemap_numpy(np.maximum(rgba[..., :3], 0.0)) * alpha[..., None]  # black background
-    cy, cx = (ys.min() + ys.max() + 1) / 2, (xs.min() + xs.max() + 1) / 2
-    half = max(ys.max() + 1 - ys.min(), xs.max() + 1 - xs.min()) * (0.5 + margin)
-    H, W = alpha.shape
-    img = torch.from_numpy(np.ascontiguousarray(ldr)).permute(2, 0, 1)[None]
-    # crop with zero padding via an affine grid (exact square around the object)
-    theta = torch.tensor(
-        [[[half / (W / 2), 0.0, (cx - W / 2) / (W / 2)], [0.0, half / (H / 2), (cy - H / 2) / (H / 2)]]],
-        dtype=torch.float32,
-    )
-    big = max(size * 2, 2)
-    grid = F.affine_grid(theta, [1, 3, big, big], align_corners=False)
-    crop = F.grid_sample(img, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    out = F.interpolate(crop, size=(size, size), mode="area")
-    return out[0].clamp(0.0, 1.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,13 +106,6 @@ def _norm_stats(feats: list[np.ndarray]) -> dict[str, list[float]]:
     f = np.concatenate(feats, 0).astype(np.float64)
     std = f.std(0)
     return {"mean": f.mean(0).tolist(), "std": np.where(std < 1e-6, 1.0, std).tolist()}
-
-
-def normalize_features(f: np.ndarray, norm: dict[str, list[float]]) -> np.ndarray:
-    """Standardize features ``[N, C]`` with ``{"mean", "std"}`` per channel (float32)."""
-    return ((f - np.asarray(norm["mean"], np.float32)) / np.asarray(norm["std"], np.float32)).astype(
-        np.float32
-    )
 
 
 def lh_target(ds: NearDataset, asset_id: str, use_bc: bool) -> tuple[np.ndarray, np.ndarray]:
