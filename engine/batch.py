@@ -45,6 +45,18 @@ def _bootstrap() -> Any:
     return load_extension_package(ROOT, PACKAGE)
 
 
+def bench_parser() -> Any:
+    """The arguments every Blender-side benchmark takes: ``--model`` (pipeline folder), ``--hdri``
+    (a Blender studio light for the world) and ``--json`` (where the results go)."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", required=True, help="NeAR pipeline folder")
+    parser.add_argument("--hdri", default="studio")
+    parser.add_argument("--json", required=True)
+    return parser
+
+
 def start_script(parser: Any) -> tuple[Any, Any]:
     """For the Blender-side scripts (demo, benchmarks): parse the arguments after ``--`` (Blender
     binary) or all of them (bpy module), use ``--model`` as ``$NEAR_MODEL``, register the extension.

@@ -8,43 +8,18 @@ float32 channels), which no engine can go below.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from .. import NearError
-from .engine import with_default_model
+from .engine import run_blender_script, with_default_model
 
 RESULT_CHANNELS = (
     15  # Combined RGBA + Depth 1 + Alpha 1 + Base Color 3 + Roughness 1 + Metallic 1 + Shadow 1 + Normal 3
 )
 
 
-def _script() -> Path:
-    import near_blender
-
-    p = Path(near_blender.__file__).resolve().parents[1] / "operators" / "demo" / "bench_bigframe.py"
-    if not p.is_file():
-        raise NearError(f"The Blender-side benchmark script is missing ({p}); run from a source checkout.")
-    return p
-
-
 def measure(size: int, model: Path) -> dict[str, Any]:
-    from ..utils.blender_job import blender_command, find_blender
-
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "bigframe.json"
-        cmd = blender_command(
-            find_blender(None), _script(), ["--model", str(model), "--size", str(size), "--json", str(out)]
-        )
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
-        if r.returncode != 0 or not out.exists():
-            raise NearError(
-                f"bench_bigframe.py failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-            )
-        return json.loads(out.read_text())
+    return run_blender_script("bench_bigframe", ["--model", str(model), "--size", str(size)])
 
 
 def run(quick: bool = False) -> dict[str, Any]:

@@ -24,13 +24,25 @@ from typing import Any
 from .. import NearError
 
 
-def _script() -> Path:
+def run_blender_script(name: str, args: list[str], timeout: float = 3600) -> dict[str, Any]:
+    """Run the Blender-side benchmark ``operators/demo/<name>.py`` (Blender binary or bpy module) with
+    ``args`` plus ``--json FILE``; returns what it wrote there."""
     import near_blender
 
-    p = Path(near_blender.__file__).resolve().parents[1] / "operators" / "demo" / "bench_engine.py"
-    if not p.is_file():
-        raise NearError(f"The Blender-side benchmark script is missing ({p}); run from a source checkout.")
-    return p
+    from ..utils.blender_job import blender_command, find_blender
+
+    script = Path(near_blender.__file__).resolve().parents[1] / "operators" / "demo" / f"{name}.py"
+    if not script.is_file():
+        raise NearError(
+            f"The Blender-side benchmark script is missing ({script}); run from a source checkout."
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / f"{name}.json"
+        cmd = blender_command(find_blender(None), script, [*args, "--json", str(out)])
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        if r.returncode != 0 or not out.exists():
+            raise NearError(f"{name}.py failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+        return json.loads(out.read_text())
 
 
 def default_model(tmp: Path) -> tuple[Path, str]:
@@ -59,20 +71,8 @@ def with_default_model(fn: Callable[[Path], dict[str, Any]]) -> tuple[dict[str, 
 
 def measure(resolutions: list[int], frames: int, samples: int, model: Path) -> dict[str, Any]:
     """Run the Blender-side script once; returns its JSON."""
-    from ..utils.blender_job import blender_command, find_blender
-
-    prefix = find_blender(None)
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "engine.json"
-        args = ["--model", str(model), "--resolutions", *map(str, resolutions), "--frames", str(frames),
-                "--eevee-samples", str(samples), "--json", str(out)]  # fmt: skip
-        cmd = blender_command(prefix, _script(), args)
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
-        if r.returncode != 0 or not out.exists():
-            raise NearError(
-                f"bench_engine.py failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-            )
-        return json.loads(out.read_text())
+    return run_blender_script("bench_engine", ["--model", str(model), "--resolutions", *map(str, resolutions),
+                                               "--frames", str(frames), "--eevee-samples", str(samples)])  # fmt: skip
 
 
 def run(quick: bool = False) -> dict[str, Any]:

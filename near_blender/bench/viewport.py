@@ -11,42 +11,16 @@ the final frame.
 
 from __future__ import annotations
 
-import json
 import statistics
-import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from .. import NearError
-from .engine import with_default_model
-
-
-def _script() -> Path:
-    import near_blender
-
-    p = Path(near_blender.__file__).resolve().parents[1] / "operators" / "demo" / "bench_viewport.py"
-    if not p.is_file():
-        raise NearError(f"The Blender-side benchmark script is missing ({p}); run from a source checkout.")
-    return p
+from .engine import run_blender_script, with_default_model
 
 
 def measure(width: int, height: int, steps: int, model: Path) -> dict[str, Any]:
-    from ..utils.blender_job import blender_command, find_blender
-
-    prefix = find_blender(None)
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "viewport.json"
-        args = ["--model", str(model), "--width", str(width), "--height", str(height), "--steps", str(steps),
-                "--json", str(out)]  # fmt: skip
-        r = subprocess.run(
-            blender_command(prefix, _script(), args), capture_output=True, text=True, timeout=3600
-        )
-        if r.returncode != 0 or not out.exists():
-            raise NearError(
-                f"bench_viewport.py failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-            )
-        return json.loads(out.read_text())
+    return run_blender_script("bench_viewport", ["--model", str(model), "--width", str(width), "--height",
+                                                 str(height), "--steps", str(steps)])  # fmt: skip
 
 
 def run(quick: bool = False) -> dict[str, Any]:

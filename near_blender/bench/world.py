@@ -7,39 +7,17 @@ included) and the cached ones, beside F12s under a plain HDRI (read exactly) in 
 
 from __future__ import annotations
 
-import json
 import statistics
-import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from .. import NearError
-from .engine import with_default_model
-
-
-def _script() -> Path:
-    import near_blender
-
-    p = Path(near_blender.__file__).resolve().parents[1] / "operators" / "demo" / "bench_world.py"
-    if not p.is_file():
-        raise NearError(f"The Blender-side benchmark script is missing ({p}); run from a source checkout.")
-    return p
+from .engine import run_blender_script, with_default_model
 
 
 def measure(size: int, frames: int, model: Path) -> dict[str, Any]:
-    from ..utils.blender_job import blender_command, find_blender
-
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "world.json"
-        args = ["--model", str(model), "--size", str(size), "--frames", str(frames), "--json", str(out)]
-        r = subprocess.run(blender_command(find_blender(None), _script(), args), capture_output=True, text=True,
-                           timeout=3600)  # fmt: skip
-        if r.returncode != 0 or not out.exists():
-            raise NearError(
-                f"bench_world.py failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-            )
-        return json.loads(out.read_text())
+    return run_blender_script(
+        "bench_world", ["--model", str(model), "--size", str(size), "--frames", str(frames)]
+    )
 
 
 def run(quick: bool = False) -> dict[str, Any]:

@@ -9,7 +9,6 @@ resident memory after each (``ru_maxrss``).
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
 import resource
@@ -19,7 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "engine"))
-from batch import start_script  # noqa: E402
+from batch import bench_parser, start_script  # noqa: E402
 
 
 def peak_gb() -> float:
@@ -27,11 +26,8 @@ def peak_gb() -> float:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("--model", required=True, help="NeAR pipeline folder")
+    p = bench_parser()
     p.add_argument("--size", type=int, default=8000)
-    p.add_argument("--hdri", default="studio")
-    p.add_argument("--json", required=True)
     args, addon = start_script(p)
     import bpy
 

@@ -11,7 +11,6 @@ median of the following frames (steady state), each a full F12 (``render.render`
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -20,17 +19,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "engine"))
-from batch import cache_stats, start_script  # noqa: E402
+from batch import bench_parser, cache_stats, start_script  # noqa: E402
 
 
 def main() -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("--model", required=True, help="NeAR pipeline folder")
+    p = bench_parser()
     p.add_argument("--resolutions", type=int, nargs="+", default=[256, 512])
     p.add_argument("--frames", type=int, default=3, help="steady-state frames after the first")
     p.add_argument("--eevee-samples", type=int, default=16)
-    p.add_argument("--hdri", default="studio")
-    p.add_argument("--json", required=True)
     args, addon = start_script(p)
 
     import importlib

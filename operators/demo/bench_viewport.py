@@ -17,7 +17,6 @@ degrees per step. Two paths, in the same process, on the same views:
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import statistics
@@ -28,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "engine"))
-from batch import start_script  # noqa: E402
+from batch import bench_parser, start_script  # noqa: E402
 
 
 class Recorder:
@@ -49,15 +48,12 @@ class Recorder:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("--model", required=True, help="NeAR pipeline folder")
+    p = bench_parser()
     p.add_argument("--width", type=int, default=1280)
     p.add_argument("--height", type=int, default=720)
     p.add_argument("--scale", type=int, default=2, help="Viewport Resolution divisor (1, 2 or 4)")
     p.add_argument("--steps", type=int, default=5, help="camera changes per path")
     p.add_argument("--poll-ms", type=float, default=10.0)
-    p.add_argument("--hdri", default="studio")
-    p.add_argument("--json", required=True)
     args, addon = start_script(p)
 
     import importlib

@@ -11,7 +11,6 @@ the plain HDRI in the same process.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
 import statistics
@@ -21,16 +20,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "engine"))
-from batch import start_script  # noqa: E402
+from batch import bench_parser, start_script  # noqa: E402
 
 
 def main() -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("--model", required=True, help="NeAR pipeline folder")
+    p = bench_parser()
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--frames", type=int, default=3)
-    p.add_argument("--hdri", default="studio")
-    p.add_argument("--json", required=True)
     args, addon = start_script(p)
     import bpy
 
