@@ -35,10 +35,9 @@ def main() -> int:
 
     demo = importlib.import_module(f"{addon.__name__}.operators.demo.scene")
     session = importlib.import_module(f"{addon.__name__}.engine.session")
-    scene, objs, _, _, coords, _ = demo.bench_scene(args.model, args.hdri, "near-bench-bigframe-")
-    for o in objs:
-        o.hide_render = True
-    scene.render.engine = "NEAR"
+    scene, objs, _, _, coords, _ = demo.bench_scene(
+        args.model, args.hdri, "near-bench-bigframe-", near_only=True
+    )
 
     def f12(size: int) -> float:
         demo.camera_object(scene, orbit_camera(30.0, 15.0, 2.2, 40.0, size, size))

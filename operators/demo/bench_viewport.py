@@ -66,10 +66,9 @@ def main() -> int:
     demo = importlib.import_module(f"{addon.__name__}.operators.demo.scene")
     V = importlib.import_module(f"{addon.__name__}.engine.viewport")
 
-    scene, objs, tris, _, coords, tmp = demo.bench_scene(args.model, args.hdri, "near-bench-viewport-")
-    for o in objs:
-        o.hide_render = True
-    scene.render.engine = "NEAR"
+    scene, objs, tris, _, coords, tmp = demo.bench_scene(
+        args.model, args.hdri, "near-bench-viewport-", near_only=True
+    )
     scene.near.preview_scale = str(args.scale)
     W, H = args.width, args.height
     demo.camera_object(scene, orbit_camera(30.0, 15.0, 2.2, 40.0, W, H))

@@ -34,10 +34,9 @@ def main() -> int:
 
     demo = importlib.import_module(f"{addon.__name__}.operators.demo.scene")
     wb = importlib.import_module(f"{addon.__name__}.engine.world_bake")
-    scene, objs, _, _, coords, tmp = demo.bench_scene(args.model, args.hdri, "near-bench-world-")
-    for o in objs:
-        o.hide_render = True
-    scene.render.engine = "NEAR"
+    scene, objs, _, _, coords, tmp = demo.bench_scene(
+        args.model, args.hdri, "near-bench-world-", near_only=True
+    )
     demo.camera_object(scene, orbit_camera(30.0, 15.0, 2.2, 40.0, args.size, args.size))
     hdri_world = scene.world
     sky = bpy.data.worlds.new("Sky")

@@ -111,11 +111,12 @@ BENCH_SPEC = (
 
 
 def bench_scene(
-    model: str | Path, hdri: str, prefix: str
+    model: str | Path, hdri: str, prefix: str, near_only: bool = False
 ) -> tuple[Any, list[Any], np.ndarray, Any, np.ndarray, Path]:
     """The benchmarks' scene from factory settings, saved in a new temporary folder: a studio HDRI
     world, the Suzanne mesh (:data:`BENCH_SPEC`) and its NeAR asset with random features of the
-    model's channels. Returns (scene, mesh objects, triangles, asset object, voxel coords, folder)."""
+    model's channels. ``near_only``: the NEAR engine renders it and the mesh is hidden from renders.
+    Returns (scene, mesh objects, triangles, asset object, voxel coords, folder)."""
     import tempfile
 
     from near_blender.data.procedural import parse_procedural_spec
@@ -127,4 +128,8 @@ def bench_scene(
     hdri_world(scene, hdri)
     objs, tris = procedural_mesh(scene, parse_procedural_spec(BENCH_SPEC), "suzanne")
     asset, coords = near_asset(bpy.context, tris, tmp / "suzanne.near.npz", channels=model_channels(model))
+    if near_only:
+        for o in objs:
+            o.hide_render = True
+        scene.render.engine = "NEAR"
     return scene, objs, tris, asset, coords, tmp
