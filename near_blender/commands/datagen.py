@@ -57,7 +57,7 @@ def _check(args: argparse.Namespace) -> None:
     """Fail fast (before Blender starts) on options that cannot work."""
     parse_shard(args.shard)
     config_from_args(args)
-    if not collect_sources(args.assets, args.procedural, args.seed):
+    if not collect_sources(args.assets, args.procedural, args.seed, args.library):
         raise NearError("Nothing to render: give --assets PATH ... and/or --procedural N.")
     if args.retry_failed and not args.resume:
         raise NearError("--retry-failed needs --resume.")

@@ -156,6 +156,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--procedural", type=int, default=0, metavar="N", help="add N assets from the procedural library"
     )
+    g.add_argument("--library", choices=("v1", "v2"), default="v1",
+                   help="procedural library: v1 = 10 primitives and 4 textures (the shipped model's data); "
+                        "v2 = v1 plus booleans, thin parts, concavities, displacement, bevels and 8 "
+                        "textures incl. bricks, gradients and stickers (ids proc2-*)")  # fmt: skip
     g.add_argument("--envmaps", nargs="*", default=None, metavar="PATH",
                    help="HDR environment maps (equirect .exr/.hdr files or folders); "
                         "default: Blender's 8 bundled studio HDRIs")  # fmt: skip

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .procedural import parse_procedural_spec, procedural_spec
+from .procedural import ID_PREFIX, parse_procedural_spec, procedural_spec
 
 IMPORTABLE = (".blend", ".glb", ".gltf", ".obj", ".fbx", ".ply")
 
@@ -72,16 +72,21 @@ def file_asset_id(relpath: str) -> str:
     return f"{slug(Path(rel).stem)}-{short_hash(rel)}"
 
 
-def collect_sources(assets: list[str], procedural: int = 0, seed: int = 0) -> list[AssetSource]:
+def collect_sources(
+    assets: list[str], procedural: int = 0, seed: int = 0, library: str = "v1"
+) -> list[AssetSource]:
     """All asset sources of a run, sorted by id, ids unique.
 
     ``assets`` items are files, folders (searched recursively for importable files) or procedural
-    specs ``proc:SHAPE[,key=value...]``; ``procedural`` adds that many seeded library assets.
+    specs ``proc:SHAPE[,key=value...]``; ``procedural`` adds that many seeded assets of the
+    procedural ``library`` (ids ``proc-NNNN-shape`` for v1, ``proc2-NNNN-shape`` for v2).
     """
     out: list[AssetSource] = []
+    prefix = ID_PREFIX[library]
     for i in range(max(0, int(procedural))):
-        spec = procedural_spec(i, seed)
-        out.append(AssetSource(f"proc-{i:04d}-{spec['shape']}", "procedural", f"procedural #{i}", spec=spec))
+        spec = procedural_spec(i, seed, library)
+        label = f"procedural #{i}" if library == "v1" else f"procedural {library} #{i}"
+        out.append(AssetSource(f"{prefix}-{i:04d}-{spec['shape']}", "procedural", label, spec=spec))
     for item in assets:
         out.extend(_sources_from_item(str(item)))
     by_id: dict[str, AssetSource] = {}

@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                 "(pip install bpy==5.0.1 OpenEXR==3.5.3)."
             ) from None
         cfg = config_from_args(args)
-        sources = collect_sources(args.assets, args.procedural, args.seed)
+        sources = collect_sources(args.assets, args.procedural, args.seed, args.library)
         if not sources:
             raise NearError("Nothing to render: give --assets PATH ... and/or --procedural N.")
         spec = job_mod.JobSpec(

@@ -16,9 +16,10 @@ import pytest
 
 from near_blender import NearError
 from near_blender.data.config import DatagenConfig
-from near_blender.data.procedural import SHAPES, parse_procedural_spec, procedural_spec
+from near_blender.data.procedural import SHAPES, V2_SHAPES, parse_procedural_spec, procedural_spec
 from near_blender.data.sources import AssetSource, object_sources
 from near_blender.data.views import read_view
+from near_blender.data.voxelize import voxelize_triangles
 from near_blender.render.exr import write_exr
 from tests.bpy_session import bpy, empty_scene, import_addon, studio_hdri
 
@@ -58,6 +59,58 @@ def test_every_library_shape_is_normalized_into_the_unit_cube():
         assert (hi - lo).max() == pytest.approx(1.0, abs=1e-5), shape
         np.testing.assert_allclose((lo + hi) / 2, 0.0, atol=1e-5)
         assert record["scale"] > 0 and len(tris) >= 12
+
+
+def _occupied(tris: np.ndarray, res: int = 32) -> set[tuple[int, int, int]]:
+    return {tuple(int(v) for v in c) for c in voxelize_triangles(tris, res)}
+
+
+def test_v2_shapes_have_their_holes_thin_parts_and_concavities():
+    """Every v2 shape builds, normalizes and leaves no helper objects; the booleans cut what they
+    should (voxels of the normalized surface at 32^3, cell (i, j, k) centred at (i + 0.5) / 32 - 0.5)."""
+    occ = {}
+    for shape in V2_SHAPES:
+        scene = empty_scene()
+        spec = parse_procedural_spec(f"proc:{shape}")
+        spec["sharp_angle_deg"] = 40.0
+        objs = assets.build_procedural(spec, scene, f"v2-{shape}")
+        assert [o.name for o in scene.objects] == [f"v2-{shape}"], shape  # no boolean helpers left
+        _, tris = assets.normalize(objs, scene, shape)
+        lo, hi = tris.reshape(-1, 3).min(0), tris.reshape(-1, 3).max(0)
+        assert (hi - lo).max() == pytest.approx(1.0, abs=1e-5), shape
+        occ[shape] = _occupied(tris)
+    centre_column = {(15, 15, k) for k in range(4, 28)} | {(16, 16, k) for k in range(4, 28)}
+    assert not occ["tube"] & centre_column  # a through hole along Z
+    assert not occ["holed_cube"] & ({(15, 15, k) for k in range(32)} | {(k, 15, 15) for k in range(32)})
+    assert (31, 31, 16) not in occ["l_block"] and (0, 0, 16) in occ["l_block"]  # the cut corner
+    assert not occ["bowl"] & {(16, 16, k) for k in range(10, 32)}  # open above its bottom
+    thin = {s: len({k for _, _, k in occ[s]}) for s in ("plate", "ring")}
+    assert thin["plate"] <= 4 and thin["ring"] <= 6, thin  # thin parts: a few voxels high
+
+
+def test_v2_textures_put_their_two_colours_on_the_surface():
+    cfg = _cfg(resolution=48)
+    a, b = [0.8, 0.2, 0.1], [0.1, 0.3, 0.9]
+    share = {}
+    for kind in ("brick", "gradient", "magic", "sticker"):
+        scene = empty_scene()
+        spec = parse_procedural_spec(f"proc:cube,base_color=0.8/0.2/0.1,color2=0.1/0.3/0.9,texture={kind}")
+        if kind == "sticker":  # a disc of radius 0.3 centred on the face the camera sees (-Y)
+            spec["material"]["texture"].update(center=[0.0, -0.5, 0.0], radius=0.3)
+        objs = assets.build_procedural(spec, scene, kind)
+        assets.normalize(objs, scene, kind)
+        materials.material_report(objs)  # wires the AOVs, as the job does
+        passes = _render_passes(scene, cfg, yaw=-90.0, pitch=0.0)
+        full = passes["Combined"][..., 3] > 0.999
+        bc = passes["base_color"][..., :3][full]
+        t = np.clip(((bc - a) @ np.subtract(b, a)) / np.sum(np.subtract(b, a) ** 2), 0, 1)  # mix factor
+        resid = np.abs(bc - (np.array(a) + t[:, None] * np.subtract(b, a))).max()
+        assert resid < 1e-3, kind  # every pixel is a mix of the two colours
+        share[kind] = (float((t < 0.05).mean()), float((t > 0.95).mean()), t.std())
+        assert t.std() > 0.1, (kind, share[kind])  # the texture varies over the surface
+        if kind == "sticker":  # a hard disc: only the two colours, b on pi r^2 of the 1x1 face
+            assert share[kind][0] + share[kind][1] > 0.93  # the rest: antialiased rim pixels
+            assert share[kind][1] == pytest.approx(np.pi * 0.3**2, abs=0.05)
 
 
 def _render_passes(scene, cfg, yaw=-90.0, pitch=10.0):
