@@ -161,6 +161,58 @@ class Camera:
             raise NearError(f"Camera JSON is missing the field {e.args[0]!r}.") from None
 
 
+def write_camera_json(camera: Camera, path: str | Any) -> None:
+    """Write ``camera`` as a camera JSON (:meth:`Camera.to_dict`) atomically.
+
+    The one camera file of the stack: ``near camera-from-blend`` and ``near fit-camera`` write it;
+    ``near import-image --camera``, ``near fit-camera --camera`` and ``near render --camera`` read
+    it. ``viewmat`` is world-to-camera with OpenCV axes in Blender's Z-up world, ``K`` in pixels of
+    a ``width`` x ``height`` image."""
+    import json
+    from pathlib import Path
+
+    from ..utils.atomic import atomic_write_text
+
+    atomic_write_text(Path(path), json.dumps(camera.to_dict(), indent=2) + "\n")
+
+
+def read_camera_json(path: str | Any, flag: str = "--camera") -> Camera:
+    """The camera of a camera JSON (see :func:`write_camera_json`); errors name ``flag``."""
+    import json
+    from pathlib import Path
+
+    p = Path(path)
+    try:
+        d = json.loads(p.read_text())
+    except OSError as e:
+        raise NearError(f"{flag} {p}: cannot read the camera file ({e.strerror or e}).") from None
+    except ValueError as e:
+        raise NearError(f"{flag} {p}: not a JSON file ({e}).") from None
+    if not isinstance(d, dict) or not {"viewmat", "K", "width", "height"} <= set(d):
+        raise NearError(
+            f"{flag} {p}: expected a camera JSON with 'viewmat' (4x4 world-to-camera, OpenCV axes, Z-up "
+            "world), 'K' (3x3, pixels) and the image's 'width' and 'height', as `near camera-from-blend` "
+            "writes."
+        )
+    try:
+        V, K = np.asarray(d["viewmat"], np.float64), np.asarray(d["K"], np.float64)
+        return Camera(V, K, int(d["width"]), int(d["height"]), float(d.get("near", 0.01)),
+                      float(d.get("far", 1e10)), d.get("model", "pinhole"), dict(d.get("meta", {})))  # fmt: skip
+    except (TypeError, ValueError, NearError) as e:
+        raise NearError(f"{flag} {p}: 'viewmat' must be 4x4, 'K' 3x3 and the size positive ({e}).") from None
+
+
+def check_image_size(camera: Camera, width: int, height: int, fix: str) -> None:
+    """Refuse an image whose aspect ratio differs from the camera's (by more than 1%): the camera
+    would not frame the object as the photo did. ``fix`` says what to change, in the user's terms."""
+    a_img, a_cam = width / height, camera.width / camera.height
+    if abs(a_img / a_cam - 1.0) > 0.01:
+        raise NearError(
+            f"The image is {width}x{height} (aspect {a_img:.3f}) but the camera renders "
+            f"{camera.width}x{camera.height} (aspect {a_cam:.3f}): {fix}"
+        )
+
+
 # ---------------------------------------------------------------------------------------------
 # Blender -> stack
 # ---------------------------------------------------------------------------------------------
