@@ -15,10 +15,6 @@ import numpy as np
 import pytest
 
 from near_blender import NearError
-from near_blender.data.config import DatagenConfig
-from near_blender.data.procedural import procedural_spec
-from near_blender.data.sampling import make_camera
-from near_blender.render.camera import Camera
 from near_blender.data.camera_fit import (
     GOOD_IOU,
     camera_error,
@@ -27,8 +23,13 @@ from near_blender.data.camera_fit import (
     fit_camera,
     iou_warning,
     orbited,
+    roll_deg,
     silhouette_iou,
 )
+from near_blender.data.config import DatagenConfig
+from near_blender.data.procedural import procedural_spec
+from near_blender.data.sampling import make_camera
+from near_blender.render.camera import Camera
 from tests.bpy_session import bpy, empty_scene, import_addon
 
 pytestmark = pytest.mark.bpy
@@ -105,3 +106,50 @@ def test_voxel_priors_fit_too_and_bad_input_is_named(photo) -> None:
     with pytest.raises(NearError, match="aspect ratio"):
         fit_camera(voxels, alpha, [wide])
     assert math.isfinite(silhouette_iou(voxels, wide.resized(SIZE, SIZE), alpha))
+
+
+def _write_photo(path: Path, alpha: np.ndarray) -> None:
+    from PIL import Image
+
+    rgba = np.concatenate([np.full(alpha.shape + (3,), 0.6), alpha[..., None]], -1)
+    Image.fromarray((np.clip(rgba, 0, 1) * 255 + 0.5).astype(np.uint8)).save(path)
+
+
+def _write_obj(path: Path, tris: np.ndarray) -> None:
+    v = tris.reshape(-1, 3)
+    lines = [f"v {x:.7f} {y:.7f} {z:.7f}" for x, y, z in v]
+    lines += [f"f {3 * i + 1} {3 * i + 2} {3 * i + 3}" for i in range(len(tris))]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_near_fit_camera_writes_the_fitted_camera_and_warns_on_a_wrong_up_axis(
+    photo, tmp_path, capsys
+) -> None:
+    from near_blender.cli import main
+    from near_blender.render.camera import read_camera_json, write_camera_json
+
+    tris, alpha, true = photo
+    _write_photo(tmp_path / "photo.png", alpha)
+    _write_obj(tmp_path / "prior.obj", tris)  # Z-up, as Blender holds it
+    cloud = cloud_from_triangles(tris)
+    write_camera_json(orbited(true, cloud.centre, np.deg2rad(10.0) * np.array([0.0, 0.6, 0.8]), 0.9),
+                      tmp_path / "start.json")  # fmt: skip
+    args = ["fit-camera", str(tmp_path / "photo.png"), "--prior", str(tmp_path / "prior.obj"), "--up", "z"]
+    assert main([*args, "--camera", str(tmp_path / "start.json"), "--out", str(tmp_path / "fit.json")]) == 0
+    fitted = read_camera_json(tmp_path / "fit.json")
+    angle, dist = camera_error(fitted, true, cloud.centre)
+    assert angle < 1.0 and abs(dist) < 0.02, (angle, dist)
+    assert "silhouette IoU" in capsys.readouterr().out
+    assert abs(roll_deg(fitted)) < 2.0  # upright, as the render was
+    # the same OBJ read as Y-up (the OBJ default) is the prior turned on its side: a camera turned
+    # with it may fit the silhouette, but not upright; either way the user is told to check --up
+    code = main(
+        [*args[:-1], "y", "--camera", str(tmp_path / "start.json"), "--out", str(tmp_path / "bad.json")]
+    )
+    err = capsys.readouterr().err
+    assert "--up" in err and ("rolled" in err or code == 1), err
+    # a camera of another aspect ratio is refused before any work, naming the Blender setting
+    wide = Camera(true.viewmat, true.K, 2 * SIZE, SIZE, true.near, true.far)
+    write_camera_json(wide, tmp_path / "wide.json")
+    assert main([*args, "--camera", str(tmp_path / "wide.json"), "--out", str(tmp_path / "w.json")]) == 2
+    assert "aspect" in capsys.readouterr().err and not (tmp_path / "w.json").exists()

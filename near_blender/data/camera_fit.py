@@ -34,6 +34,8 @@ from ..render.camera import Camera, look_at
 # (long side px, Adam steps, learning rate, points drawn): a Gaussian costs more than a pixel here
 STAGES = ((48, 60, 0.03, 6000), (96, 50, 0.01, 8000), (256, 50, 0.003, 20000))
 GOOD_IOU = 0.85  # below this the set-up is probably wrong (see :func:`iou_warning`)
+MAX_ROLL = 30.0  # degrees: a fitted camera rolled more than this suggests a prior turned on its side
+KEEP_STARTS = 3  # of many start cameras, the best this many (by IoU at the coarse size) are fitted
 
 
 INSET = 2.5  # points move this many Gaussian sigmas inwards (see PriorCloud; calibrated on a Cycles render)
@@ -278,6 +280,10 @@ def fit_camera(
                 f"The camera renders {s.width}x{s.height} but the photo is {W}x{H}: give the camera the "
                 "photo's aspect ratio first."
             )
+    if len(starts) > KEEP_STARTS:  # rank by the coarse silhouette, fit the best few
+        coarse = cloud.subset(STAGES[0][3])
+        ranked = sorted(starts, key=lambda s: -silhouette_iou(coarse, s, mask, STAGES[0][0]))
+        starts = ranked[:KEEP_STARTS]
     start_ious = [silhouette_iou(cloud, s, mask) for s in starts]
     total = sum(stage[1] for stage in STAGES) + (len(starts) - 1) * STAGES[0][1]
     done = 0
@@ -301,7 +307,7 @@ def fit_camera(
             opt.step()
             done += 1
             if progress is not None:
-                progress(done / total, f"fitting the camera ({side} px): IoU {1 - float(loss):.3f}")
+                progress(done / total, f"fitting the camera ({side} px): IoU {1 - float(loss.detach()):.3f}")
         return float(loss.detach())
 
     poses = [_Pose(s, cloud.centre, fit_focal) for s in starts]
@@ -333,6 +339,18 @@ def camera_error(fitted: Camera, true: Camera, centre: np.ndarray) -> tuple[floa
     d_fit = np.linalg.norm(fitted.position - centre)
     d_true = np.linalg.norm(true.position - centre)
     return angle, float(d_fit / d_true - 1.0)
+
+
+def roll_deg(camera: Camera) -> float:
+    """The camera's roll: the angle (degrees) between its image's up direction and world +Z seen
+    in the image plane; 0 for an upright photo (nan when it looks straight up or down)."""
+    c2w = camera.c2w[:3, :3]
+    forward, up = c2w[:, 2], -c2w[:, 1]  # OpenCV: z forward, y down
+    z = np.array([0.0, 0.0, 1.0]) - forward * forward[2]  # world up, in the image plane
+    if np.linalg.norm(z) < 1e-3:
+        return float("nan")
+    z /= np.linalg.norm(z)
+    return math.degrees(math.atan2(float(np.dot(np.cross(up, z), forward)), float(np.dot(up, z))))
 
 
 def iou_warning(iou: float, where: str) -> str | None:
