@@ -1,14 +1,17 @@
-"""Operators: import an image as a NeAR asset, pack/unpack its LH-SLAT, generate training data."""
+"""Operators: fit the camera to a photo, import an image as a NeAR asset, pack/unpack its LH-SLAT,
+generate training data."""
 
 from __future__ import annotations
 
 import bpy
 
-from . import import_image, lhslat
+from . import fit_camera, import_image, lhslat
 from .generate_data import NEAR_OT_generate_training_data, menu_func
 
-classes: tuple[type, ...] = (NEAR_OT_generate_training_data, *import_image.classes, *lhslat.classes)
-MENUS = ((bpy.types.TOPBAR_MT_render, menu_func), *import_image.MENUS, *lhslat.MENUS)
+classes: tuple[type, ...] = (
+    NEAR_OT_generate_training_data, *import_image.classes, *fit_camera.classes, *lhslat.classes
+)  # fmt: skip
+MENUS = ((bpy.types.TOPBAR_MT_render, menu_func), *import_image.MENUS, *fit_camera.MENUS, *lhslat.MENUS)
 
 
 def register() -> None:

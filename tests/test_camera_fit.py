@@ -153,3 +153,29 @@ def test_near_fit_camera_writes_the_fitted_camera_and_warns_on_a_wrong_up_axis(
     write_camera_json(wide, tmp_path / "wide.json")
     assert main([*args, "--camera", str(tmp_path / "wide.json"), "--out", str(tmp_path / "w.json")]) == 2
     assert "aspect" in capsys.readouterr().err and not (tmp_path / "w.json").exists()
+
+
+def test_fit_camera_operator_frames_the_selected_mesh_like_the_photo(photo, tmp_path) -> None:
+    """Object > NeAR > Fit Camera to Image in a scene without a camera: the guesses around the
+    selected mesh converge; the new scene camera renders the photo's view (its render width kept,
+    its height set to the photo's aspect)."""
+    from tests.bpy_session import addon_with_model
+
+    _, alpha, true = photo
+    _write_photo(tmp_path / "photo.png", alpha)
+    scene = empty_scene()
+    objs = assets.build_procedural(procedural_spec(36, 0), scene, "photo-asset")
+    assets.normalize(objs, scene, "photo-asset")
+    lamp = bpy.data.objects.new("lamp", bpy.data.lights.new("lamp", "POINT"))
+    scene.collection.objects.link(lamp)
+    for o in (*objs, lamp):  # the lamp is ignored
+        o.select_set(True)
+    scene.render.resolution_x, scene.render.resolution_y = 320, 200  # another aspect than the photo's
+    with addon_with_model(None):
+        assert scene.camera is None
+        assert bpy.ops.near.fit_camera(filepath=str(tmp_path / "photo.png")) == {"FINISHED"}
+        fitted = addon.engine.scene_bridge.scene_camera(scene)
+    assert (scene.render.resolution_x, scene.render.resolution_y) == (320, 320)
+    angle, dist = camera_error(fitted, true, np.zeros(3))
+    assert angle < 1.0 and abs(dist) < 0.02, (angle, dist)
+    np.testing.assert_allclose(fitted.K[0, 0] * SIZE / 320, true.K[0, 0], rtol=1e-6)  # 40 degrees, unfitted

@@ -30,6 +30,7 @@ import torch
 
 from .. import NearError
 from ..render.camera import Camera, look_at
+from ..utils.progress import Cancelled
 
 # (long side px, Adam steps, learning rate, points drawn): a Gaussian costs more than a pixel here
 STAGES = ((48, 60, 0.03, 6000), (96, 50, 0.01, 8000), (256, 50, 0.003, 20000))
@@ -262,7 +263,7 @@ def fit_camera(
     """Fit a camera so that the prior's silhouette matches ``mask [H, W]`` (the photo's alpha, 0..1).
 
     ``starts``: one or more start cameras, all of the photo's aspect ratio (each is fitted at the
-    coarse size; the best continues). ``cancel`` returning True stops with a NearError. Raises
+    coarse size; the best continues). ``cancel`` returning True raises :class:`Cancelled`. Raises
     NearError when the photo has no object or a start camera's aspect differs from the photo's.
     """
     import time
@@ -299,7 +300,7 @@ def fit_camera(
         loss = torch.ones(())
         for _ in range(steps):
             if cancel is not None and cancel():
-                raise NearError("Camera fitting was cancelled.")
+                raise Cancelled("Camera fitting was cancelled.")
             V, K = pose.matrices(cam)
             loss = 1 - _soft_iou(_render_alpha(sub, pts, V, K, cam.width, cam.height, pose.distance), m)
             opt.zero_grad()
