@@ -1,13 +1,13 @@
-"""File > Import > Image as NeAR Asset: a casually lit image + the selected mesh (the geometry
-prior, e.g. from an image-to-3D model) -> an LH-SLAT sidecar and a NeAR asset object.
+"""File > Import > Image as NeAR Asset: a casually lit image + the selected meshes (together the
+geometry prior, e.g. from an image-to-3D model) -> an LH-SLAT sidecar and a NeAR asset object.
 
 Only what must be read from Blender happens on the main thread (the image, the prior's triangles,
 the sidecar path, which model, the scene camera); voxelizing the prior, loading the model and stage 1
 run on a worker thread (the UI keeps drawing, the status bar shows progress, Esc cancels at the next
 step). The sidecar ``<image>.near.npz`` is written next to the .blend
 (atomically, only when stage 1 finished) and referenced by a relative path; the asset object is an
-Empty whose transform maps the canonical box [-0.5, 0.5]^3 onto the prior mesh's bounding box, so
-moving, rotating or scaling it moves the Gaussians.
+Empty whose transform maps the canonical box [-0.5, 0.5]^3 onto the bounding box of all the prior's
+meshes, so moving, rotating or scaling it moves the Gaussians.
 """
 
 from __future__ import annotations
@@ -26,10 +26,11 @@ from bpy_extras.io_utils import ImportHelper
 
 from near_blender import NearError
 from near_blender.data.slat_io import save_slat_npz
-from near_blender.data.voxelize import canonical_transform, voxelize_triangles
+from near_blender.data.voxelize import voxelize_prior
 from near_blender.utils.progress import Cancelled
 
 from ..engine import scene_bridge
+from .datagen.assets import GEOMETRY_TYPES, evaluated_triangles
 
 IMAGE_EXTENSIONS = ".png;.jpg;.jpeg;.exr;.hdr;.tif;.tiff;.webp;.bmp"
 
@@ -76,41 +77,42 @@ def read_image_rgba(path: str | Path) -> np.ndarray:
     return np.concatenate([rgb * alpha[..., None], alpha[..., None]], axis=-1).astype(np.float32)
 
 
-def prior_triangles(obj: Any, depsgraph: Any) -> np.ndarray:
-    """World-space triangles ``[F, 3, 3]`` of the evaluated geometry-prior object."""
-    if obj is None:
-        raise NearError(
-            "Select the geometry-prior mesh first (the shape of the object in the image, e.g. from an "
-            "image-to-3D model such as Hunyuan3D); NeAR's stage 1 needs its voxels."
-        )
-    if obj.type not in {"MESH", "CURVE", "SURFACE", "META", "FONT"}:
-        raise NearError(
-            f"The active object {obj.name!r} is a {obj.type}, not a mesh. Select the mesh that gives the "
-            "asset's shape as the geometry prior."
-        )
-    ev = obj.evaluated_get(depsgraph)
-    mesh = ev.to_mesh()
-    try:
-        mesh.calc_loop_triangles()
-        n = len(mesh.loop_triangles)
-        if n == 0:
-            raise NearError(f"The geometry prior {obj.name!r} has no faces.")
-        co = np.empty(len(mesh.vertices) * 3, np.float64)
-        mesh.vertices.foreach_get("co", co)
-        tri = np.empty(n * 3, np.int64)
-        mesh.loop_triangles.foreach_get("vertices", tri)
-    finally:
-        ev.to_mesh_clear()
-    M = np.array(obj.matrix_world, dtype=np.float64)
-    v = co.reshape(-1, 3) @ M[:3, :3].T + M[:3, 3]
-    return v[tri.reshape(-1, 3)]
+def prior_objects(context: Any) -> list[Any]:
+    """The objects that form the geometry prior: the selected ones, or the active object when
+    nothing is selected."""
+    objects = list(context.selected_objects)
+    if not objects and context.active_object is not None:
+        objects = [context.active_object]
+    return objects
 
 
-def voxelize_prior(triangles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(voxel coords [N, 3], the asset's matrix_world [4, 4]) of world-space prior triangles."""
-    M = canonical_transform(triangles)
-    canon = triangles @ M[:3, :3].T + M[:3, 3]
-    return voxelize_triangles(canon), np.linalg.inv(M)
+def prior_triangles(objects: Any, depsgraph: Any) -> np.ndarray:
+    """World-space triangles ``[F, 3, 3]`` of all ``objects``' evaluated geometry together (meshes,
+    curves, surfaces, metaballs and text with faces, modifiers applied, and what they instance);
+    other objects (cameras, lights, empties) add nothing. Raises :class:`NearError` when nothing
+    has faces."""
+    objects = list(objects)
+    tris = evaluated_triangles(None, objects, depsgraph)
+    if len(tris):
+        return tris
+    names = ", ".join(f"{o.name!r} ({o.type.lower()})" for o in objects[:4])
+    names += ", ..." if len(objects) > 4 else ""
+    if not objects:
+        what = "Nothing is selected"
+    elif not any(o.type in GEOMETRY_TYPES for o in objects):
+        what = f"The selection ({names}) has no mesh"
+    else:
+        what = f"None of the selected objects ({names}) has faces"
+    raise NearError(
+        f"{what}. Select the mesh(es) of the geometry prior in the 3D Viewport (the shape of the object in "
+        "the image, e.g. from an image-to-3D model such as Hunyuan3D; several meshes form one prior), then "
+        "use File > Import > Image as NeAR Asset again."
+    )
+
+
+def renders_geometry(obj: Any) -> bool:
+    """Whether ``obj`` can put geometry in a render (a geometry object or a collection instance)."""
+    return obj.type in GEOMETRY_TYPES or obj.instance_type == "COLLECTION"
 
 
 def sidecar_path(image_path: str | Path) -> tuple[Path, str]:
@@ -186,7 +188,7 @@ def run_stage1(
 class ImportJob:
     """What the import reads from Blender on the main thread; the rest runs on a worker."""
 
-    triangles: np.ndarray  # [F, 3, 3] world-space triangles of the geometry prior
+    triangles: np.ndarray  # [F, 3, 3] world-space triangles of the geometry prior (all its objects)
     rgba: np.ndarray  # [H, W, 4] premultiplied scene-linear
     out_path: Path  # the sidecar to write
     model: Any  # engine.model_manager.ModelSpec
@@ -250,7 +252,7 @@ def create_asset_object(
 
 
 class NEAR_OT_import_image(bpy.types.Operator, ImportHelper):
-    """Turn an image (background removed) and the selected mesh into a relightable NeAR asset"""
+    """Turn an image (background removed) and the selected meshes into a relightable NeAR asset"""
 
     bl_idname = "near.import_image"
     bl_label = "Image as NeAR Asset"
@@ -272,8 +274,8 @@ class NEAR_OT_import_image(bpy.types.Operator, ImportHelper):
         from ..engine.session import RenderSession
 
         rgba = read_image_rgba(self.filepath)
-        self._prior = context.active_object
-        tris = prior_triangles(self._prior, context.evaluated_depsgraph_get())
+        self._priors = prior_objects(context)
+        tris = prior_triangles(self._priors, context.evaluated_depsgraph_get())
         out_abs, self._out_rel = sidecar_path(self.filepath)
         scene = context.scene
         camera = scene_bridge.scene_camera(scene) if scene.camera is not None else None
@@ -283,8 +285,9 @@ class NEAR_OT_import_image(bpy.types.Operator, ImportHelper):
     def _finish(self, context: Any, result: ImportResult) -> Any:
         obj = create_asset_object(context, Path(self.filepath).stem, self._out_rel, result.matrix, self.filepath,
                                   model_id=result.model_id)  # fmt: skip
-        if self.hide_prior and self._prior is not None:
-            self._prior.hide_render = True
+        if self.hide_prior:  # the asset replaces every object of the prior in renders (not lights)
+            for o in self._priors:
+                o.hide_render = o.hide_render or renders_geometry(o)
         for o in context.selected_objects:
             o.select_set(False)
         obj.select_set(True)

@@ -265,8 +265,8 @@ def test_bad_inputs_are_clear_errors(tmp_path, monkeypatch):
     monkeypatch.undo()
     empty = bpy.data.objects.new("empty", None)
     scene.collection.objects.link(empty)
-    with pytest.raises(NearError, match="not a mesh"):
-        import_image.prior_triangles(empty, _depsgraph(scene))
+    with pytest.raises(NearError, match=r"The selection \('empty' \(empty\)\) has no mesh\. Select the mesh"):
+        import_image.prior_triangles([empty], _depsgraph(scene))
     # missing sidecar at render time
     asset = _import(tmp_path, sphere)
     Path(bpy.path.abspath(asset.near_asset.sidecar)).unlink()

@@ -1,11 +1,12 @@
 """``near import-image IMAGE --prior PRIOR --out ASSET.npz``: stage 1 without Blender.
 
 IMAGE: a PNG/JPEG/WebP (sRGB, alpha = the object's mask) or an EXR (scene-linear RGBA). PRIOR: the
-geometry prior, either a Wavefront ``.obj`` mesh (``v`` / ``f`` records; the shape of the object,
-e.g. from an image-to-3D model) or an ``.npz`` holding ``coords [N, 3]`` voxel indices in the
-canonical 64³ grid (as ``near datagen`` writes ``mesh_voxels.npz``). Writes the LH-SLAT
-(``coords``, ``feats``) and, for a mesh prior, ``matrix_world`` (canonical box -> mesh frame) to
-OUT atomically; the file loads in the engine as a NeAR asset sidecar.
+geometry prior (the shape of the object, e.g. from an image-to-3D model), either a mesh file
+(.obj .ply .stl .glb .gltf, read by :mod:`near_blender.data.mesh_io` in Blender's Z-up world frame;
+``--up`` overrides the format's up axis) or an ``.npz`` holding ``coords [N, 3]`` voxel indices in
+the canonical 64³ grid (as ``near datagen`` writes ``mesh_voxels.npz``). Writes the LH-SLAT
+(``coords``, ``feats``) and, for a mesh prior, ``matrix_world`` (canonical box -> the mesh's Z-up
+frame) to OUT atomically; the file loads in the engine as a NeAR asset sidecar.
 """
 
 from __future__ import annotations
@@ -20,7 +21,18 @@ from .. import NearError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image", help="image with a transparent background (PNG/JPEG/WebP sRGB, or EXR)")
-    parser.add_argument("--prior", required=True, help="geometry prior: .obj mesh or .npz with 'coords'")
+    parser.add_argument(
+        "--prior",
+        required=True,
+        help="geometry prior: a mesh (.obj .ply .stl .glb .gltf; all its meshes and nodes) or an .npz "
+        "with voxel 'coords'",
+    )
+    parser.add_argument(
+        "--up",
+        choices=("z", "y"),
+        help="up axis of a mesh prior, which is turned Z-up as Blender's importer does (default: as "
+        "Blender's importer for the format: OBJ and glTF Y-up, PLY and STL Z-up)",
+    )
     parser.add_argument("--out", required=True, help="output .npz (LH-SLAT sidecar)")
     parser.add_argument("--model", help="pipeline folder or Hub repo (default: the bundled model)")
     parser.add_argument("--steps", type=int, help="sampler steps (default: the model's)")
@@ -29,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--camera",
         help="JSON with the camera that took the image: 'viewmat' (4x4 world-to-camera, OpenCV axes, in "
-        "the prior's frame) and 'K' (3x3, in the image's pixels); needed by models whose stage 1 "
+        "the prior's Z-up frame, see --up) and 'K' (3x3, in the image's pixels); needed by models whose stage 1 "
         "projects the image onto the prior (the bundled one)",
     )
 
@@ -83,44 +95,24 @@ def read_rgba(path: str | Path) -> np.ndarray:
     return np.concatenate([rgb, a[..., None]], -1).astype(np.float32)
 
 
-def read_obj_triangles(path: str | Path) -> np.ndarray:
-    """Triangles ``[F, 3, 3]`` of a Wavefront OBJ (polygons fan-triangulated; negative indices ok)."""
-    verts: list[list[float]] = []
-    tris: list[tuple[int, int, int]] = []
-    try:
-        lines = Path(path).read_text(errors="replace").splitlines()
-    except OSError as e:
-        raise NearError(f"Cannot read the geometry prior {path}: {e}") from None
-    for ln, line in enumerate(lines, 1):
-        parts = line.split()
-        if not parts:
-            continue
-        try:
-            if parts[0] == "v":
-                verts.append([float(x) for x in parts[1:4]])
-            elif parts[0] == "f":
-                idx = [int(t.split("/")[0]) for t in parts[1:]]
-                idx = [i - 1 if i > 0 else len(verts) + i for i in idx]
-                tris += [(idx[0], idx[k], idx[k + 1]) for k in range(1, len(idx) - 1)]
-        except ValueError:
-            raise NearError(f"{Path(path).name} line {ln} is not a valid OBJ record: {line[:60]!r}") from None
-    if not tris:
-        raise NearError(f"The geometry prior {Path(path).name} has no faces; NeAR needs a surface mesh.")
-    v = np.asarray(verts, dtype=np.float64)
-    t = np.asarray(tris, dtype=np.int64)
-    if t.min() < 0 or t.max() >= len(v):
-        raise NearError(f"{Path(path).name} has faces that index missing vertices.")
-    return v[t]
+def prior_voxels(path: str | Path, up: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """(voxel coords ``[N, 3]`` in the 64³ grid, matrix_world or None) of a prior file.
 
-
-def prior_voxels(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """(voxel coords ``[N, 3]`` in the 64³ grid, matrix_world or None) of a prior file."""
-    from ..data.voxelize import canonical_transform, voxelize_triangles
+    A mesh prior (see :data:`~near_blender.data.mesh_io.MESH_EXTENSIONS`) is read in Blender's Z-up
+    world frame (``up``: its up axis, ``None`` = as Blender's importer for the format) and voxelized
+    in its canonical box; matrix_world ``[4, 4]`` maps that box back onto the mesh. An ``.npz`` holds
+    the voxel coords themselves (matrix None).
+    """
+    from ..data.mesh_io import MESH_EXTENSIONS, read_mesh_triangles
+    from ..data.voxelize import voxelize_prior
 
     p = Path(path)
     if not p.is_file():
-        raise NearError(f"Geometry prior not found: {p}")
-    if p.suffix.lower() == ".npz":
+        raise NearError(f"Geometry prior not found: {p}; check the --prior path.")
+    ext = p.suffix.lower()
+    if ext == ".npz":
+        if up is not None:
+            raise NearError(f"--up applies to mesh priors; {p.name} holds voxel coords already in the grid.")
         try:
             with np.load(p, allow_pickle=False) as d:
                 c = np.asarray(d["coords"])
@@ -129,17 +121,18 @@ def prior_voxels(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
         if c.ndim != 2 or c.shape[1] != 3 or len(c) == 0 or c.min() < 0 or c.max() >= 64:
             raise NearError(f"{p.name}: 'coords' must be a non-empty [N, 3] array of indices in 0..63.")
         return c.astype(np.int64), None
-    if p.suffix.lower() != ".obj":
-        raise NearError(f"Geometry prior {p.name}: use an .obj mesh or an .npz of voxel coords.")
-    tris = read_obj_triangles(p)
-    M = canonical_transform(tris)
-    canon = tris @ M[:3, :3].T + M[:3, 3]
-    return voxelize_triangles(canon), np.linalg.inv(M)
+    if ext not in MESH_EXTENSIONS:
+        raise NearError(
+            f"Geometry prior {p.name}: unsupported format {ext or '(no extension)'!r}; use a mesh "
+            f"({', '.join(MESH_EXTENSIONS)}) or an .npz of voxel coords (e.g. import it into Blender and "
+            "export it as glTF)."
+        )
+    return voxelize_prior(read_mesh_triangles(p, up))
 
 
 def read_camera(path: str, matrix: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """``(viewmat, K)`` from a camera JSON, moved into the voxels' frame (``matrix``: the asset's
-    object-to-world placement of an .obj prior; None for voxel coords, already in that frame)."""
+    object-to-world placement of a mesh prior; None for voxel coords, already in that frame)."""
     import json
 
     p = Path(path)
@@ -162,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     from ..utils.atomic import atomic_path
 
     rgba = read_rgba(args.image)
-    coords, matrix = prior_voxels(args.prior)
+    coords, matrix = prior_voxels(args.prior, args.up)
     pipe = NearPipeline.from_pretrained(args.model or bundled_folder(), device=args.device)
     with tqdm(total=100, desc="near import-image", unit="%") as bar:
 

@@ -73,6 +73,15 @@ def canonical_transform(triangles: np.ndarray) -> np.ndarray:
     return M
 
 
+def voxelize_prior(triangles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(voxel coords ``[N, 3]``, the asset's matrix_world ``[4, 4]``) of a geometry prior's
+    world-space triangles ``[F, 3, 3]``: voxelized in their canonical box, which matrix_world maps
+    back onto them."""
+    M = canonical_transform(triangles)
+    canon = np.asarray(triangles, np.float64) @ M[:3, :3].T + M[:3, 3]
+    return voxelize_triangles(canon), np.linalg.inv(M)
+
+
 def voxelize_triangles(triangles: np.ndarray, resolution: int = GRID) -> np.ndarray:
     """Unique voxels ``(N, 3) int64`` (sorted by x, y, z) touched by ``triangles`` ``[F, 3, 3]``.
 

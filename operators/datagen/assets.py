@@ -368,12 +368,14 @@ def copy_objects(names: list[str], scene: Any) -> list[Any]:
 # ---------------------------------------------------------------------------------------------
 
 
-def evaluated_triangles(scene: Any, objects: list[Any] | None = None) -> np.ndarray:
+def evaluated_triangles(scene: Any, objects: list[Any] | None = None, depsgraph: Any = None) -> np.ndarray:
     """World-space triangles ``[F, 3, 3]`` of the evaluated geometry of ``scene`` (modifiers and
-    instances included); ``objects`` restricts to those objects (and what they instance)."""
-    view_layer = scene.view_layers[0]
-    view_layer.update()
-    depsgraph = view_layer.depsgraph
+    instances included); ``objects`` restricts to those objects (and what they instance).
+    ``depsgraph``: the evaluated view layer to read (default: the scene's first, updated)."""
+    if depsgraph is None:
+        view_layer = scene.view_layers[0]
+        view_layer.update()
+        depsgraph = view_layer.depsgraph
     allowed = None if objects is None else {o.name for o in objects}
     chunks = []
     for inst in depsgraph.object_instances:
