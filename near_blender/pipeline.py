@@ -463,8 +463,9 @@ class NearPipeline:
 
 _NO_CAMERA = (
     "This model's stage 1 reads the input image projected onto the geometry prior, so it needs the "
-    "camera that took the image: in Blender, make the scene camera frame the geometry prior as the "
-    "photo does (e.g. with fSpy); on the command line, pass `near import-image --camera camera.json`."
+    "camera that took the image: in Blender, fit the scene camera with Object > NeAR > Fit Camera to "
+    "Image; on the command line, write camera.json with `near fit-camera` and pass `near import-image "
+    "--camera camera.json`."
 )
 
 

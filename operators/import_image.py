@@ -150,16 +150,25 @@ def camera_for_image(
             "This model projects the image onto the geometry prior and needs the camera that took it: add "
             "a scene camera that frames the prior as the photo does (e.g. with fSpy), then import again."
         )
+    from near_blender.render.camera import check_image_size
+
     H, W = int(image_shape[0]), int(image_shape[1])
-    if abs(W / H - cam.width / cam.height) > 0.02 * (cam.width / cam.height):
-        raise NearError(
-            f"The image is {W}x{H} but the scene camera renders {cam.width}x{cam.height}: set the render "
-            "resolution to the photo's aspect ratio so the camera frames it as it was taken."
-        )
-    K = np.asarray(cam.K, np.float64).copy()
-    K[0] *= W / cam.width
-    K[1] *= H / cam.height
-    return np.asarray(cam.viewmat, np.float64) @ np.asarray(matrix, np.float64), K
+    check_image_size(cam, W, H, "set Output Properties > Format > Resolution to the photo's aspect ratio so the "
+                     "camera frames it as it was taken.")  # fmt: skip
+    cam = cam.resized(W, H)
+    return np.asarray(cam.viewmat, np.float64) @ np.asarray(matrix, np.float64), cam.K
+
+
+def check_camera_frames_prior(cam: Any, rgba: np.ndarray, triangles: np.ndarray) -> None:
+    """Refuse the import when the prior seen through the scene camera ``cam`` does not cover the
+    image's object (silhouette IoU below :data:`near_blender.data.camera_fit.GOOD_IOU`); bpy-free."""
+    from near_blender.data.camera_fit import cloud_from_triangles, iou_warning, silhouette_iou
+
+    H, W = rgba.shape[:2]
+    iou = silhouette_iou(cloud_from_triangles(triangles), cam.resized(W, H), rgba[..., 3])
+    warning = iou_warning(iou, "Object > NeAR > Fit Camera to Image (same photo, prior selected)")
+    if warning:
+        raise NearError(f"{warning} Then import again, or untick Check Camera to import anyway.")
 
 
 def run_stage1(
@@ -195,6 +204,7 @@ class ImportJob:
     scene_camera: Any  # near_blender Camera of the scene camera, or None
     seed: int = 0
     steps: int | None = None
+    check_camera: bool = True  # refuse a camera whose view of the prior does not match the image's alpha
 
 
 @dataclass(frozen=True)
@@ -223,6 +233,9 @@ def import_on_worker(
     say(0.0, "loading the model")
     pipe = get_pipeline(job.model)
     camera = camera_for_image(job.scene_camera, job.rgba.shape, matrix) if pipe.needs_input_camera else None
+    if camera is not None and job.check_camera:
+        say(0.0, "checking the camera against the image")
+        check_camera_frames_prior(job.scene_camera, job.rgba, job.triangles)
     run_stage1(pipe, job.rgba, coords, job.out_path, job.seed, job.steps, progress, cancel, camera)
     return ImportResult(coords, matrix, str(pipe.args.get("model_id", "")))
 
@@ -263,6 +276,11 @@ class NEAR_OT_import_image(bpy.types.Operator, ImportHelper):
     seed: IntProperty(name="Seed", default=0, min=0)  # type: ignore[valid-type]
     steps: IntProperty(name="Sampling Steps", default=0, min=0, description="0 = the model's default")  # type: ignore[valid-type]
     hide_prior: bpy.props.BoolProperty(name="Hide Prior from Render", default=True)  # type: ignore[valid-type]
+    check_camera: bpy.props.BoolProperty(  # type: ignore[valid-type]
+        name="Check Camera", default=True,
+        description="Stop when the prior seen through the scene camera does not match the image's object "
+        "(fit it with Object > NeAR > Fit Camera to Image)",
+    )  # fmt: skip
 
     _timer = None
     _thread: threading.Thread | None = None
@@ -280,7 +298,7 @@ class NEAR_OT_import_image(bpy.types.Operator, ImportHelper):
         scene = context.scene
         camera = scene_bridge.scene_camera(scene) if scene.camera is not None else None
         return ImportJob(tris, rgba, out_abs, model_spec(RenderSession.preferences()), camera, self.seed,
-                         self.steps or None)  # fmt: skip
+                         self.steps or None, self.check_camera)  # fmt: skip
 
     def _finish(self, context: Any, result: ImportResult) -> Any:
         obj = create_asset_object(context, Path(self.filepath).stem, self._out_rel, result.matrix, self.filepath,

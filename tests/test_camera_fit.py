@@ -179,3 +179,41 @@ def test_fit_camera_operator_frames_the_selected_mesh_like_the_photo(photo, tmp_
     angle, dist = camera_error(fitted, true, np.zeros(3))
     assert angle < 1.0 and abs(dist) < 0.02, (angle, dist)
     np.testing.assert_allclose(fitted.K[0, 0] * SIZE / 320, true.K[0, 0], rtol=1e-6)  # 40 degrees, unfitted
+
+
+def test_import_refuses_a_camera_that_does_not_frame_the_prior(photo, tmp_path, capsys) -> None:
+    """The set-up check before stage 1, on the CLI and in Blender: a camera 30 degrees off is refused
+    with the fix in the user's terms and nothing is written; the true camera imports."""
+    from near_blender.cli import main
+    from near_blender.render.camera import write_camera_json
+
+    tris, alpha, true = photo
+    _write_photo(tmp_path / "photo.png", alpha)
+    _write_obj(tmp_path / "prior.obj", tris)
+    cloud = cloud_from_triangles(tris)
+    off = orbited(true, cloud.centre, np.deg2rad(30.0) * np.array([0.0, 0.0, 1.0]))
+    assert silhouette_iou(cloud, off, alpha) < GOOD_IOU
+    write_camera_json(off, tmp_path / "off.json")
+    write_camera_json(true, tmp_path / "true.json")
+    args = ["import-image", str(tmp_path / "photo.png"), "--prior", str(tmp_path / "prior.obj"), "--up", "z"]
+    assert main([*args, "--camera", str(tmp_path / "off.json"), "--out", str(tmp_path / "off.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "near fit-camera" in err and "--no-camera-check" in err and not (tmp_path / "off.npz").exists()
+    assert main([*args, "--camera", str(tmp_path / "true.json"), "--out", str(tmp_path / "ok.npz")]) == 0
+    assert (tmp_path / "ok.npz").is_file()
+
+    from tests.bpy_session import addon_with_model
+
+    scene = empty_scene()
+    objs = assets.build_procedural(procedural_spec(36, 0), scene, "photo-asset")
+    assets.normalize(objs, scene, "photo-asset")
+    for o in objs:
+        o.select_set(True)
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "scene.blend"))
+    with addon_with_model(None):  # the bundled model: its stage 1 projects the photo through the camera
+        render.place_camera(off, render.ensure_camera(scene), scene)
+        with pytest.raises(RuntimeError, match="Fit Camera to Image"):
+            bpy.ops.near.import_image(filepath=str(tmp_path / "photo.png"))
+        assert not list(tmp_path.glob("photo*.near.npz"))
+        render.place_camera(true, scene.camera, scene)
+        assert bpy.ops.near.import_image(filepath=str(tmp_path / "photo.png")) == {"FINISHED"}

@@ -28,6 +28,7 @@ BENCHMARKS: dict[str, str] = {
     "viewport": "viewport",
     "world": "world",
     "bigframe": "bigframe",
+    "camera-fit": "camera_fit",
     "decoder-gpu": "decoder_gpu",
 }
 # benchmarks that need a CUDA device: ``all`` skips them on a machine without one

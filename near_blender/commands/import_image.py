@@ -40,9 +40,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
         "--camera",
-        help="JSON with the camera that took the image: 'viewmat' (4x4 world-to-camera, OpenCV axes, in "
-        "the prior's Z-up frame, see --up) and 'K' (3x3, in the image's pixels); needed by models whose stage 1 "
-        "projects the image onto the prior (the bundled one)",
+        help="camera JSON of the camera that took the image (`near fit-camera` or `near camera-from-blend` "
+        "write one: 'viewmat' world-to-camera with OpenCV axes in the prior's Z-up frame, see --up; 'K' in pixels; "
+        "'width', 'height'); needed by models whose stage 1 projects the image onto the prior (the bundled one)",
+    )
+    parser.add_argument(
+        "--no-camera-check",
+        action="store_true",
+        help="import even when the prior's silhouette through --camera does not match the image's alpha",
     )
 
 
@@ -130,20 +135,33 @@ def prior_voxels(path: str | Path, up: str | None = None) -> tuple[np.ndarray, n
     return voxelize_prior(read_mesh_triangles(p, up))
 
 
-def read_camera(path: str, matrix: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """``(viewmat, K)`` from a camera JSON, moved into the voxels' frame (``matrix``: the asset's
-    object-to-world placement of a mesh prior; None for voxel coords, already in that frame)."""
-    import json
+def input_camera(path: str, rgba: np.ndarray, matrix: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """``(viewmat, K)`` of ``--camera`` for the image ``rgba [H, W, 4]``, moved into the voxels'
+    frame (``matrix``: the asset's placement of a mesh prior; None for voxel coords, already in that
+    frame); K is scaled from the camera's size to the image's after the aspect-ratio check."""
+    from ..render.camera import check_image_size, read_camera_json
 
-    p = Path(path)
-    try:
-        d = json.loads(p.read_text())
-        V, K = np.asarray(d["viewmat"], np.float64), np.asarray(d["K"], np.float64)
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise NearError(f"Camera file {p}: expected JSON with 'viewmat' (4x4) and 'K' (3x3) ({e}).") from None
-    if V.shape != (4, 4) or K.shape != (3, 3) or not (np.isfinite(V).all() and np.isfinite(K).all()):
-        raise NearError(f"Camera file {p}: 'viewmat' must be 4x4 and 'K' 3x3, all finite.")
-    return (V @ matrix if matrix is not None else V), K
+    cam = read_camera_json(path)
+    H, W = rgba.shape[:2]
+    check_image_size(cam, W, H, "pass the camera of the photo (`near fit-camera` writes one), or crop the photo "
+                     "to the camera's aspect ratio.")  # fmt: skip
+    cam = cam.resized(W, H)
+    return (cam.viewmat @ matrix if matrix is not None else cam.viewmat), cam.K
+
+
+def check_silhouette(args: argparse.Namespace, rgba: np.ndarray) -> None:
+    """Refuse a camera that does not frame the prior as the photo does (silhouette IoU below
+    :data:`~near_blender.data.camera_fit.GOOD_IOU`), unless ``--no-camera-check``."""
+    from ..data.camera_fit import iou_warning, silhouette_iou
+    from ..render.camera import read_camera_json
+    from .fit_camera import prior_cloud
+
+    cam = read_camera_json(args.camera).resized(rgba.shape[1], rgba.shape[0])
+    iou = silhouette_iou(prior_cloud(args.prior, args.up), cam, rgba[..., 3])
+    warning = iou_warning(iou, f"`near fit-camera {args.image} --prior {args.prior} --camera {args.camera} --out "
+                          "fitted.json` (or check --up)")  # fmt: skip
+    if warning:
+        raise NearError(f"{warning} To import anyway, pass --no-camera-check.")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -156,6 +174,10 @@ def run(args: argparse.Namespace) -> int:
 
     rgba = read_rgba(args.image)
     coords, matrix = prior_voxels(args.prior, args.up)
+    if args.camera:
+        input_camera(args.camera, rgba, matrix)  # a bad file or aspect fails before any work
+        if not args.no_camera_check:
+            check_silhouette(args, rgba)
     pipe = NearPipeline.from_pretrained(args.model or bundled_folder(), device=args.device)
     with tqdm(total=100, desc="near import-image", unit="%") as bar:
 
@@ -163,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
             bar.update(int(100 * fraction) - bar.n)
             bar.set_postfix_str(message)
 
-        camera = read_camera(args.camera, matrix) if args.camera else None
+        camera = input_camera(args.camera, rgba, matrix) if args.camera else None
         feats = pipe.image_to_slat(
             rgba, coords, seed=args.seed, steps=args.steps, progress=progress, camera=camera
         )
