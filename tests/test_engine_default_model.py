@@ -60,8 +60,9 @@ def test_default_model_asset_covers_the_mesh_silhouette(tmp_path):
     bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "scene.blend"))
 
     yy, xx = np.mgrid[0:64, 0:64]
-    disc = ((xx - 32) ** 2 + (yy - 32) ** 2) < 26**2
-    shade = np.clip(1.1 - np.hypot(xx - 24, yy - 24) / 40, 0.2, 1)[..., None] * [220, 150, 90]
+    disc = sphere_coverage(cam) > 0.5  # the photo shows the sphere where the camera sees it
+    cy, cx = yy[disc].mean(), xx[disc].mean()
+    shade = np.clip(1.1 - np.hypot(xx - cx + 8, yy - cy + 8) / 40, 0.2, 1)[..., None] * [220, 150, 90]
     rgba = np.dstack([np.where(disc[..., None], shade, 0), disc * 255]).astype(np.uint8)
     Image.fromarray(rgba, "RGBA").save(tmp_path / "photo.png")
     bpy.ops.object.select_all(action="DESELECT")
