@@ -164,18 +164,10 @@ def check_output(scene: Any, paths: Sequence[Path]) -> None:
             "the same movie file. Set Output Properties > Output > File Format to PNG or OpenEXR (or pass an "
             "image --out folder after changing it), then encode the frames, e.g. in the Video Sequencer."
         )
+    from near_blender.utils.atomic import folder_write_problem
+
     for folder in sorted({p.parent for p in paths}):
-        problem = None
-        if folder.exists() and not folder.is_dir():
-            problem = "it is a file, not a folder"
-        else:
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-                probe = folder / f".near-write-test-{os.getpid()}"
-                probe.write_bytes(b"")
-                probe.unlink()
-            except OSError as e:
-                problem = e.strerror or type(e).__name__
+        problem = folder_write_problem(folder)
         if problem:
             raise NearError(
                 f"Cannot write frames to {folder}: {problem}. Choose another output folder with --out (or "

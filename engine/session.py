@@ -23,6 +23,7 @@ import numpy as np
 from near_blender import NearError
 from near_blender.render.camera import Camera
 from near_blender.render.envmap import Environment
+from near_blender.render.passes import pass_images
 from near_blender.utils.progress import Cancelled
 
 from . import scene_bridge
@@ -188,7 +189,12 @@ class RenderSession:
             return scene_bridge.camera_from_object(None, scene)
         if depsgraph is not None and hasattr(cam_obj, "evaluated_get"):
             cam_obj = cam_obj.evaluated_get(depsgraph)  # animated transform and lens at this frame
-        return scene_bridge.camera_from_object(cam_obj, scene, engine.camera_model_matrix(cam_obj))
+        # Only multiview moves the camera per view (camera_model_matrix). A mono render reads the
+        # camera's matrix_world as scene_bridge.scene_camera does (`near camera-from-blend`): the
+        # model matrix is that matrix re-normalized in float32, a last-bit difference the decoder
+        # can amplify, and `near render ASSET.npz` must see F12's camera to the bit.
+        matrix = engine.camera_model_matrix(cam_obj) if scene.render.use_multiview else None
+        return scene_bridge.camera_from_object(cam_obj, scene, matrix)
 
     @staticmethod
     def render_images(camera: Camera, env: Environment, *args: Any, **kwargs: Any) -> dict[str, np.ndarray]:
@@ -305,18 +311,9 @@ class RenderSession:
 def _pass_images(
     camera: Camera, env: Environment, options: RenderOptions, imgs: dict[str, np.ndarray]
 ) -> dict[str, np.ndarray]:
-    """The renderer's images as Blender's passes: ``rgba`` composited over the world (unless the
-    film is transparent), ``depth`` 1e10 where nothing was hit, the PBR and shadow passes as they are."""
-    from near_blender.scene import composite_over
-
-    background = None
-    if not options.transparent:
-        _, dirs = camera.pixel_rays()
-        background = (env.radiance_at(dirs) * options.background_strength).astype(np.float32)
-    out = {spec.key: imgs[spec.key] for spec in EXTRA_PASSES if spec.key in imgs}
-    out["rgba"] = composite_over(imgs, background)
-    out["depth"] = np.where(imgs["alpha"] > 1e-6, imgs["depth"], np.float32(1e10)).astype(np.float32)
-    return out
+    """The renderer's images as Blender's passes (:func:`near_blender.render.passes.pass_images`
+    with the film's transparency and the NeAR panel's background strength)."""
+    return pass_images(camera, env, imgs, options.transparent, options.background_strength)
 
 
 last_error: str | None = None  # the latest render failure (batch renders check it after each frame)

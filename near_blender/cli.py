@@ -16,11 +16,16 @@ from . import NearError, __version__
 
 # name -> (module under near_blender.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "render": ("render", "render frames of a .blend with the NeAR engine (batch, animation, resume)"),
+    "render": (
+        "render",
+        "render frames of a .blend with the NeAR engine (batch, animation, resume), or an LH-SLAT "
+        "asset (.npz) under an HDRI and a camera JSON, without Blender",
+    ),
     "datagen": ("datagen", "render training data with EEVEE Next / Cycles (resumable, shardable)"),
     "train": ("train", "train stage 1 (LH-SLAT flow + LoRA) or stage 2 (decoders)"),
     "eval": ("evaluate", "evaluate the paper's four tasks (PSNR / SSIM / LPIPS)"),
     "import-image": ("import_image", "turn an image + geometry prior into an LH-SLAT (.npz)"),
+    "camera-from-blend": ("camera_from_blend", "write the camera a .blend renders (F12) as a camera JSON"),
     "bench": ("bench", "run benchmarks and write their results files"),
     "demo": ("demo", "build the demo scene and render it with NeAR and EEVEE (make demo)"),
     "info": ("info", "print versions, devices and optional backends"),

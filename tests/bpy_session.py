@@ -38,6 +38,26 @@ def studio_hdri(name: str = "forest") -> Path:
     return Path(bpy.utils.system_resource("DATAFILES")) / "studiolights" / "world" / f"{name}.exr"
 
 
+def hdri_world(scene, name: str = "forest", rotation_deg: float = 0.0, strength: float = 1.0):
+    """Light ``scene`` with a new World: Texture Coordinate (Generated) -> Mapping (named
+    ``Mapping``, rotating ``rotation_deg`` about Z) -> Environment Texture (the studio HDRI ``name``)
+    -> Background (``strength``). Returns the Mapping node (e.g. to key its rotation)."""
+    import math
+
+    scene.world = world = bpy.data.worlds.new("W")
+    nt = world.node_tree
+    tex = nt.nodes.new("ShaderNodeTexEnvironment")
+    tex.image = bpy.data.images.load(str(studio_hdri(name)))
+    coord, mapping = nt.nodes.new("ShaderNodeTexCoord"), nt.nodes.new("ShaderNodeMapping")
+    mapping.name = "Mapping"
+    mapping.inputs["Rotation"].default_value = (0.0, 0.0, math.radians(rotation_deg))
+    nt.links.new(coord.outputs["Generated"], mapping.inputs["Vector"])
+    nt.links.new(mapping.outputs["Vector"], tex.inputs["Vector"])
+    nt.links.new(tex.outputs["Color"], nt.nodes["Background"].inputs["Color"])
+    nt.nodes["Background"].inputs["Strength"].default_value = strength
+    return mapping
+
+
 @contextlib.contextmanager
 def addon_with_model(folder: str | None) -> Iterator[None]:
     """The add-on registered with ``$NEAR_MODEL`` = ``folder`` (``None``: the bundled default

@@ -15,7 +15,7 @@ from near_blender import NearError, cli
 from near_blender.data.slat_io import save_slat_npz
 from near_blender.render import exr
 from near_blender.render.camera import Camera, intrinsics_from_fov, look_at
-from tests.bpy_session import addon_with_model, bpy, empty_scene, import_addon, studio_hdri
+from tests.bpy_session import addon_with_model, bpy, empty_scene, hdri_world, import_addon, studio_hdri
 from tests.tiny_pipeline import build_tiny_pipeline
 
 pytestmark = pytest.mark.bpy
@@ -58,15 +58,7 @@ def _scene(tmp_path: Path, frames: int = 3, world_rotations_deg: list[float] | N
     """A saved scene: a NeAR asset, a camera keyed per frame, the forest HDRI (Mapping rotation keyed
     per frame when given). Returns (scene, asset object, stack cameras per frame)."""
     scene = empty_scene()
-    scene.world = world = bpy.data.worlds.new("W")
-    nt = world.node_tree
-    tex = nt.nodes.new("ShaderNodeTexEnvironment")
-    tex.image = bpy.data.images.load(str(studio_hdri("forest")))
-    coord, mapping = nt.nodes.new("ShaderNodeTexCoord"), nt.nodes.new("ShaderNodeMapping")
-    mapping.name = "Mapping"
-    nt.links.new(coord.outputs["Generated"], mapping.inputs["Vector"])
-    nt.links.new(mapping.outputs["Vector"], tex.inputs["Vector"])
-    nt.links.new(tex.outputs["Color"], nt.nodes["Background"].inputs["Color"])
+    mapping = hdri_world(scene)
     cam_obj = bpy.data.objects.new("cam", bpy.data.cameras.new("cam"))
     scene.collection.objects.link(cam_obj)
     scene.camera = cam_obj

@@ -1,12 +1,16 @@
-"""``near render``: render frames of a .blend with the NeAR engine (batch / animation).
+"""``near render``: render frames of a .blend with the NeAR engine (batch / animation), or an
+LH-SLAT asset (.npz) without Blender.
 
 ::
 
     near render FILE.blend [--frames 1-4,7] [--out DIR] [--engine NEAR|eevee|cycles|SCENE]
                 [--resolution WxH] [--model PATH] [--overwrite] [--blender PATH]
+    near render ASSET.npz --env MAP.hdr|.exr --camera CAMERA.json [--strength S] [--rotation DEG]
+                [--transparent] [--out DIR] [--model PATH] [--device auto|cpu|cuda]
 
-Blender does the work: this command runs the extension's ``engine/batch.py`` in a Blender binary
-(``--blender``, ``$BLENDER`` or ``blender`` on PATH) or with this Python's ``bpy`` module, in one
+The form follows the file's suffix. An ``.npz`` renders in this Python (:mod:`.render_asset`). For
+a .blend, Blender does the work: this command runs the extension's ``engine/batch.py`` in a Blender
+binary (``--blender``, ``$BLENDER`` or ``blender`` on PATH) or with this Python's ``bpy`` module, in one
 subprocess for all frames (so the model and the NeAR caches are loaded once), and shows a progress
 bar. Frames are written with the scene's output settings (multilayer EXR, PNG, ...) to its output
 path or ``--out``; frames whose file exists are skipped (resume) unless ``--overwrite``. The same
@@ -29,26 +33,40 @@ from ..utils.blender_job import (
     run_blender_events,
 )
 from ..utils.frames import parse_frames, parse_resolution
+from . import render_asset
+
+USAGE = """near render FILE.blend [--frames 1-4,7] [--out DIR] [--engine NEAR|eevee|cycles|SCENE]
+                   [--resolution WxH] [--model PATH] [--overwrite] [--blender PATH]
+       near render ASSET.npz --env MAP.hdr|.exr --camera CAMERA.json [--strength S] [--rotation DEG]
+                   [--transparent] [--out DIR] [--model PATH] [--device auto|cpu|cuda]"""
+DESCRIPTION = (
+    "FILE.blend: render its frames with the NeAR engine (or another) in Blender, one subprocess for "
+    "all frames, saved with the scene's output settings; existing frames are skipped (resume). "
+    "ASSET.npz: render an LH-SLAT (as `near import-image` writes it) without Blender, as F12 would "
+    "render it as a NeAR asset under that HDRI and camera: every pass as one multilayer EXR plus an "
+    "AgX PNG, <asset>.exr and <asset>.png in --out (default: the asset's folder)."
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("blend", help="the .blend file to render")
+    parser.usage, parser.description = USAGE, DESCRIPTION
     parser.add_argument(
-        "--frames", default=None, help="frames, e.g. 1-4,7 or 1-20:2 (default: the scene's range)"
+        "file", metavar="FILE.blend|ASSET.npz", help="a .blend to render, or an LH-SLAT asset (.npz)"
     )
-    parser.add_argument("--out", default=None, help="output folder (default: the scene's output path)")
     parser.add_argument(
-        "--engine", default="NEAR", help="NEAR (default), eevee, cycles, or SCENE (keep the file's)"
+        "--out", default=None, help="output folder (default: the scene's output path; an .npz's folder)"
     )
-    parser.add_argument("--resolution", default=None, metavar="WxH", help="override the render size")
     parser.add_argument(
         "--model", default=None, metavar="PATH", help="NeAR pipeline folder or Hub id ($NEAR_MODEL)"
     )
-    parser.add_argument("--overwrite", action="store_true", help="re-render frames whose output exists")
-    parser.add_argument(
-        "--blender", default=None, metavar="PATH", help="Blender executable (default: bpy module)"
-    )
     parser.add_argument("--progress", choices=("bar", "none"), default="bar", help="progress display")
+    g = parser.add_argument_group("rendering a .blend (in Blender)")
+    g.add_argument("--frames", default=None, help="frames, e.g. 1-4,7 or 1-20:2 (default: the scene's range)")
+    g.add_argument("--engine", default=None, help="NEAR (default), eevee, cycles, or SCENE (keep the file's)")
+    g.add_argument("--resolution", default=None, metavar="WxH", help="override the render size")
+    g.add_argument("--overwrite", action="store_true", help="re-render frames whose output exists")
+    g.add_argument("--blender", default=None, metavar="PATH", help="Blender executable (default: bpy module)")
+    render_asset.add_arguments(parser)
 
 
 def script_path() -> Path:
@@ -62,11 +80,16 @@ def script_path() -> Path:
 
 def check_args(args: argparse.Namespace) -> Path:
     """Fail fast, before Blender starts; returns the absolute .blend path."""
-    blend = Path(args.blend).expanduser().resolve()
+    blend = Path(args.file).expanduser().resolve()
     if not blend.is_file():
         raise NearError(f"No such .blend file: {blend}")
     if blend.suffix.lower() != ".blend":
         raise NearError(f"{blend.name} is not a .blend file.")
+    asset_only = [f"--{o}" for o in render_asset.ASSET_OPTIONS if getattr(args, o, None) is not None]
+    if asset_only:
+        raise NearError(
+            f"{', '.join(asset_only)} apply to an LH-SLAT .npz; a .blend renders with its own world and camera."
+        )
     if args.frames:
         parse_frames(args.frames)
     if args.resolution:
@@ -90,6 +113,13 @@ def build_command(args: argparse.Namespace, blend: Path) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    path = Path(args.file).expanduser().resolve()
+    if path.suffix.lower() == ".npz":
+        return render_asset.run(args, path)
+    if path.suffix.lower() != ".blend":
+        raise NearError(
+            f"{path.name}: give a .blend file, or an LH-SLAT asset (.npz) with --env and --camera."
+        )
     blend = check_args(args)
     cmd = build_command(args, blend)
     summary: dict[str, Any] = {}

@@ -121,8 +121,14 @@ def _split_image(a: np.ndarray, prefix: str) -> dict[str, np.ndarray]:
 
 
 def read_envmap(path: str | os.PathLike[str], strength: float = 1.0, rotation_z: float = 0.0) -> Environment:
-    """An :class:`Environment` from an equirect EXR (validated: 2:1, finite, non-negative)."""
-    img = read_exr(path)
+    """An :class:`Environment` from an equirect EXR or Radiance ``.hdr`` (validated: 2:1, finite,
+    non-negative)."""
+    if Path(path).suffix.lower() == ".hdr":
+        from .hdr import read_hdr
+
+        img = read_hdr(path)
+    else:
+        img = read_exr(path)
     rad = validate_radiance(img, f"environment map {Path(path).name}")
     env = Environment(rad, rotation_z, Path(path).stem, {"path": str(path)})
     return env.scaled(strength) if strength != 1.0 else env

@@ -60,6 +60,23 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any, indent: int | None
     atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
 
 
+def folder_write_problem(folder: str | os.PathLike[str]) -> str | None:
+    """Why files cannot be written into ``folder`` (created when missing), or None when they can:
+    checked by writing and removing a probe file, so permissions, read-only mounts and a file in
+    the way all show before a long job starts."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        return "it is a file, not a folder"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".near-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        return e.strerror or type(e).__name__
+    return None
+
+
 def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
     """Delete temporaries left by a killed writer in ``folder`` (recursively); return them."""
     removed = []
