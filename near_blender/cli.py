@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train", "train stage 1 (LH-SLAT flow + LoRA) or stage 2 (decoders)"),
     "eval": ("evaluate", "evaluate the paper's four tasks (PSNR / SSIM / LPIPS)"),
     "import-image": ("import_image", "turn an image + geometry prior into an LH-SLAT (.npz)"),
+    "fit-camera": ("fit_camera", "fit the camera that took a photo to the geometry prior (silhouette IoU)"),
     "camera-from-blend": ("camera_from_blend", "write the camera a .blend renders (F12) as a camera JSON"),
     "bench": ("bench", "run benchmarks and write their results files"),
     "demo": ("demo", "build the demo scene and render it with NeAR and EEVEE (make demo)"),
