@@ -16,16 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from near_blender import NearError
+from near_blender.models.hub import bundled_model_folder
 
 _lock = threading.Lock()
 _loaded: dict[tuple, Any] = {}
-
-
-def bundled_model_path() -> Path:
-    """The default model shipped inside the ``near_blender`` package."""
-    import near_blender
-
-    return Path(near_blender.__file__).parent / "weights" / "near-default"
 
 
 @dataclass(frozen=True)
@@ -48,7 +42,7 @@ def model_spec(prefs: Any = None) -> ModelSpec:
     if env:
         return ModelSpec("ENV", env, None, device, _online_access())
     if prefs is None:
-        return ModelSpec("BUNDLED", str(bundled_model_path()), None, device)
+        return ModelSpec("BUNDLED", str(bundled_model_folder()), None, device)
     device = prefs.device
     if prefs.model_source == "FOLDER":
         if not prefs.model_folder:
@@ -60,7 +54,7 @@ def model_spec(prefs: Any = None) -> ModelSpec:
         return ModelSpec(
             "HUB", prefs.hub_repo.strip(), prefs.hub_revision.strip() or None, device, _online_access()
         )
-    return ModelSpec("BUNDLED", str(bundled_model_path()), None, device)
+    return ModelSpec("BUNDLED", str(bundled_model_folder()), None, device)
 
 
 def _online_access() -> bool:

@@ -47,9 +47,9 @@ def run_blender_script(name: str, args: list[str], timeout: float = 3600) -> dic
 
 def default_model(tmp: Path) -> tuple[Path, str]:
     """(pipeline folder, description): the bundled default model, or a tiny random one built in ``tmp``."""
-    import near_blender
+    from ..models.hub import bundled_model_folder
 
-    bundled = Path(near_blender.__file__).parent / "weights" / "near-default"
+    bundled = bundled_model_folder()
     if (bundled / "pipeline.json").is_file():
         return bundled, f"bundled default model ({bundled})"
     from ..models.tiny_pipeline import build_tiny_pipeline

@@ -73,13 +73,13 @@ def _flow_stage1() -> tuple[Any, Any]:
 
 
 def run(quick: bool = False) -> dict[str, Any]:
+    from ..models.hub import bundled_model_folder
     from ..models.sampler import FlowEulerSampler
     from ..pipeline import NearPipeline
     from ..sparse import SparseTensor
-    from ..train.default_model import bundled_folder
     from . import timeit
 
-    pipe = NearPipeline.from_pretrained(bundled_folder())
+    pipe = NearPipeline.from_pretrained(bundled_model_folder())
     rows = []
     sizes = (5_000,) if quick else SIZES
     a = torch.randn(1024, 1024)

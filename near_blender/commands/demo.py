@@ -55,9 +55,9 @@ def script_path() -> Path:
 
 def choose_model(out: Path) -> tuple[Path, str, bool]:
     """(pipeline folder, description, is the real default model)."""
-    import near_blender
+    from ..models.hub import bundled_model_folder
 
-    bundled = Path(near_blender.__file__).parent / "weights" / "near-default"
+    bundled = bundled_model_folder()
     if (bundled / "pipeline.json").is_file():
         return bundled, f"bundled default model ({bundled})", True
     env = os.environ.get("NEAR_MODEL")

@@ -168,8 +168,8 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..data.slat_io import save_slat_npz
+    from ..models.hub import bundled_model_folder
     from ..pipeline import NearPipeline
-    from ..train.default_model import bundled_folder
     from ..utils.atomic import atomic_path
 
     rgba = read_rgba(args.image)
@@ -178,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
         input_camera(args.camera, rgba, matrix)  # a bad file or aspect fails before any work
         if not args.no_camera_check:
             check_silhouette(args, rgba)
-    pipe = NearPipeline.from_pretrained(args.model or bundled_folder(), device=args.device)
+    pipe = NearPipeline.from_pretrained(args.model or bundled_model_folder(), device=args.device)
     with tqdm(total=100, desc="near import-image", unit="%") as bar:
 
         def progress(fraction: float, message: str) -> None:

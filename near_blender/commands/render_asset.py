@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from .. import NearError
+from ..models.hub import bundled_model_folder
 
 # Options of this form (defaults None: given or not); the .blend form refuses them.
 ASSET_OPTIONS = ("env", "camera", "strength", "rotation", "device", "transparent")
@@ -163,17 +164,10 @@ def check_args(args: argparse.Namespace, asset_path: Path) -> AssetJob:
     exr_path, png_path = out / f"{stem}.exr", out / f"{stem}.png"
     for p in (exr_path, png_path):
         check_writable_file(p, "--out")
-    model = args.model or os.environ.get("NEAR_MODEL") or str(bundled_model())
+    model = args.model or os.environ.get("NEAR_MODEL") or str(bundled_model_folder())
     return AssetJob(
         asset, camera, env, exr_path, png_path, model, device_name(args.device), bool(args.transparent)
     )
-
-
-def bundled_model() -> Path:
-    """The default model shipped inside the ``near_blender`` package."""
-    import near_blender
-
-    return Path(near_blender.__file__).parent / "weights" / "near-default"
 
 
 def render_passes(job: AssetJob, progress: Any = None) -> dict[str, np.ndarray]:

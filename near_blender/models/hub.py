@@ -24,6 +24,12 @@ _TRUE = {"1", "on", "yes", "true"}
 _OFFLINE: ContextVar[tuple[bool, str, str] | None] = ContextVar("near_hub_offline", default=None)
 
 
+def bundled_model_folder() -> Path:
+    """The default model shipped inside the ``near_blender`` package (``weights/near-default``, a
+    ``from_pretrained`` folder; it may be absent in a stripped install)."""
+    return Path(__file__).resolve().parents[1] / "weights" / "near-default"
+
+
 @contextmanager
 def offline_mode(offline: bool, why: str = "", allow: str = "") -> Iterator[None]:
     """Hub access inside the block: cache only when ``offline`` (whatever ``HF_HUB_OFFLINE`` says),

@@ -57,7 +57,9 @@ SAMPLES = "stage1_delight_samples"  # its outputs on the training inputs, for th
 
 def bundled_folder() -> Path:
     """Where the default model ships: inside the package, so wheels and the extension carry it."""
-    return Path(__file__).resolve().parents[1] / "weights" / "near-default"
+    from ..models.hub import bundled_model_folder
+
+    return bundled_model_folder()
 
 
 def assemble_pipeline(stage2_dir: str | Path, stage1_dir: str | Path, out: str | Path) -> Path:
