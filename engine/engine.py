@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bpy
 
-from .passes import EXTRA_PASSES
+from .properties import enabled_passes
 
 
 class NearRenderEngine(bpy.types.RenderEngine):
@@ -45,7 +45,7 @@ class NearRenderEngine(bpy.types.RenderEngine):
 
     def update_render_passes(self, scene=None, renderlayer=None):
         self.register_pass(scene, renderlayer, "Combined", 4, "RGBA", "COLOR")
-        for spec in EXTRA_PASSES:
+        for spec in enabled_passes(renderlayer):  # View Layer Properties > NeAR Passes
             self.register_pass(scene, renderlayer, spec.name, spec.channels, spec.chan_id, spec.kind)
 
     # -- viewport (Rendered shading) --------------------------------------------------------------

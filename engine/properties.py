@@ -1,4 +1,5 @@
-"""Blender properties of the NeAR engine: per-object asset data and per-scene render settings.
+"""Blender properties of the NeAR engine: per-object asset data, per-scene render settings and
+per-view-layer passes.
 
 Large per-asset data (the LH-SLAT) lives in a sidecar ``.npz`` next to the .blend, referenced by a
 (relative) path here; only small settings are stored inside the .blend, unless the user packs the
@@ -56,7 +57,35 @@ class NearSceneProperties(bpy.types.PropertyGroup):
     )
 
 
-classes = (NearAssetProperties, NearSceneProperties)
+def _pass_toggle(name: str) -> BoolProperty:  # type: ignore[valid-type]
+    return BoolProperty(  # type: ignore[return-value]
+        name=name, default=True,
+        description=f"Write the {name} pass (off: Blender allocates no buffer for it; saves memory on big frames)",
+    )  # fmt: skip
+
+
+class NearViewLayerProperties(bpy.types.PropertyGroup):
+    """View Layer Properties > Passes > NeAR: which of the engine's passes a render writes
+    (Combined always). Property ``use_<key>`` per pass of :data:`near_blender.render.passes.EXTRA_PASSES`."""
+
+    use_depth: _pass_toggle("Depth")  # type: ignore[valid-type]
+    use_alpha: _pass_toggle("Alpha")  # type: ignore[valid-type]
+    use_base_color: _pass_toggle("Base Color")  # type: ignore[valid-type]
+    use_roughness: _pass_toggle("Roughness")  # type: ignore[valid-type]
+    use_metallic: _pass_toggle("Metallic")  # type: ignore[valid-type]
+    use_shadow: _pass_toggle("Shadow")  # type: ignore[valid-type]
+    use_normal: _pass_toggle("Normal")  # type: ignore[valid-type]
+
+
+def enabled_passes(view_layer: object) -> tuple:
+    """The extra passes (``PassSpec``) ``view_layer`` writes; all of them without settings."""
+    from .passes import EXTRA_PASSES
+
+    settings = getattr(view_layer, "near_passes", None)
+    return tuple(p for p in EXTRA_PASSES if settings is None or getattr(settings, f"use_{p.key}", True))
+
+
+classes = (NearAssetProperties, NearSceneProperties, NearViewLayerProperties)
 
 
 def register() -> None:
@@ -64,9 +93,11 @@ def register() -> None:
         bpy.utils.register_class(cls)
     bpy.types.Object.near_asset = PointerProperty(type=NearAssetProperties)
     bpy.types.Scene.near = PointerProperty(type=NearSceneProperties)
+    bpy.types.ViewLayer.near_passes = PointerProperty(type=NearViewLayerProperties)
 
 
 def unregister() -> None:
+    del bpy.types.ViewLayer.near_passes
     del bpy.types.Scene.near
     del bpy.types.Object.near_asset
     for cls in reversed(classes):

@@ -29,8 +29,9 @@ from near_blender.utils.progress import Cancelled
 from . import scene_bridge
 from .assets import SceneAsset, collect_assets, sidecar_key
 from .model_manager import model_spec
-from .passes import ALL_PASSES, EXTRA_PASSES
-from .tiles import MARGIN, needs_tiles, padded, tile_boxes
+from .passes import COMBINED
+from .properties import enabled_passes
+from .tiles import MARGIN, TILE, needs_tiles, padded, tile_boxes
 from .world_bake import world_baker
 
 
@@ -145,6 +146,7 @@ class RenderSession:
 
         try:
             camera = self.read_camera(engine, scene, depsgraph)
+            check_frame_memory(camera, depsgraph.view_layer)
             env = world_baker().environment(
                 scene.world, scene.frame_current, in_render=True, progress=progress
             )
@@ -289,13 +291,14 @@ class RenderSession:
         from the bottom left, as Blender does)."""
         H, W = images["rgba"].shape[:2]
         layer_name = view_layer.name if view_layer is not None else ""
+        written = enabled_passes(view_layer)  # View Layer Properties > NeAR Passes
         if add_passes:
-            for spec in EXTRA_PASSES:
+            for spec in written:
                 engine.add_pass(spec.name, spec.channels, spec.chan_id, layer=layer_name)
         result = engine.begin_result(x, y, W, H, layer=layer_name)
         try:
             passes = {rp.name: rp for rp in result.layers[0].passes}
-            for spec in ALL_PASSES:
+            for spec in (COMBINED, *written):
                 rp = passes.get(spec.name)
                 if rp is None:  # e.g. the compositor asked for a subset
                     continue
@@ -306,6 +309,16 @@ class RenderSession:
                 rp.rect.foreach_set(flat)
         finally:
             engine.end_result(result)
+
+
+def check_frame_memory(camera: Camera, view_layer: Any) -> None:
+    """Refuse a frame whose render result and NeAR tile cannot fit in the free memory (before
+    Blender or NeAR allocate anything for it), naming the settings that shrink it."""
+    from near_blender.render.memory import check_frame_fits
+
+    channels = COMBINED.channels + sum(p.channels for p in enabled_passes(view_layer))
+    check_frame_fits(camera.width, camera.height, channels, TILE + 2 * MARGIN,
+                     "View Layer Properties > NeAR Passes", "Output Properties > Format > Resolution %")  # fmt: skip
 
 
 def _pass_images(

@@ -1,5 +1,6 @@
 """Properties-editor panels of the NeAR engine: Render Properties > NeAR (render settings and the
-model in use) and Object Properties > NeAR (a NeAR asset's LH-SLAT, source image and packing)."""
+model in use), Object Properties > NeAR (a NeAR asset's LH-SLAT, source image and packing) and View
+Layer Properties > NeAR Passes (which passes a render writes)."""
 
 from __future__ import annotations
 
@@ -96,4 +97,24 @@ class OBJECT_PT_near_asset(NearPropertiesPanel, bpy.types.Panel):
             layout.label(text=f"Model: {props.model_id}")
 
 
-classes = (RENDER_PT_near, OBJECT_PT_near_asset)
+class VIEWLAYER_PT_near_passes(NearPropertiesPanel, bpy.types.Panel):
+    """View Layer Properties > NeAR Passes: which passes F12 writes (each costs 4 bytes per pixel
+    and channel of Blender's render result)."""
+
+    bl_context = "view_layer"
+    bl_label = "NeAR Passes"
+
+    @classmethod
+    def poll(cls, context: Any) -> bool:
+        return context.engine == ENGINE_ID
+
+    def draw(self, context: Any) -> None:
+        layout = self.layout
+        layout.use_property_split = True
+        settings = context.view_layer.near_passes
+        col = layout.column(heading="Include")
+        for name in ("depth", "alpha", "base_color", "roughness", "metallic", "shadow", "normal"):
+            col.prop(settings, f"use_{name}")
+
+
+classes = (RENDER_PT_near, OBJECT_PT_near_asset, VIEWLAYER_PT_near_passes)
