@@ -21,6 +21,7 @@ from near_blender.render.camera import (
     camera_from_view_matrices,
     render_size,
 )
+from near_blender.render.color import srgb_to_linear
 from near_blender.render.envmap import Environment, sanitize_radiance
 
 # ---------------------------------------------------------------------------------------------
@@ -314,9 +315,3 @@ def image_pixels_linear(image: Any, where: str) -> np.ndarray:
     if not image.is_float and not cs.is_data and cs.name.lower().startswith("srgb"):
         img = srgb_to_linear(img)
     return img
-
-
-def srgb_to_linear(x: np.ndarray) -> np.ndarray:
-    """The sRGB EOTF (IEC 61966-2-1), elementwise on [0, 1] values."""
-    x = np.asarray(x, dtype=np.float32)
-    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4).astype(np.float32)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import NearError
+from ..render.color import srgb_to_linear
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,11 +50,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="import even when the prior's silhouette through --camera does not match the image's alpha",
     )
-
-
-def srgb_to_linear(x: np.ndarray) -> np.ndarray:
-    """IEC 61966-2-1 decoding of values in [0, 1]."""
-    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4).astype(np.float32)
 
 
 def read_rgba(path: str | Path) -> np.ndarray:

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from ..render.color import srgb_to_linear
+
 SHAPES = (
     "cube",
     "uv_sphere",
@@ -57,10 +59,6 @@ TEXTURES = ("noise", "checker", "voronoi", "wave")
 V2_TEXTURES = TEXTURES + ("brick", "gradient", "magic", "sticker")
 LIBRARIES = ("v1", "v2")
 ID_PREFIX = {"v1": "proc", "v2": "proc2"}
-
-
-def srgb_to_linear(c: float) -> float:
-    return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
 
 
 def _random_colour(rng: np.random.Generator) -> list[float]:

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from .. import NearError
+from .color import linear_to_srgb
 from .envmap import Environment, equirect_directions, sanitize_radiance, validate_radiance
 from .envmap import rotation_z as _rot_z
 
@@ -83,15 +84,9 @@ def total_radiance(image: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 
-def srgb_encode(x: np.ndarray) -> np.ndarray:
-    """IEC 61966-2-1 sRGB encoding of linear values in [0, 1]."""
-    x = np.clip(x, 0.0, 1.0)
-    return np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1.0 / 2.4) - 0.055)
-
-
 def reinhard_ldr(E: np.ndarray) -> np.ndarray:
     """``srgb(E / (1 + E)) * 2 - 1`` in [-1, 1]."""
-    return srgb_encode(E / (1.0 + E)) * 2.0 - 1.0
+    return linear_to_srgb(E / (1.0 + E)) * 2.0 - 1.0
 
 
 def log_intensity(E: np.ndarray, log_norm: str | float = "fixed") -> tuple[np.ndarray, float]:
