@@ -32,20 +32,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output camera JSON")
 
 
-def prior_cloud(path: str, up: str | None):  # -> PriorCloud
-    """The prior of ``--prior`` as a point cloud in the camera's (Blender's Z-up) world frame:
-    mesh files as they are (after ``--up``), voxel files in their canonical frame."""
-    from ..data.camera_fit import cloud_from_triangles, cloud_from_voxels
-    from .import_image import prior_voxels
-
-    if Path(path).suffix.lower() == ".npz":
-        coords, matrix = prior_voxels(path)
-        return cloud_from_voxels(coords, matrix)
-    from ..data.mesh_io import read_mesh_triangles
-
-    return cloud_from_triangles(read_mesh_triangles(path, up))
-
-
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -57,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         read_camera_json,
         write_camera_json,
     )
-    from .import_image import read_rgba
+    from .import_image import prior_cloud, read_rgba
 
     out = Path(args.out)
     if out.is_dir() or not out.parent.exists():

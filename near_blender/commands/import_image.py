@@ -131,6 +131,19 @@ def prior_voxels(path: str | Path, up: str | None = None) -> tuple[np.ndarray, n
     return voxelize_prior(read_mesh_triangles(p, up))
 
 
+def prior_cloud(path: str, up: str | None):  # -> PriorCloud
+    """The prior of ``--prior`` as a point cloud in the camera's (Blender's Z-up) world frame:
+    mesh files as they are (after ``--up``), voxel files in their canonical frame."""
+    from ..data.camera_fit import cloud_from_triangles, cloud_from_voxels
+
+    if Path(path).suffix.lower() == ".npz":
+        coords, matrix = prior_voxels(path)
+        return cloud_from_voxels(coords, matrix)
+    from ..data.mesh_io import read_mesh_triangles
+
+    return cloud_from_triangles(read_mesh_triangles(path, up))
+
+
 def input_camera(path: str, rgba: np.ndarray, matrix: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """``(viewmat, K)`` of ``--camera`` for the image ``rgba [H, W, 4]``, moved into the voxels'
     frame (``matrix``: the asset's placement of a mesh prior; None for voxel coords, already in that
@@ -150,7 +163,6 @@ def check_silhouette(args: argparse.Namespace, rgba: np.ndarray) -> None:
     :data:`~near_blender.data.camera_fit.GOOD_IOU`), unless ``--no-camera-check``."""
     from ..data.camera_fit import iou_warning, silhouette_iou
     from ..render.camera import read_camera_json
-    from .fit_camera import prior_cloud
 
     cam = read_camera_json(args.camera).resized(rgba.shape[1], rgba.shape[0])
     iou = silhouette_iou(prior_cloud(args.prior, args.up), cam, rgba[..., 3])

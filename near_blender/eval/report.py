@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from ..utils.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from .results import METHODS, SHEET_COLUMNS, TASK_METHODS, AssetResult, EvalConfig, mean_or_none
 from .scoring import lpips_note
-from .tasks import METHODS, SHEET_COLUMNS, TASK_METHODS, AssetResult, EvalConfig, mean_or_none
 
 METRICS = ("psnr", "ssim", "lpips")
 LABEL_HEIGHT = 14
