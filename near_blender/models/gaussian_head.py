@@ -61,6 +61,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import NearError
+from ..render.quaternion import quat_multiply, quat_to_rotmat, rotation_matrix_to_quat
 
 SH_C0 = 0.28209479177387814
 # where the Gaussians' normals come from: the published shortest axis of the light-specific scale,
@@ -344,20 +345,6 @@ def decode_centres(
     return base[:, None, :] + offset - 0.5
 
 
-def quat_to_rotmat(q: Tensor) -> Tensor:
-    """Rotation matrices ``[..., 3, 3]`` of unit quaternions ``[..., 4]`` (w, x, y, z).
-
-    Column ``j`` is the Gaussian's local axis ``j`` in object space.
-    """
-    w, x, y, z = q.unbind(-1)
-    rows = [
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ]  # fmt: skip
-    return torch.stack(rows, dim=-1).reshape(*q.shape[:-1], 3, 3)
-
-
 def shortest_axis_normals(quats: Tensor, scales: Tensor, positions: Tensor, cam_centres: Tensor) -> Tensor:
     """Unit normals ``[M, 3]``: axis of the smallest scale, flipped so that ``n . (c - p) >= 0``.
 
@@ -446,41 +433,6 @@ class RelightableGaussians:
             out["min_footprint"] = self.min_footprint * scale
         out["normals"] = self.normals @ R.T
         return RelightableGaussians(**out)
-
-
-def quat_multiply(a: Tensor, b: Tensor) -> Tensor:
-    """Hamilton product of quaternions ``[..., 4]`` (w, x, y, z)."""
-    aw, ax, ay, az = a.unbind(-1)
-    bw, bx, by, bz = b.unbind(-1)
-    return torch.stack(
-        [
-            aw * bw - ax * bx - ay * by - az * bz,
-            aw * bx + ax * bw + ay * bz - az * by,
-            aw * by - ax * bz + ay * bw + az * bx,
-            aw * bz + ax * by - ay * bx + az * bw,
-        ],
-        dim=-1,
-    )
-
-
-def rotation_matrix_to_quat(R: Tensor) -> Tensor:
-    """Unit quaternion (w, x, y, z) ``[4]`` of a proper rotation matrix ``[3, 3]``."""
-    m = R.double()
-    tr = float(m[0, 0] + m[1, 1] + m[2, 2])
-    if tr > 0:
-        s = (tr + 1.0) ** 0.5 * 2
-        q = [0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s]
-    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
-        s = float(1.0 + m[0, 0] - m[1, 1] - m[2, 2]) ** 0.5 * 2
-        q = [(m[2, 1] - m[1, 2]) / s, 0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s]
-    elif m[1, 1] > m[2, 2]:
-        s = float(1.0 + m[1, 1] - m[0, 0] - m[2, 2]) ** 0.5 * 2
-        q = [(m[0, 2] - m[2, 0]) / s, (m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s]
-    else:
-        s = float(1.0 + m[2, 2] - m[0, 0] - m[1, 1]) ** 0.5 * 2
-        q = [(m[1, 0] - m[0, 1]) / s, (m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s]
-    qt = torch.tensor([float(v) for v in q], dtype=R.dtype, device=R.device)
-    return qt / qt.norm()
 
 
 def decode_gaussians(

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .quaternion import quat_to_rotmat
+
 ALPHA_THRESHOLD = 1.0 / 255.0
 EXTENT_SIGMAS = 3.33
 
@@ -56,21 +58,9 @@ class Projected:
         return int(self.cam.shape[0])
 
 
-def quat_to_rotmat(quats: Tensor) -> Tensor:
-    """[..., 4] w,x,y,z quaternions (any non-zero length) -> [..., 3, 3] rotation matrices."""
-    q = quats / torch.linalg.vector_norm(quats, dim=-1, keepdim=True)
-    w, x, y, z = q.unbind(-1)
-    rows = [
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ]  # fmt: skip
-    return torch.stack(rows, dim=-1).reshape(*quats.shape[:-1], 3, 3)
-
-
 def covariance_3d(quats: Tensor, scales: Tensor) -> Tensor:
     """[..., 3, 3] world covariance ``R diag(s)² R^T`` from quats [..., 4] and scales [..., 3]."""
-    M = quat_to_rotmat(quats) * scales[..., None, :]
+    M = quat_to_rotmat(quats, normalize=True) * scales[..., None, :]
     return M @ M.transpose(-1, -2)
 
 
@@ -148,7 +138,7 @@ def _project_one(
         idx = None if bool(keep.all()) else keep.nonzero().squeeze(1)
 
     mean_c = _take(means, idx) @ R.T + t  # [M, 3]
-    RS = quat_to_rotmat(_take(quats, idx)) * _take(scales, idx)[:, None, :]  # [M, 3, 3]
+    RS = quat_to_rotmat(_take(quats, idx), normalize=True) * _take(scales, idx)[:, None, :]  # [M, 3, 3]
     M = RS.shape[0]
     # B = R_cam @ RS: row i of B for all Gaussians, [3, M, 3]; camera covariance is B B^T
     B = (R @ RS.permute(1, 0, 2).reshape(3, M * 3)).reshape(3, M, 3)
