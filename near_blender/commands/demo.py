@@ -145,30 +145,27 @@ def compare(out: Path, record: dict[str, Any]) -> list[dict[str, Any]]:
 
 def contact_sheet(out: Path, record: dict[str, Any], rows: list[dict[str, Any]]) -> Path:
     """One row per HDRI: the input image, then NeAR | EEVEE for each view, with labels."""
-    from PIL import Image, ImageDraw
+    from PIL import Image
 
-    views = record["views"]
-    tiles = {(r["hdri"], r["view"]): (r["near_png"], r["eevee_png"]) for r in rows}
-    size = record["resolution"]
-    label_h, label_w = 16, 72
-    cols = 1 + 2 * len(views)
-    sheet = Image.new("RGB", (label_w + cols * size, label_h + len(record["hdris"]) * size), (24, 24, 24))
-    draw = ImageDraw.Draw(sheet)
+    from ..utils.sheet import contact_sheet as grid_sheet
+
+    views, hdris, size = record["views"], record["hdris"], record["resolution"]
+    pngs = {(r["hdri"], r["view"]): (r["near_png"], r["eevee_png"]) for r in rows}
     heads = ["input"] + [f"{eng} {v}" for v in views for eng in ("NeAR", "EEVEE")]
-    for c, h in enumerate(heads):
-        draw.text((label_w + c * size + 3, 2), h, fill=(230, 230, 230))
     inp = Image.open(out / record["input"]).convert("RGBA")
     backdrop = Image.new("RGBA", inp.size, (128, 128, 128, 255))
     inp = Image.alpha_composite(backdrop, inp).convert("RGB").resize((size, size))
-    for r, hdri in enumerate(record["hdris"]):
-        y = label_h + r * size
-        draw.text((3, y + size // 2 - 6), hdri, fill=(230, 230, 230))
-        if r == 0:
-            sheet.paste(inp, (label_w, y))
-        for v, view in enumerate(views):
-            for k, name in enumerate(tiles[(hdri, view)]):
-                img = Image.open(out / name).convert("RGB").resize((size, size))
-                sheet.paste(img, (label_w + (1 + 2 * v + k) * size, y))
+    tiles = [
+        [inp if r == 0 else None]
+        + [
+            Image.open(out / name).convert("RGB").resize((size, size))
+            for v in views
+            for name in pngs[(hdri, v)]
+        ]
+        for r, hdri in enumerate(hdris)
+    ]
+    sheet = grid_sheet(tiles, size, heads, label_height=16, header_y=2, row_labels=hdris, label_width=72,
+                       background=(24, 24, 24))  # fmt: skip
     path = out / "contact_sheet.png"
     sheet.save(path)
     return path

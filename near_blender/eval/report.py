@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..utils.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..utils.sheet import contact_sheet as grid_sheet
 from .results import METHODS, SHEET_COLUMNS, TASK_METHODS, AssetResult, EvalConfig, mean_or_none
 from .scoring import lpips_note
 
@@ -110,23 +111,9 @@ def _to_uint8(img: np.ndarray, cell: int) -> Any:
 
 
 def contact_sheet(examples: list[dict[str, np.ndarray]], cell: int) -> Any:
-    """A PIL image: label strip + one row per example, columns :data:`SHEET_COLUMNS`."""
-    from PIL import Image, ImageDraw
-
-    width, height = cell * len(SHEET_COLUMNS), LABEL_HEIGHT + cell * max(len(examples), 1)
-    sheet = Image.new("RGB", (width, height), (0, 0, 0))
-    draw = ImageDraw.Draw(sheet)
-    for j, col in enumerate(SHEET_COLUMNS):
-        draw.text((j * cell + 3, 1), col, fill=(230, 230, 230))
-    for i, ex in enumerate(examples):
-        for j, col in enumerate(SHEET_COLUMNS):
-            x, y = j * cell, LABEL_HEIGHT + i * cell
-            if col in ex:
-                sheet.paste(_to_uint8(ex[col], cell), (x, y))
-            else:
-                draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=(NA_GREY,) * 3)
-                draw.text((x + 3, y + 3), "n/a", fill=(160, 160, 160))
-    return sheet
+    """A PIL image: label strip + one row per example, columns :data:`SHEET_COLUMNS` (n/a: grey)."""
+    tiles = [[_to_uint8(ex[c], cell) if c in ex else None for c in SHEET_COLUMNS] for ex in examples]
+    return grid_sheet(tiles, cell, SHEET_COLUMNS, label_height=LABEL_HEIGHT, missing_grey=NA_GREY)
 
 
 def write_outputs(out: Path, cfg: EvalConfig, ids: list[str], results: dict[str, AssetResult],
