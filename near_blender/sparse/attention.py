@@ -20,54 +20,28 @@ block-diagonal mask (CUDA only, used by "auto" when importable). Select with
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-import os
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from .. import NearError
+from .backend import BackendChoice
 from .tensor import SparseTensor
 
 BACKENDS = ("auto", "sdpa", "flash", "xformers")
-_state = threading.local()
-_global_backend: str = os.environ.get("NEAR_ATTN_BACKEND", "auto")
+_choice = BackendChoice("attention backend", BACKENDS, "NEAR_ATTN_BACKEND")
 _modules: dict[str, Any] = {}
 
 # Largest attention-score block (elements) materialized at once by the sdpa path.
 SDPA_BLOCK_ELEMENTS = 1 << 25
 
 
-def _check_backend(name: str) -> str:
-    if name not in BACKENDS:
-        raise NearError(f"Unknown attention backend {name!r}; choose one of {BACKENDS}.")
-    return name
-
-
-def set_attention_backend(name: str) -> None:
-    """Set the process-wide default attention backend."""
-    global _global_backend
-    _global_backend = _check_backend(name)
-
-
-def get_attention_backend() -> str:
-    """The requested backend for this thread (context manager first, then global)."""
-    return getattr(_state, "backend", None) or _global_backend
-
-
-@contextlib.contextmanager
-def attention_backend(name: str) -> Iterator[None]:
-    """Use attention backend ``name`` inside the ``with`` block (this thread only)."""
-    prev = getattr(_state, "backend", None)
-    _state.backend = _check_backend(name)
-    try:
-        yield
-    finally:
-        _state.backend = prev
+set_attention_backend = _choice.set  # process-wide default
+get_attention_backend = _choice.get  # this thread's request (context manager first, then global)
+attention_backend = _choice.use  # ``with attention_backend(name):`` (this thread only)
 
 
 def _import(name: str) -> Any:
@@ -81,7 +55,7 @@ def _import(name: str) -> Any:
 
 def resolve_attention_backend(device: torch.device, dtype: torch.dtype, requested: str | None = None) -> str:
     """The backend that will run for tensors on ``device`` with ``dtype``."""
-    name = _check_backend(requested or get_attention_backend())
+    name = _choice.check(requested or get_attention_backend())
     if name == "sdpa":
         return name
     if name == "auto":

@@ -28,8 +28,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
-import os
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -37,11 +35,11 @@ import torch
 from torch import nn
 
 from .. import NearError
+from .backend import BackendChoice
 from .tensor import SparseTensor
 
 BACKENDS = ("auto", "spconv", "torch")
-_state = threading.local()
-_global_backend: str = os.environ.get("NEAR_CONV_BACKEND", "auto")
+_choice = BackendChoice("sparse conv backend", BACKENDS, "NEAR_CONV_BACKEND")
 _spconv: Any = None  # the spconv.pytorch module once loaded, False if unavailable
 _spconv_error: str = ""
 _spconv_helpers: dict[tuple[int, int], Any] = {}
@@ -51,32 +49,9 @@ KERNEL_OFFSETS: tuple[tuple[int, int, int], ...] = tuple(itertools.product((-1, 
 CENTER = 13
 
 
-def _check_backend(name: str) -> str:
-    if name not in BACKENDS:
-        raise NearError(f"Unknown sparse conv backend {name!r}; choose one of {BACKENDS}.")
-    return name
-
-
-def set_conv_backend(name: str) -> None:
-    """Set the process-wide default backend: "auto", "spconv" or "torch"."""
-    global _global_backend
-    _global_backend = _check_backend(name)
-
-
-def get_conv_backend() -> str:
-    """The backend requested for the current thread (context manager first, then global)."""
-    return getattr(_state, "backend", None) or _global_backend
-
-
-@contextlib.contextmanager
-def conv_backend(name: str) -> Iterator[None]:
-    """Use backend ``name`` for sparse convs inside the ``with`` block (this thread only)."""
-    prev = getattr(_state, "backend", None)
-    _state.backend = _check_backend(name)
-    try:
-        yield
-    finally:
-        _state.backend = prev
+set_conv_backend = _choice.set  # process-wide default: "auto", "spconv" or "torch"
+get_conv_backend = _choice.get  # this thread's request (context manager first, then global)
+conv_backend = _choice.use  # ``with conv_backend(name):`` (this thread only)
 
 
 def _load_spconv() -> Any:
@@ -112,7 +87,7 @@ def _spconv_supports(x: SparseTensor, weight: torch.Tensor) -> bool:
 
 def resolve_backend(x: SparseTensor, weight: torch.Tensor, requested: str | None = None) -> str:
     """The backend that will run for this input ("spconv" or "torch")."""
-    name = _check_backend(requested or get_conv_backend())
+    name = _choice.check(requested or get_conv_backend())
     if name == "torch":
         return "torch"
     ok = _load_spconv() is not None and _spconv_supports(x, weight)
@@ -301,7 +276,7 @@ class SubMConv3d(nn.Module):
             raise NearError(f"Only 3x3x3 submanifold convs are implemented (got kernel_size={kernel_size}).")
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.backend = _check_backend(backend) if backend else None
+        self.backend = _choice.check(backend) if backend else None
         self.weight = nn.Parameter(torch.empty(out_channels, 3, 3, 3, in_channels))
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
         self.reset_parameters()
