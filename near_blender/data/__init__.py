@@ -1,4 +1,4 @@
-"""Training data for NeAR, bpy-free (see ../shared/design/architecture.md).
+"""Training data for NeAR, bpy-free (see docs/architecture.md).
 
 ``config`` (options and presets of ``near datagen``), ``sources`` and ``procedural`` (what to
 render, stable asset ids), ``sampling`` (seeded cameras and lights, the per-asset render plan),

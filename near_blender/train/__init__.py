@@ -1,1 +1,1 @@
-"""train package (see ../shared/design/architecture.md)."""
+"""Training of both stages, the default model's recipe (see docs/architecture.md)."""

@@ -28,6 +28,7 @@ def peak_gb() -> float:
 def main() -> int:
     p = bench_parser()
     p.add_argument("--size", type=int, default=8000)
+    p.add_argument("--combined-only", action="store_true", help="View Layer > NeAR Passes all off")
     args, addon = start_script(p)
     import bpy
 
@@ -38,6 +39,10 @@ def main() -> int:
     scene, objs, _, _, coords, _ = demo.bench_scene(
         args.model, args.hdri, "near-bench-bigframe-", near_only=True
     )
+    if args.combined_only:
+        settings = scene.view_layers[0].near_passes
+        for name in ("depth", "alpha", "base_color", "roughness", "metallic", "shadow", "normal"):
+            setattr(settings, f"use_{name}", False)
 
     def f12(size: int) -> float:
         demo.camera_object(scene, orbit_camera(30.0, 15.0, 2.2, 40.0, size, size))
