@@ -27,41 +27,23 @@ import math
 import numpy as np
 
 from ..render.envmap import Environment, equirect_directions, pixel_solid_angles, sample_equirect
+from ..render.irradiance import block_average, diffuse_irradiance
 
 LUMA = np.array([0.2126, 0.7152, 0.0722], dtype=np.float64)  # Rec.709
 _MAP_HEIGHT = 32  # irradiance map resolution (irradiance is very smooth)
 _SOURCE_HEIGHT = 64  # environment is area-averaged to this height before integration
 
 
-def downsample_equirect(radiance: np.ndarray, height: int) -> np.ndarray:
-    """Solid-angle weighted area average of an equirect map to ``height`` x ``2 height``."""
-    H, W = radiance.shape[:2]
-    if H <= height:
-        return np.asarray(radiance, dtype=np.float64)
-    w = np.broadcast_to(pixel_solid_angles(H, W), (H, W))
-    rows = (np.arange(H) * height) // H
-    cols = (np.arange(W) * (2 * height)) // W
-    cell = (rows[:, None] * (2 * height) + cols[None, :]).ravel()
-    n = height * 2 * height
-    wsum = np.bincount(cell, weights=w.ravel(), minlength=n)
-    out = np.stack(
-        [np.bincount(cell, weights=(radiance[..., c] * w).ravel(), minlength=n) for c in range(3)], axis=-1
-    )
-    return (out / wsum[:, None]).reshape(height, 2 * height, 3)
-
-
 def irradiance_map(radiance: np.ndarray, height: int = _MAP_HEIGHT) -> np.ndarray:
     """Unoccluded irradiance ``E(n)`` [height, 2 height, 3] for normals at the pixel centres of an
-    equirect grid (same layout as the environment: texture space, no rotation)."""
-    src = downsample_equirect(np.asarray(radiance, dtype=np.float64), _SOURCE_HEIGHT)
+    equirect grid (same layout as the environment: texture space, no rotation), integrated over the
+    map's ``block_average(..., 64, uneven="floor")`` cells (:mod:`near_blender.render.irradiance`)."""
+    src, _ = block_average(radiance, _SOURCE_HEIGHT, uneven="floor")
     h, w = src.shape[:2]
     dirs = equirect_directions(h, w).reshape(-1, 3)
-    weighted = (src * pixel_solid_angles(h, w)[..., None]).reshape(-1, 3)  # L dw
+    weighted = (src * pixel_solid_angles(h, w)[..., None]).reshape(-1, 3)  # mean L x nominal texel sr
     normals = equirect_directions(height, 2 * height).reshape(-1, 3)
-    out = np.empty((len(normals), 3))
-    for s in range(0, len(normals), 256):  # chunks keep the cosine matrix small
-        out[s : s + 256] = np.maximum(normals[s : s + 256] @ dirs.T, 0.0) @ weighted
-    return out.reshape(height, 2 * height, 3)
+    return diffuse_irradiance(normals, dirs, weighted, chunk=256).reshape(height, 2 * height, 3)
 
 
 def irradiance_at(env: Environment, normals: np.ndarray, emap: np.ndarray | None = None) -> np.ndarray:

@@ -20,7 +20,7 @@ _LAZY = {
     "EnvConditioning": "conditioning",
     "ConditioningMaps": "conditioning",
     "environment_conditioning": "conditioning",
-    "downsample_equirect": "conditioning",
+    "downsample_equirect": "irradiance",
 }
 
 __all__ = sorted(_LAZY)

@@ -1,7 +1,7 @@
 """Lighting conditioning (NeAR paper 3.5.2): an HDR environment + a target camera -> three maps.
 
 For an equirect map ``E`` (Blender's layout, :mod:`near_blender.render.envmap`) resampled to
-``height x width`` with :func:`downsample_equirect`:
+``height x width`` with :func:`.irradiance.downsample_equirect`:
 
 * ``ldr``  = sRGB(Reinhard(E)) * 2 - 1, in [-1, 1] (per channel ``E / (1 + E)``, then the
   IEC 61966-2-1 sRGB encoding), as the published lighting tokenizer does;
@@ -28,55 +28,14 @@ import numpy as np
 
 from .. import NearError
 from .color import linear_to_srgb
-from .envmap import Environment, equirect_directions, sanitize_radiance, validate_radiance
+from .envmap import Environment, equirect_directions, sanitize_radiance
 from .envmap import rotation_z as _rot_z
+from .irradiance import diffuse_irradiance as diffuse_irradiance  # the prior's kernel, re-exported
+from .irradiance import downsample_equirect
+from .irradiance import total_radiance as total_radiance  # re-exported
 
 HALF_MAX = 65504.0
 FIXED_LOG_NORM = math.log1p(HALF_MAX)
-
-
-# ---------------------------------------------------------------------------------------------
-# Area-preserving resampling
-# ---------------------------------------------------------------------------------------------
-
-
-def _overlap_matrix(src_edges: np.ndarray, dst_edges: np.ndarray) -> np.ndarray:
-    """[n_dst, n_src] fraction of each destination cell covered by each source cell, for
-    increasing cell edges in any 1D measure (rows sum to 1)."""
-    lo = np.maximum(dst_edges[:-1, None], src_edges[None, :-1])
-    hi = np.minimum(dst_edges[1:, None], src_edges[None, 1:])
-    overlap = np.clip(hi - lo, 0.0, None)
-    return overlap / (dst_edges[1:] - dst_edges[:-1])[:, None]
-
-
-def downsample_equirect(image: Any, height: int, width: int | None = None) -> np.ndarray:
-    """Resample an equirect map to ``height x width`` (default ``2 * height``), area-preserving.
-
-    Every output pixel is the solid-angle weighted mean of the input over its footprint (box
-    filter in longitude, in ``cos(theta)`` over latitude), so the total radiance
-    ``sum(E * solid_angle)`` is preserved exactly and a one-texel sun is spread, never dropped.
-    Works for any sizes (also upsampling). ``image`` is validated (NaN/Inf/negative -> NearError).
-    """
-    arr = validate_radiance(image, "environment map").astype(np.float64)
-    H, W = arr.shape[:2]
-    width = 2 * height if width is None else width
-    if height < 1 or width < 1:
-        raise NearError(f"Conditioning resolution must be positive, got {width}x{height}.")
-    # latitude bands in mu = cos(theta) (decreasing from the top): use -cos to get increasing edges
-    mu_src = -np.cos(np.linspace(0.0, math.pi, H + 1))
-    mu_dst = -np.cos(np.linspace(0.0, math.pi, height + 1))
-    Ay = _overlap_matrix(mu_src, mu_dst)  # [height, H]
-    Ax = _overlap_matrix(np.linspace(0.0, 1.0, W + 1), np.linspace(0.0, 1.0, width + 1))  # [width, W]
-    out = np.einsum("hH,HWc,wW->hwc", Ay, arr, Ax, optimize=True)
-    return out.astype(np.float32)
-
-
-def total_radiance(image: np.ndarray) -> np.ndarray:
-    """``sum(E * solid_angle)`` per channel [3] of an equirect map (W sr-weighted)."""
-    H, W = image.shape[:2]
-    edges = np.cos(np.linspace(0.0, math.pi, H + 1))
-    omega = (edges[:-1] - edges[1:]) * (2.0 * math.pi / W)
-    return (np.asarray(image, np.float64) * omega[:, None, None]).sum(axis=(0, 1))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,8 +185,8 @@ def radiance_basis(env_input: Any, height: int = IRRADIANCE_HEIGHT) -> tuple[Any
     ``L * solid angle`` of each texel of the equirect grid, summed over ``f x f`` blocks down to
     ``height`` rows (total power kept exactly), ``dirs`` the unit mean direction of each block,
     ``omega [1, K]`` the solid angle of each block (sr, summing to 4 pi).
-    Then ``E(n) = sum_k power_k max(0, n . dirs_k)`` (:func:`diffuse_irradiance`), the integral of
-    :mod:`near_blender.eval.irradiance` and of the dataset's shadow pass.
+    Then ``E(n) = sum_k power_k max(0, n . dirs_k)`` (:func:`.irradiance.diffuse_irradiance`), the
+    integral of the baseline and of the dataset's shadow pass (:mod:`near_blender.render.irradiance`).
     """
     import torch
 
@@ -251,12 +210,6 @@ def radiance_basis(env_input: Any, height: int = IRRADIANCE_HEIGHT) -> tuple[Any
         dirs = dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         omega = omega.reshape(h, f, w, f).sum(dim=(1, 3))
     return dirs.reshape(B, -1, 3), power.reshape(B, -1, 3), omega.reshape(1, -1)
-
-
-def diffuse_irradiance(normals: Any, dirs: Any, power: Any) -> Any:
-    """``E(n) = sum_k power_k max(0, n . dirs_k)`` ``[M, 3]`` for unit ``normals [M, 3]`` and one
-    item's ``dirs, power [K, 3]`` from :func:`radiance_basis` (same frame); differentiable."""
-    return (normals @ dirs.T).clamp_min(0.0) @ power
 
 
 # Glossy reflection from the same basis (the decoder's "pbr" shading prior)

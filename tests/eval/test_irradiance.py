@@ -7,9 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from near_blender.eval.irradiance import Irradiance, downsample_equirect, lambertian
+from near_blender.eval.irradiance import Irradiance, lambertian
 from near_blender.eval.lights import lights_environment
 from near_blender.render.envmap import Environment, equirect_directions, pixel_solid_angles
+from near_blender.render.irradiance import block_average
 
 
 def _unit(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -33,7 +34,7 @@ def test_downsampling_keeps_the_radiant_power():
     img = np.random.default_rng(1).gamma(0.3, 2.0, size=(64, 128, 3))
     total = (img * pixel_solid_angles(64, 128)[..., None]).sum(axis=(0, 1))
     for h in (32, 8, 5):
-        rad, omega = downsample_equirect(img, h)
+        rad, omega = block_average(img, h)
         assert rad.shape[0] in (32, 8, 4) and rad.shape[1] == 2 * rad.shape[0]
         np.testing.assert_allclose((rad * omega[..., None]).sum(axis=(0, 1)), total, rtol=1e-10)
         assert abs(omega.sum() - 4 * math.pi) < 1e-9
