@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import-image": ("import_image", "turn an image + geometry prior into an LH-SLAT (.npz)"),
     "fit-camera": ("fit_camera", "fit the camera that took a photo to the geometry prior (silhouette IoU)"),
     "camera-from-blend": ("camera_from_blend", "write the camera a .blend renders (F12) as a camera JSON"),
+    "export-ply": ("export_ply", "an LH-SLAT asset's relit 3D Gaussians as a 3D Gaussian Splatting .ply"),
     "bench": ("bench", "run benchmarks and write their results files"),
     "demo": ("demo", "build the demo scene and render it with NeAR and EEVEE (make demo)"),
     "info": ("info", "print versions, devices and optional backends"),

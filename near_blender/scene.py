@@ -194,7 +194,7 @@ class SceneRenderer:
                 "render_sizes: the cameras must share one pose (viewmat); only K and size may differ."
             )
         rep = as_reporter(progress, cancel)
-        g = self._placed_gaussians(assets, pose, env, precision, rep) if assets else None
+        g = self.gaussians(assets, pose, env, precision, rep) if assets else None
         results = []
         for i, camera in enumerate(cameras):
             rep.update(
@@ -211,11 +211,24 @@ class SceneRenderer:
         rep.update(1.0, "done")
         return results
 
-    def _placed_gaussians(
-        self, assets: Sequence[PlacedAsset], viewmat: np.ndarray, env: Environment, precision: str, rep: Any
+    @torch.no_grad()
+    def gaussians(
+        self,
+        assets: Sequence[PlacedAsset],
+        viewmat: np.ndarray,
+        env: Environment,
+        precision: str = "fp32",
+        progress: Progress | None = None,
+        cancel: CancelCheck | None = None,
     ) -> Any:
-        """Every asset's Gaussians (with radiance) seen from ``viewmat``, moved to the world, as one set."""
+        """Every asset's Gaussians under ``env`` seen from ``viewmat`` (OpenCV world-to-camera
+        [4, 4]), moved to the world, as one :class:`~near_blender.models.gaussian_head.RelightableGaussians`
+        (float32, ``radiance`` [M, 3] evaluated: scene-linear HDR for this view; ``batch`` all 0).
+        What :meth:`render_sizes` rasterizes and what the exporters (:mod:`near_blender.export`)
+        write; before drawing, ``self.model.drawn(g, viewmat, K)`` applies a camera's opacity cut
+        and scale floor."""
         device, model = self.pipe.device, self.model
+        rep = as_reporter(progress, cancel)
         lighting = self._lighting_cache(env, viewmat, precision)
         parts = []
         for i, a in enumerate(assets):

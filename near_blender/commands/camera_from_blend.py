@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import NearError
+from ..utils.atomic import check_writable_file
 from ..utils.blender_job import (
     blender_command,
     blender_failure,
@@ -59,18 +60,6 @@ def output_path(blend: Path, out: str | None) -> Path:
     path = Path(out).expanduser().resolve() if out else blend.with_name(f"{blend.stem}.camera.json")
     check_writable_file(path, "--out")
     return path
-
-
-def check_writable_file(path: Path, flag: str) -> None:
-    """Raise :class:`NearError` unless ``path`` can be written atomically (its folder, created when
-    missing, takes new files; ``path`` itself is not a folder). ``flag`` names the option to change."""
-    from ..utils.atomic import folder_write_problem
-
-    if path.is_dir():
-        raise NearError(f"{flag} {path} is a folder; give a file name, e.g. {path / 'camera.json'}.")
-    problem = folder_write_problem(path.parent)
-    if problem:
-        raise NearError(f"Cannot write {path}: {path.parent}: {problem}. Choose another place with {flag}.")
 
 
 def run(args: argparse.Namespace) -> int:

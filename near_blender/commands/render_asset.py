@@ -141,7 +141,7 @@ def device_name(choice: str | None) -> str:
 def check_args(args: argparse.Namespace, asset_path: Path) -> AssetJob:
     """Read and check every input and the output folder (nothing is written, no model loaded)."""
     from ..render.camera import read_camera_json
-    from .camera_from_blend import check_writable_file
+    from ..utils.atomic import check_writable_file
 
     blend_only = [f"--{o}" for o in ("frames", "engine", "resolution", "blender") if getattr(args, o, None)]
     blend_only += ["--overwrite"] if getattr(args, "overwrite", False) else []

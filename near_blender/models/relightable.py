@@ -48,7 +48,7 @@ world-space normal renormalized to unit length, 0 where alpha is 0), ``base_colo
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -422,10 +422,9 @@ class RelightableDecoder(nn.Module):
         dtype = g.means.dtype
         viewmats, Ks = viewmats.to(dtype), Ks.to(dtype)
         near_plane, far_plane = clip if clip is not None else (self.near_plane, self.far_plane)
-        keep = g.opacities >= MIN_OPACITY
         outs: dict[str, list[Tensor]] = {}
         for b in range(B):
-            gb = g.select(keep & (g.batch == b))
+            gb = self.drawn(g.select(g.batch == b), viewmats[b], Ks[b], camera_model)
             common = dict(
                 viewmats=viewmats[b : b + 1], Ks=Ks[b : b + 1], width=width, height=height,
                 near_plane=near_plane, far_plane=far_plane, mode=mode or self.mode,
@@ -433,8 +432,6 @@ class RelightableDecoder(nn.Module):
             )  # fmt: skip
             maps: list[tuple[str, Tensor]] = []
             light_scales, scales = gb.light_scales, gb.scales
-            if gb.min_footprint is not None:  # min_scale_mode "footprint" (not published)
-                light_scales, scales = self._footprint_scales(gb, viewmats[b], Ks[b], camera_model)
             if "light" in passes:
                 radiance = gb.radiance
                 if radiance is None:
@@ -463,6 +460,20 @@ class RelightableDecoder(nn.Module):
             for key, val in maps:
                 outs.setdefault(key, []).append(val)
         return {k: torch.cat(v, dim=0) for k, v in outs.items()}
+
+    def drawn(
+        self, g: RelightableGaussians, viewmat: Tensor, K: Tensor, camera_model: str = "pinhole"
+    ) -> RelightableGaussians:
+        """The Gaussians ``g`` (of one item) as the rasterizer draws them through one camera
+        (``viewmat [4, 4]`` world-to-camera, OpenCV; ``K [3, 3]`` pixels): those with an opacity of at
+        least ``MIN_OPACITY``, both scale sets floored for this camera when the model has a footprint
+        floor (``min_footprint`` is then None). What :meth:`render_gaussians` rasterizes and what the
+        exporters (:mod:`near_blender.export`) write."""
+        gb = g.select(g.opacities >= MIN_OPACITY)
+        if gb.min_footprint is None:
+            return gb
+        light_scales, scales = self._footprint_scales(gb, viewmat, K, camera_model)  # (not published)
+        return replace(gb, light_scales=light_scales, scales=scales, min_footprint=None)
 
     def _footprint_scales(
         self, g: RelightableGaussians, viewmat: Tensor, K: Tensor, camera_model: str

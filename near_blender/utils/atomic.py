@@ -77,6 +77,20 @@ def folder_write_problem(folder: str | os.PathLike[str]) -> str | None:
     return None
 
 
+def check_writable_file(path: str | os.PathLike[str], flag: str) -> None:
+    """Raise :class:`~near_blender.NearError` unless ``path`` can be written atomically (its folder,
+    created when missing, takes new files; ``path`` itself is not a folder). ``flag`` names the
+    option or field to change in the message."""
+    from .. import NearError
+
+    path = Path(path)
+    if path.is_dir():
+        raise NearError(f"{flag} {path} is a folder; give a file name.")
+    problem = folder_write_problem(path.parent)
+    if problem:
+        raise NearError(f"Cannot write {path}: {path.parent}: {problem}. Choose another place with {flag}.")
+
+
 def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
     """Delete temporaries left by a killed writer in ``folder`` (recursively); return them."""
     removed = []
