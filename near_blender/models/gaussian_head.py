@@ -250,15 +250,7 @@ def hammersley_offsets(num_gaussians: int, voxel_size: float) -> Tensor:
 
     ``h_i = (i / K, radical_inverse_2(i), radical_inverse_3(i))`` (3D Hammersley points).
     """
-
-    def radical_inverse(base: int, n: int) -> float:
-        val, inv = 0.0, 1.0 / base
-        f = inv
-        while n > 0:
-            val += (n % base) * f
-            n //= base
-            f *= inv
-        return val
+    from ..data.sampling import radical_inverse
 
     pts = [[i / num_gaussians, radical_inverse(2, i), radical_inverse(3, i)] for i in range(num_gaussians)]
     h = torch.tensor(pts, dtype=torch.float64) * 2.0 - 1.0
