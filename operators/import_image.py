@@ -12,8 +12,6 @@ meshes, so moving, rotating or scaling it moves the Gaussians.
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +29,7 @@ from near_blender.utils.progress import Cancelled
 
 from ..engine import scene_bridge
 from .datagen.assets import GEOMETRY_TYPES, evaluated_triangles
+from .worker_modal import WorkerModal
 
 IMAGE_EXTENSIONS = ".png;.jpg;.jpeg;.exr;.hdr;.tif;.tiff;.webp;.bmp"
 
@@ -264,7 +263,7 @@ def create_asset_object(
 # ---------------------------------------------------------------------------------------------
 
 
-class NEAR_OT_import_image(bpy.types.Operator, ImportHelper):
+class NEAR_OT_import_image(bpy.types.Operator, ImportHelper, WorkerModal):
     """Turn an image (background removed) and the selected meshes into a relightable NeAR asset"""
 
     bl_idname = "near.import_image"
@@ -282,8 +281,7 @@ class NEAR_OT_import_image(bpy.types.Operator, ImportHelper):
         "(fit it with Object > NeAR > Fit Camera to Image)",
     )  # fmt: skip
 
-    _timer = None
-    _thread: threading.Thread | None = None
+    work_label = "NeAR import"
 
     def _prepare(self, context: Any) -> ImportJob:
         """Everything read from Blender (main thread): the image first (a bad file fails fast), the
@@ -321,96 +319,15 @@ class NEAR_OT_import_image(bpy.types.Operator, ImportHelper):
         except NearError as e:
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
-        if bpy.app.background or context.window_manager.windows[:] == []:
-            return self._run_blocking(context, job)
-        return self._start_modal(context, job)
+        return self.run_job(context, job, import_on_worker)  # worker thread in the UI, Esc cancels
 
-    # -- blocking path (background mode, scripts) -----------------------------------------------
-    def _run_blocking(self, context: Any, job: ImportJob) -> set[str]:
-        def progress(f: float, msg: str) -> None:
-            print(f"NeAR import: {f * 100:5.1f}% {msg}", flush=True)
-
-        try:
-            result = import_on_worker(job, progress, cancel=_blocking_cancel)
-        except Cancelled:
-            self.report({"WARNING"}, "Import cancelled; nothing was written.")
-            return {"CANCELLED"}
-        except NearError as e:
-            self.report({"ERROR"}, str(e))
-            return {"CANCELLED"}
+    def finish(self, context: Any, result: ImportResult) -> None:
         self._finish(context, result)
-        return {"FINISHED"}
-
-    # -- modal path (UI): stage 1 on a worker thread ---------------------------------------------
-    def _start_modal(self, context: Any, job: ImportJob) -> set[str]:
-        self._events: queue.Queue = queue.Queue()
-        self._cancel = threading.Event()
-
-        def work() -> None:  # reads nothing of the operator or of Blender: all of it is in ``job``
-            try:
-                result = import_on_worker(
-                    job, lambda f, m: self._events.put(("progress", f, m)), self._cancel.is_set
-                )
-                self._events.put(("done", result, None))
-            except Cancelled:
-                self._events.put(("cancelled", None, None))
-            except Exception as e:  # noqa: BLE001 - reported on the main thread
-                self._events.put(("error", e, None))
-
-        self._thread = threading.Thread(target=work, name="near-import", daemon=True)
-        self._thread.start()
-        wm = context.window_manager
-        self._timer = wm.event_timer_add(0.1, window=context.window)
-        wm.progress_begin(0, 100)
-        wm.modal_handler_add(self)
-        return {"RUNNING_MODAL"}
-
-    def modal(self, context: Any, event: Any) -> set[str]:
-        wm = context.window_manager
-        if event.type == "ESC":
-            self._cancel.set()
-        if event.type != "TIMER":
-            return {"PASS_THROUGH"}
-        while True:
-            try:
-                kind, a, b = self._events.get_nowait()
-            except queue.Empty:
-                return {"RUNNING_MODAL"}
-            if kind == "progress":
-                wm.progress_update(int(a * 100))
-                context.workspace.status_text_set(f"NeAR import: {b} ({a * 100:.0f}%) - Esc to cancel")
-                continue
-            self._cleanup(context)
-            if kind == "done":
-                self._finish(context, a)
-                return {"FINISHED"}
-            if kind == "cancelled":
-                self.report({"WARNING"}, "Import cancelled; nothing was written.")
-                return {"CANCELLED"}
-            msg = str(a) if isinstance(a, NearError) else f"Stage 1 failed: {type(a).__name__}: {a}"
-            self.report({"ERROR"}, msg)
-            return {"CANCELLED"}
-
-    def _cleanup(self, context: Any) -> None:
-        wm = context.window_manager
-        if self._timer is not None:
-            wm.event_timer_remove(self._timer)
-            self._timer = None
-        wm.progress_end()
-        context.workspace.status_text_set(None)
-
-
-_cancel_hook: Callable[[], bool] | None = None
 
 
 def set_cancel_hook(fn: Callable[[], bool] | None) -> None:
     """Install a cancel check for the blocking path (scripts and tests simulate Esc with it)."""
-    global _cancel_hook
-    _cancel_hook = fn
-
-
-def _blocking_cancel() -> bool:
-    return _cancel_hook() if _cancel_hook is not None else False
+    NEAR_OT_import_image._blocking_cancel = fn
 
 
 def menu_import(self: Any, context: Any) -> None:
