@@ -2,8 +2,8 @@
 
 Steps: stage the files listed in ``blender_manifest.toml`` [build] paths into ``build/extension``,
 build the ``near_blender`` wheel (and, with ``--wheels runtime``, download the pinned runtime wheels
-it needs inside Blender: torch, safetensors, huggingface_hub, OpenEXR, simple-ocio, ... but never
-numpy, which Blender ships), add them to the staged manifest, ``validate`` it, ``build`` the zip and
+it needs inside Blender: torch, safetensors, huggingface_hub, OpenEXR, ... but never numpy or
+OpenColorIO, which Blender ships), add them to the staged manifest, ``validate`` it, ``build`` the zip and
 validate the zip.
 
 Usage: ``python tools/build_extension.py --out dist [--wheels none|runtime]`` (``make extension``).
@@ -21,9 +21,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 # Wheels the add-on needs at run time inside Blender (numpy comes with Blender; training-only
-# packages such as peft/spconv/gsplat are optional and not bundled).
-RUNTIME_REQUIREMENTS = ["torch", "safetensors", "huggingface_hub", "OpenEXR", "simple-ocio", "tqdm", "PyYAML"]
-NEVER_BUNDLE = ("numpy-",)
+# packages such as peft/spconv/gsplat are optional and not bundled; simple-ocio / OpenColorIO only
+# tone-map the CLI's PNGs -- inside Blender, Blender's own view transform does -- and Blender ships
+# OpenColorIO's Python module itself, `bpy.utils.expose_bundled_modules()`).
+RUNTIME_REQUIREMENTS = ["torch", "safetensors", "huggingface_hub", "OpenEXR", "tqdm", "PyYAML", "plyfile"]
+NEVER_BUNDLE = ("numpy-", "opencolorio-")
 # Blender's platform names -> the wheel platform tags pip may pick for them (Blender 5.0: CPython 3.11).
 PLATFORM_TAGS: dict[str, list[str]] = {
     "linux-x64": ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
