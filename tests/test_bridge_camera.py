@@ -14,7 +14,7 @@ from tests.bpy_session import bpy, empty_scene, import_addon
 pytestmark = pytest.mark.bpy
 
 from bpy_extras.object_utils import world_to_camera_view  # noqa: E402
-from mathutils import Euler, Matrix, Vector  # noqa: E402
+from mathutils import Euler, Vector  # noqa: E402
 
 bridge = import_addon().engine.scene_bridge
 
@@ -158,4 +158,3 @@ def test_viewport_matrices_of_a_camera_view():
     vp = bridge.viewport_camera(Region(), RegionData())
     pts = _points_in_view(obj, np.random.default_rng(1))
     np.testing.assert_allclose(vp.project(pts)[0], cam.project(pts)[0], atol=1e-2)
-    assert isinstance(Matrix(), Matrix)
