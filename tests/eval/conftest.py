@@ -1,43 +1,10 @@
-"""A tiny Cycles dataset (2 procedural assets, 24 px) and a tiny random pipeline, shared per session."""
+"""A tiny random pipeline for the evaluation tests (the tiny dataset is in tests/conftest.py)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
-# a purely diffuse sphere (Lambertian baselines must match Cycles on it) and a glossy torus
-SPHERE = "proc:sphere,roughness=1,metallic=0,specular=0,base_color=0.7/0.3/0.2"
-TORUS = "proc:torus,roughness=0.3,metallic=0,base_color=0.2/0.5/0.8"
-TINY = ["--assets", SPHERE, TORUS, "--engine", "cycles", "--resolution", "24", "--samples", "32", "--no-denoise",
-        "--homog-views", "2", "--shaded-views", "1", "--cond-views", "0", "--input-views", "2",
-        "--relit-views", "1", "--relit-lights", "1", "--holdout-envmaps", "courtyard", "--threads", "1"]  # fmt: skip
-
-
-@pytest.fixture(scope="session")
-def tiny_dataset(tmp_path_factory) -> Path:
-    pytest.importorskip("bpy")
-    out = tmp_path_factory.mktemp("eval-data")
-    cmd = [
-        sys.executable,
-        "-m",
-        "near_blender.cli",
-        "datagen",
-        "--out",
-        str(out),
-        *TINY,
-        "--progress",
-        "none",
-    ]
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr + r.stdout
-    assert "2 done, 0 failed" in r.stdout
-    return out
 
 
 @pytest.fixture(scope="session")
