@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fit-camera": ("fit_camera", "fit the camera that took a photo to the geometry prior (silhouette IoU)"),
     "camera-from-blend": ("camera_from_blend", "write the camera a .blend renders (F12) as a camera JSON"),
     "export-ply": ("export_ply", "an LH-SLAT asset's relit 3D Gaussians as a 3D Gaussian Splatting .ply"),
+    "bake": ("bake", "bake an LH-SLAT asset's base colour, roughness and metallic onto its mesh (.glb)"),
     "bench": ("bench", "run benchmarks and write their results files"),
     "demo": ("demo", "build the demo scene and render it with NeAR and EEVEE (make demo)"),
     "info": ("info", "print versions, devices and optional backends"),

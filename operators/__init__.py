@@ -1,16 +1,16 @@
 """Operators: fit the camera to a photo, import an image as a NeAR asset, pack/unpack its LH-SLAT,
-export it (3D Gaussians), generate training data."""
+export it (3D Gaussians) or bake its PBR textures onto a mesh, generate training data."""
 
 from __future__ import annotations
 
 import bpy
 
-from . import export_ply, fit_camera, import_image, lhslat
+from . import bake_pbr, export_ply, fit_camera, import_image, lhslat
 from .generate_data import NEAR_OT_generate_training_data, menu_func
 
 classes: tuple[type, ...] = (
     NEAR_OT_generate_training_data, *import_image.classes, *fit_camera.classes, *lhslat.classes,
-    *export_ply.classes,
+    *export_ply.classes, *bake_pbr.classes,
 )  # fmt: skip
 MENUS = (
     (bpy.types.TOPBAR_MT_render, menu_func),

@@ -9,6 +9,8 @@ Worker: the decode and the SH fit (torch) under the render caches' lock, then th
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,17 +43,16 @@ class ExportJob:
     pbr: bool
 
 
-def active_asset(context: Any) -> SceneAsset:
-    """The active object as a :class:`SceneAsset` (its evaluated world matrix); a clear error when
-    it is no NeAR asset or its LH-SLAT is missing."""
+def asset_of(context: Any, obj: Any) -> SceneAsset:
+    """``obj`` as a :class:`SceneAsset` (its evaluated world matrix); a clear error when it is no
+    NeAR asset or its LH-SLAT is missing."""
     import numpy as np
 
-    obj = context.active_object
     if obj is None or not obj.near_asset.is_asset:
         what = (
             "No object is active" if obj is None else f"{obj.name!r} is not a NeAR asset (it has no LH-SLAT)"
         )
-        raise NearError(f"{what}. Select the NeAR asset to export (an object made by Image as NeAR Asset).")
+        raise NearError(f"{what}. Select a NeAR asset (an object made by Image as NeAR Asset).")
     path, packed = sidecar_abspath(obj), packed_bytes(obj)
     if packed is None and not path.is_file():
         raise NearError(
@@ -62,23 +63,52 @@ def active_asset(context: Any) -> SceneAsset:
     return SceneAsset(obj.name, path, M, packed)
 
 
-def export_on_worker(job: ExportJob, progress: Any, cancel: Any) -> tuple[Path, int]:
-    """Decode, fit and write (reads nothing of Blender): ``(path, number of Gaussians)``."""
-    from near_blender.export.ply import write_splat_ply
-    from near_blender.export.splats import asset_splats
+def view_and_world(context: Any, asset: SceneAsset) -> tuple[Camera, Environment, Any, str]:
+    """``(camera, environment, model spec, precision)`` the asset's Gaussians are decoded with: the
+    scene camera (a front view of the asset without one), the World as F12 reads it (baked by Cycles
+    when NeAR cannot read it exactly), the model and precision of the preferences."""
+    from near_blender.export.splats import default_camera
+
+    from ..engine.model_manager import model_spec
+    from ..engine.session import RenderOptions, RenderSession
+    from ..engine.world_bake import world_baker
+
+    scene = context.scene
+    if scene.world is None:
+        raise NearError("The scene has no World: give it one (an HDRI) to light the asset.")
+    env = world_baker().environment(scene.world, scene.frame_current)
+    camera = (
+        scene_bridge.scene_camera(scene) if scene.camera is not None else default_camera(asset.matrix_world)
+    )
+    prefs = RenderSession.preferences()
+    return camera, env, model_spec(prefs), RenderOptions.from_scene(scene, prefs).precision
+
+
+@contextmanager
+def placed_asset(asset: SceneAsset, model: Any, progress: Any) -> Iterator[tuple[Any, Any]]:
+    """On a worker: ``(scene renderer, PlacedAsset)`` of the loaded model and the asset's LH-SLAT,
+    holding the render caches' lock (the model and its caches are F12's and the viewport's too)."""
     from near_blender.scene import PlacedAsset
 
     from ..engine.model_manager import get_pipeline
     from ..engine.session import render_caches
 
     caches = render_caches()
-    with caches.lock:  # the model and its caches are F12's and the viewport's too
+    with caches.lock:
         progress(0.0, "loading the model")
-        pipe = get_pipeline(job.model)
-        key, coords, feats = caches.sidecar(job.asset)
-        placed = PlacedAsset(key, coords, feats, job.asset.matrix_world)
-        cloud = asset_splats(caches.scene_renderer(pipe), placed, job.camera, job.env, job.sh_degree,
-                             job.colors, job.precision, progress, cancel)  # fmt: skip
+        pipe = get_pipeline(model)
+        key, coords, feats = caches.sidecar(asset)
+        yield caches.scene_renderer(pipe), PlacedAsset(key, coords, feats, asset.matrix_world)
+
+
+def export_on_worker(job: ExportJob, progress: Any, cancel: Any) -> tuple[Path, int]:
+    """Decode, fit and write (reads nothing of Blender): ``(path, number of Gaussians)``."""
+    from near_blender.export.ply import write_splat_ply
+    from near_blender.export.splats import asset_splats
+
+    with placed_asset(job.asset, job.model, progress) as (renderer, placed):
+        cloud = asset_splats(renderer, placed, job.camera, job.env, job.sh_degree, job.colors, job.precision,
+                             progress, cancel)  # fmt: skip
     write_splat_ply(job.path, cloud, pbr=job.pbr)
     return job.path, len(cloud)
 
@@ -112,28 +142,14 @@ class NEAR_OT_export_gaussians_ply(bpy.types.Operator, ExportHelper, WorkerModal
     )  # fmt: skip
 
     def execute(self, context: Any) -> set[str]:
-        from near_blender.export.splats import default_camera
         from near_blender.utils.atomic import check_writable_file
-
-        from ..engine.model_manager import model_spec
-        from ..engine.session import RenderOptions, RenderSession
-        from ..engine.world_bake import world_baker
 
         try:
             path = Path(bpy.path.abspath(self.filepath))
             check_writable_file(path, "Export path")
-            asset = active_asset(context)
-            scene = context.scene
-            if scene.world is None:
-                raise NearError("The scene has no World: give it one (an HDRI) to light the asset.")
-            env = world_baker().environment(scene.world, scene.frame_current)
-            if scene.camera is not None:
-                camera = scene_bridge.scene_camera(scene)
-            else:
-                camera = default_camera(asset.matrix_world)
-            prefs = RenderSession.preferences()
-            job = ExportJob(asset, camera, env, path, model_spec(prefs), RenderOptions.from_scene(scene, prefs).precision,
-                            self.sh_degree, self.colors, self.pbr)  # fmt: skip
+            asset = asset_of(context, context.active_object)
+            camera, env, model, precision = view_and_world(context, asset)
+            job = ExportJob(asset, camera, env, path, model, precision, self.sh_degree, self.colors, self.pbr)
         except NearError as e:
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}

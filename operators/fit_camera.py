@@ -118,7 +118,7 @@ class NEAR_OT_fit_camera(bpy.types.Operator, ImportHelper, WorkerModal):
 
 
 class NEAR_MT_object(bpy.types.Menu):
-    """Object > NeAR: the photo-to-asset tools."""
+    """Object > NeAR: the photo-to-asset tools (and baking an asset onto its mesh)."""
 
     bl_idname = "NEAR_MT_object"
     bl_label = "NeAR"
@@ -126,6 +126,7 @@ class NEAR_MT_object(bpy.types.Menu):
     def draw(self, context: Any) -> None:
         self.layout.operator(NEAR_OT_fit_camera.bl_idname, text="Fit Camera to Image...", icon="CAMERA_DATA")
         self.layout.operator("near.import_image", text="Image as NeAR Asset...", icon="IMAGE_DATA")
+        self.layout.operator("near.bake_pbr", text="Bake PBR to Mesh...", icon="TEXTURE")
 
 
 def menu_object(self: Any, context: Any) -> None:

@@ -35,6 +35,10 @@ class WorkerModal:
     def finish(self, context: Any, result: Any) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
 
+    def abort(self, context: Any) -> None:
+        """Called on the main thread instead of :meth:`finish` when the work was cancelled or failed:
+        undo what the operator prepared for ``finish`` (default: nothing)."""
+
     def run_job(self, context: Any, job: Any, work: Work) -> set[str]:
         if bpy.app.background or context.window_manager.windows[:] == []:
             return self._run_blocking(context, job, work)
@@ -49,9 +53,11 @@ class WorkerModal:
         try:
             result = work(job, progress, cancel)
         except Cancelled:
+            self.abort(context)
             self.report({"WARNING"}, f"{self.work_label} cancelled; nothing was changed.")
             return {"CANCELLED"}
         except NearError as e:
+            self.abort(context)
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
         self.finish(context, result)
@@ -98,6 +104,7 @@ class WorkerModal:
             if kind == "done":
                 self.finish(context, a)
                 return {"FINISHED"}
+            self.abort(context)
             if kind == "cancelled":
                 self.report({"WARNING"}, f"{self.work_label} cancelled; nothing was changed.")
                 return {"CANCELLED"}

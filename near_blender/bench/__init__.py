@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, str] = {
     "world": "world",
     "bigframe": "bigframe",
     "camera-fit": "camera_fit",
+    "bake": "bake",
     "decoder-gpu": "decoder_gpu",
 }
 # benchmarks that need a CUDA device: ``all`` skips them on a machine without one

@@ -160,6 +160,41 @@ def default_camera(matrix_world: np.ndarray, size: int = 512, fov_deg: float = 4
     return Camera(look_at(eye, t), K, size, size, near=0.01 * dist, far=10.0 * dist)
 
 
+def drawn_gaussians(
+    renderer: Any,
+    asset: Any,
+    camera: Camera,
+    env: Any,
+    precision: str = "fp32",
+    progress: Progress | None = None,
+) -> tuple[Any, np.ndarray]:
+    """``(drawn, keep)``: the Gaussians of ``asset`` (a :class:`~near_blender.scene.PlacedAsset`)
+    under ``env`` seen from ``camera``, as that camera draws them
+    (:class:`~near_blender.models.gaussian_head.RelightableGaussians` in the world, float32: opacity
+    cut and scale floors applied), and ``keep [M]``, which of the decoded Gaussians those are."""
+    import torch
+
+    from ..models.relightable import MIN_OPACITY
+
+    if len(asset.coords) == 0:
+        raise NearError("The LH-SLAT has no voxels (an empty asset); nothing to export.")
+    g = renderer.gaussians([asset], camera.viewmat, env, precision, progress)
+    keep = (g.opacities >= MIN_OPACITY).cpu().numpy()
+
+    def tensor(a: np.ndarray) -> Any:
+        return torch.as_tensor(np.asarray(a), dtype=torch.float32, device=renderer.pipe.device)
+
+    drawn = renderer.model.drawn(g, tensor(camera.viewmat), tensor(camera.K), camera.model)
+    if len(drawn) == 0:
+        raise NearError("The asset has no visible Gaussians from this view; nothing to export.")
+    return drawn, keep
+
+
+def as_numpy(t: Any) -> np.ndarray:
+    """A tensor as a float32 numpy array (on the CPU)."""
+    return t.detach().float().cpu().numpy().astype(np.float32)
+
+
 def asset_splats(
     renderer: Any,
     asset: Any,
@@ -174,47 +209,29 @@ def asset_splats(
     """The Gaussians of ``asset`` (a :class:`~near_blender.scene.PlacedAsset`) under ``env`` (an
     :class:`~near_blender.render.envmap.Environment`) seen from ``camera``, with a
     :class:`~near_blender.scene.SceneRenderer` ``renderer``. See the module docstring."""
-    import torch
-
-    from ..models.relightable import MIN_OPACITY
-
     if not 0 <= int(sh_degree) <= MAX_SH_DEGREE:
         raise NearError(f"SH degree must be 0..{MAX_SH_DEGREE}, got {sh_degree}.")
     if color_space not in COLOR_SPACES:
         raise NearError(f"Unknown colour space {color_space!r}; use one of {list(COLOR_SPACES)}.")
-    if len(asset.coords) == 0:
-        raise NearError("The LH-SLAT has no voxels (an empty asset); nothing to export.")
     rep = as_reporter(progress, cancel)
     n_fit = 2 * (sh_degree + 1) ** 2 - 1 if sh_degree > 0 else 0
     steps = n_fit + 2
-    device = renderer.pipe.device
-
-    def tensor(a: np.ndarray) -> Any:
-        return torch.as_tensor(np.asarray(a), dtype=torch.float32, device=device)
-
     rep.update(0.0, "decoding the Gaussians")
-    g = renderer.gaussians([asset], camera.viewmat, env, precision, rep.sub(0.0, 1.0 / steps))
-    keep = (g.opacities >= MIN_OPACITY).cpu().numpy()
-    d = renderer.model.drawn(g, tensor(camera.viewmat), tensor(camera.K), camera.model)
-    if len(d) == 0:
-        raise NearError("The asset has no visible Gaussians from this view; nothing to export.")
-
-    def numpy(t: Any) -> np.ndarray:
-        return t.detach().float().cpu().numpy().astype(np.float32)
-
+    d, keep = drawn_gaussians(renderer, asset, camera, env, precision, rep.sub(0.0, 1.0 / steps))
+    n = as_numpy
     cloud = SplatCloud(
-        means=numpy(d.means), normals=numpy(d.normals), quats=numpy(d.quats), scales=numpy(d.light_scales),
-        opacities=numpy(d.opacities), sh=np.zeros((len(d), 1, 3), np.float32), base_color=numpy(d.base_color),
-        roughness=numpy(d.roughness), metallic=numpy(d.metallic), color_space=color_space,
+        means=n(d.means), normals=n(d.normals), quats=n(d.quats), scales=n(d.light_scales),
+        opacities=n(d.opacities), sh=np.zeros((len(d), 1, 3), np.float32), base_color=n(d.base_color),
+        roughness=n(d.roughness), metallic=n(d.metallic), color_space=color_space,
     )  # fmt: skip
-    colors, dirs = [_colors(numpy(d.radiance), color_space)], [view_directions(cloud.means, camera)]
+    colors, dirs = [_colors(n(d.radiance), color_space)], [view_directions(cloud.means, camera)]
     if n_fit:
         centre = cloud.means.mean(axis=0).astype(np.float64)
         radius = 3.0 * float(np.linalg.norm(cloud.means - centre, axis=-1).max())
         for i, cam in enumerate(fit_cameras(centre, camera, n_fit, radius)):
             rep.update((i + 1) / steps, f"view {i + 1}/{n_fit} for the SH fit")
             gv = renderer.gaussians([asset], cam.viewmat, env, precision)
-            colors.append(_colors(numpy(gv.radiance)[keep], color_space))
+            colors.append(_colors(n(gv.radiance)[keep], color_space))
             dirs.append(view_directions(cloud.means, cam))
     rep.update((steps - 1) / steps, "fitting the colours")
     cloud = replace(cloud, sh=fit_sh(np.stack(colors), np.stack(dirs), sh_degree))
@@ -255,7 +272,9 @@ __all__ = [
     "COLOR_SPACES",
     "MAX_SH_DEGREE",
     "SplatCloud",
+    "as_numpy",
     "asset_splats",
+    "drawn_gaussians",
     "default_camera",
     "fit_sh",
     "render_splats",

@@ -46,6 +46,67 @@ def held_out_procedural(seed: int, fraction: float = 0.2) -> tuple[str, dict]:
     raise RuntimeError("no held-out procedural asset")
 
 
+def demo_asset(addon, scene, out: Path, res: int, seed: int = 0, stage1_steps: int = 0) -> dict:
+    """Steps 1 and 2 (module docstring) in ``scene``: the held-out procedural mesh, its input image
+    ``out/input.png`` and its NeAR asset (sidecar ``out/input.near.npz``). Returns ``asset_id``,
+    ``spec``, ``objs`` (the mesh objects), ``coords``, ``asset`` (the object), ``pipe``, ``input_s``,
+    ``stage1_s``. ``near bench bake`` bakes this asset too."""
+    import importlib
+
+    import bpy
+    import numpy as np
+
+    from near_blender.data.sampling import hemisphere_area_lights, make_camera
+
+    demo = importlib.import_module(f"{addon.__name__}.operators.demo.scene")
+    imp = importlib.import_module(f"{addon.__name__}.operators.import_image")
+    lighting = importlib.import_module(f"{addon.__name__}.operators.datagen.lighting")
+    model_manager = importlib.import_module(f"{addon.__name__}.engine.model_manager")
+    r = scene.render
+    asset_id, spec = held_out_procedural(seed)
+    objs, tris = demo.procedural_mesh(scene, spec, asset_id)
+
+    # 1. the input image: EEVEE, random area lights, black world, transparent film
+    rng = np.random.default_rng([seed, 1234])
+    cam_in = make_camera(-40.0, 25.0, 2.2, 40.0, res)
+    demo.camera_object(scene, cam_in)
+    cam_dir = -np.asarray(cam_in.viewmat)[2, :3]  # origin -> camera
+    lights = hemisphere_area_lights(rng, cam_dir, 1.0)
+    light = lighting.Lighting(scene, {})
+    light.apply({"type": "lights", "world_color": [0.0, 0.0, 0.0], "lights": lights})
+    r.engine = "BLENDER_EEVEE"
+    r.film_transparent = True
+    r.image_settings.media_type = "IMAGE"
+    r.image_settings.file_format = "PNG"
+    r.image_settings.color_mode = "RGBA"
+    scene.view_settings.view_transform = "Standard"  # the input photo: plain sRGB
+    t0 = time.perf_counter()
+    bpy.ops.render.render(scene=scene.name)
+    bpy.data.images["Render Result"].save_render(filepath=str(out / "input.png"), scene=scene)
+    input_s = time.perf_counter() - t0
+    emit(event="render", done=1, name="input", seconds=input_s)
+    light.close()
+    scene.view_settings.view_transform = "AgX"
+    r.film_transparent = False
+    r.image_settings.color_mode = "RGB"
+
+    # 2. import as a NeAR asset (stage 1 on the mesh's voxels)
+    coords, matrix = imp.voxelize_prior(tris)
+    rgba = imp.read_image_rgba(out / "input.png")
+    pipe = model_manager.get_pipeline()
+    t0 = time.perf_counter()
+    sidecar = out / "input.near.npz"
+    camera = (np.asarray(cam_in.viewmat) @ matrix, np.asarray(cam_in.K))  # the input's camera
+    imp.run_stage1(pipe, rgba, coords, sidecar, seed=seed, steps=stage1_steps or None,
+                   progress=lambda f, m: emit(event="stage1", fraction=f, message=m),
+                   camera=camera if pipe.needs_input_camera else None)  # fmt: skip
+    stage1_s = time.perf_counter() - t0
+    asset = imp.create_asset_object(bpy.context, "input", bpy.path.relpath(str(sidecar)), matrix,
+                                    str(out / "input.png"), str(pipe.args.get("model_id", "")))  # fmt: skip
+    return {"asset_id": asset_id, "spec": spec, "objs": objs, "coords": coords, "asset": asset, "pipe": pipe,
+            "input_s": input_s, "stage1_s": stage1_s}  # fmt: skip
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--out", required=True)
@@ -59,19 +120,15 @@ def main() -> int:
     os.environ["NEAR_MODEL"] = args.model
 
     import bpy
-    import numpy as np
 
     addon = _bootstrap()
     ensure_registered()
     import importlib
 
     from near_blender import NearError
-    from near_blender.data.sampling import hemisphere_area_lights, make_camera
+    from near_blender.data.sampling import make_camera
 
     demo = importlib.import_module(f"{addon.__name__}.operators.demo.scene")
-    imp = importlib.import_module(f"{addon.__name__}.operators.import_image")
-    lighting = importlib.import_module(f"{addon.__name__}.operators.datagen.lighting")
-    model_manager = importlib.import_module(f"{addon.__name__}.engine.model_manager")
     session = importlib.import_module(f"{addon.__name__}.engine.session")
 
     out = Path(args.out).resolve()
@@ -89,46 +146,11 @@ def main() -> int:
         r.resolution_percentage = 100
         scene.eevee.taa_render_samples = args.eevee_samples
         scene.view_settings.view_transform = "AgX"
-        asset_id, spec = held_out_procedural(args.seed)
-        objs, tris = demo.procedural_mesh(scene, spec, asset_id)
-
-        # 1. the input image: EEVEE, random area lights, black world, transparent film
-        rng = np.random.default_rng([args.seed, 1234])
-        cam_in = make_camera(-40.0, 25.0, 2.2, 40.0, res)
-        demo.camera_object(scene, cam_in)
-        cam_dir = -np.asarray(cam_in.viewmat)[2, :3]  # origin -> camera
-        lights = hemisphere_area_lights(rng, cam_dir, 1.0)
-        light = lighting.Lighting(scene, {})
-        light.apply({"type": "lights", "world_color": [0.0, 0.0, 0.0], "lights": lights})
-        r.engine = "BLENDER_EEVEE"
-        r.film_transparent = True
-        r.image_settings.media_type = "IMAGE"
-        r.image_settings.file_format = "PNG"
-        r.image_settings.color_mode = "RGBA"
-        scene.view_settings.view_transform = "Standard"  # the input photo: plain sRGB
-        t0 = time.perf_counter()
-        bpy.ops.render.render(scene=scene.name)
-        bpy.data.images["Render Result"].save_render(filepath=str(out / "input.png"), scene=scene)
-        input_s = time.perf_counter() - t0
-        emit(event="render", done=1, name="input", seconds=input_s)
-        light.close()
-        scene.view_settings.view_transform = "AgX"
-        r.film_transparent = False
-        r.image_settings.color_mode = "RGB"
-
-        # 2. import as a NeAR asset (stage 1 on the mesh's voxels)
-        coords, matrix = imp.voxelize_prior(tris)
-        rgba = imp.read_image_rgba(out / "input.png")
-        pipe = model_manager.get_pipeline()
-        t0 = time.perf_counter()
-        sidecar = out / "input.near.npz"
-        camera = (np.asarray(cam_in.viewmat) @ matrix, np.asarray(cam_in.K))  # the input's camera
-        imp.run_stage1(pipe, rgba, coords, sidecar, seed=args.seed, steps=args.stage1_steps or None,
-                       progress=lambda f, m: emit(event="stage1", fraction=f, message=m),
-                       camera=camera if pipe.needs_input_camera else None)  # fmt: skip
-        stage1_s = time.perf_counter() - t0
-        asset = imp.create_asset_object(bpy.context, "input", bpy.path.relpath(str(sidecar)), matrix,
-                                        str(out / "input.png"), str(pipe.args.get("model_id", "")))  # fmt: skip
+        made = demo_asset(addon, scene, out, res, args.seed, args.stage1_steps)
+        asset_id, spec, objs, coords, asset, pipe = (
+            made[k] for k in ("asset_id", "spec", "objs", "coords", "asset", "pipe")
+        )
+        input_s, stage1_s = made["input_s"], made["stage1_s"]
         world = demo.hdri_world(scene, args.hdris[0])
         bpy.ops.wm.save_mainfile()
 

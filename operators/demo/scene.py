@@ -21,13 +21,17 @@ def _mod(name: str) -> Any:
 
 
 def studio_hdri_path(name: str) -> Path:
-    """One of Blender's bundled studio HDRIs (``studio``, ``forest``, ``city``, ...)."""
+    """One of Blender's bundled studio HDRIs (``studio``, ``forest``, ``city``, ...), or ``name``
+    itself when it is the path of an .hdr / .exr file."""
+    if Path(name).suffix.lower() in (".hdr", ".exr"):
+        return Path(name)
     return Path(bpy.utils.system_resource("DATAFILES")) / "studiolights" / "world" / f"{name}.exr"
 
 
 def hdri_world(scene: Any, name: str = "studio", rotation_deg: float = 0.0, strength: float = 1.0) -> Any:
-    """Give ``scene`` a world lit by a bundled HDRI through Texture Coordinate -> Mapping (Z rotation)."""
-    world = bpy.data.worlds.new(f"HDRI {name}")
+    """Give ``scene`` a world lit by a bundled HDRI (or an HDRI file, :func:`studio_hdri_path`) through
+    Texture Coordinate -> Mapping (Z rotation)."""
+    world = bpy.data.worlds.new(f"HDRI {Path(name).stem}")
     scene.world = world
     nt = world.node_tree
     bg = nt.nodes["Background"]

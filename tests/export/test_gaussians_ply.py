@@ -126,19 +126,20 @@ def test_sh_basis_is_orthonormal_and_the_fit_keeps_view_zero():
 def test_sh_degree_follows_other_views_and_keeps_the_export_view(tiny, tmp_path):
     renderer, asset, camera, env, _, _ = tiny
     c0 = asset_splats(renderer, asset, camera, env, sh_degree=0)
-    c2 = read_splat_ply(
-        write_splat_ply(tmp_path / "sh2.ply", asset_splats(renderer, asset, camera, env, sh_degree=2))
+    c1 = read_splat_ply(
+        write_splat_ply(tmp_path / "sh1.ply", asset_splats(renderer, asset, camera, env, sh_degree=1))
     )
-    assert c2.degree == 2 and c2.sh.shape == (len(c0), 9, 3)
-    np.testing.assert_allclose(c2.colors(camera), c0.colors(camera), atol=1e-5)  # the export view, exactly
+    assert c1.degree == 1 and c1.sh.shape == (len(c0), 4, 3)
+    np.testing.assert_allclose(c1.colors(camera), c0.colors(camera), atol=1e-5)  # the export view, exactly
     keep = (renderer.gaussians([asset], camera.viewmat, env).opacities >= MIN_OPACITY).numpy()
     errors = []
     for eye in ((-1.5, 1.4, 0.5), (0.3, 2.0, -0.9)):  # views the fit never saw
         cam = Camera(look_at(eye, (0, 0, 0)), camera.K, camera.width, camera.height)
         truth = np.maximum(renderer.gaussians([asset], cam.viewmat, env).radiance.numpy()[keep], 0)
-        errors.append([np.abs(c.colors(cam) - truth).mean() for c in (c0, c2)])
+        errors.append([np.abs(c.colors(cam) - truth).mean() for c in (c0, c1)])
     e = np.array(errors)
-    assert (e[:, 1] < 0.9 * e[:, 0]).all(), e  # measured: 0.81-0.84 (a random model; the shipped one 0.1-0.7)
+    print("held-out views, per-Gaussian colour error, degree 0 vs 1:", e.tolist())
+    assert (e[:, 1] < 0.9 * e[:, 0]).all(), e  # measured: 0.82-0.84 (a random model)
 
 
 def test_placement_moves_the_gaussians(tiny):
