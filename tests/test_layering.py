@@ -18,7 +18,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "near_blender"
 # inference: what Blender and the image-to-asset path load
-INFERENCE = ("pipeline", "scene", "models", "render", "sparse", "data", "utils")
+INFERENCE = ("pipeline", "scene", "models", "render", "sparse", "data", "utils", "export")
 TRAINING = ("near_blender.train", "near_blender.eval", "near_blender.bench", "near_blender.commands")
 
 

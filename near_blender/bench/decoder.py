@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ..models.intrinsic_decoder import IntrinsicAwareDecoder
-from ..models.lighting_decoder import SLatGaussianRenderer
+from ..models.lighting_decoder import LightingAwareDecoder
 from ..models.radiance_mlp import RadianceMLP
 from ..models.registry import get_model_class
 from ..models.relightable import RelightableDecoder, stage2_configs
@@ -111,7 +111,7 @@ def iad_flops(model: IntrinsicAwareDecoder, slat: SparseTensor) -> int:
     return total
 
 
-def lad_asset_flops(lad: SLatGaussianRenderer, num_voxels: int, num_registers: int, batch: int = 1) -> int:
+def lad_asset_flops(lad: LightingAwareDecoder, num_voxels: int, num_registers: int, batch: int = 1) -> int:
     """Matmul FLOPs of ``prepare_asset`` (input layer + register keys/values, once per asset)."""
     C = lad.model_channels
     return _linear(num_voxels, lad.latent_channels, C) + len(lad.blocks) * _linear(
@@ -119,12 +119,12 @@ def lad_asset_flops(lad: SLatGaussianRenderer, num_voxels: int, num_registers: i
     )
 
 
-def lad_lighting_flops(lad: SLatGaussianRenderer, num_tokens: int, batch: int = 1) -> int:
+def lad_lighting_flops(lad: LightingAwareDecoder, num_tokens: int, batch: int = 1) -> int:
     """Matmul FLOPs of ``prepare_lighting`` (light keys/values of every block, once per lighting)."""
     return len(lad.blocks) * _linear(batch * num_tokens, lad.cond_channels, 2 * lad.model_channels)
 
 
-def lad_view_flops(lad: SLatGaussianRenderer, num_voxels: int, num_registers: int, num_tokens: int) -> int:
+def lad_view_flops(lad: LightingAwareDecoder, num_voxels: int, num_registers: int, num_tokens: int) -> int:
     """Matmul FLOPs of one ``decode`` (per view): view embedding, blocks, heads."""
     N, C, lay = num_voxels, lad.model_channels, lad.layout
     K, F = lay.num_gaussians, lay.color_feature_dim
@@ -270,7 +270,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     sub = 256 if quick else 2048
     sub_slat = SparseTensor.from_list([slat.coords[:sub, 1:]], [slat.feats[:sub]])
     torch.manual_seed(0)
-    lad = SLatGaussianRenderer(**paper_cfg["renderer"]["args"]).eval()
+    lad = LightingAwareDecoder(**paper_cfg["renderer"]["args"]).eval()
     with torch.no_grad():
         h = SparseTensor(torch.randn(sub, 768), sub_slat.coords)
         la = lad.prepare_asset(h, torch.randn(1, 16, 768))

@@ -23,8 +23,8 @@ Forward (published data flow):
 
 Caching (the paper's real-time path): :meth:`SLatGaussianRenderer.prepare_asset` computes
 everything that depends only on the asset (``input_layer(h)``, ``LN(h)``, the registers' keys and
-values of every block), :meth:`~SLatGaussianRenderer.prepare_lighting` the lighting tokens' keys
-and values of every block; :meth:`~SLatGaussianRenderer.decode` then runs only the per-view part
+values of every block), :meth:`~LightingAwareDecoder.prepare_lighting` the lighting tokens' keys
+and values of every block; :meth:`~LightingAwareDecoder.decode` then runs only the per-view part
 (view embedding, queries, FFNs, heads). ``forward`` is exactly ``decode(prepare_asset(...),
 prepare_lighting(...), viewmats)``, so both paths give the same numbers.
 
@@ -177,7 +177,7 @@ def parse_slat_channels(option: str, value: dict[str, Any] | None) -> dict[str, 
 
 
 @register_model("SLatGaussianRenderer", "LightingAwareDecoder")
-class SLatGaussianRenderer(nn.Module):
+class LightingAwareDecoder(nn.Module):
     """The lighting-aware decoder with its Gaussian heads (see the module docstring).
 
     Constructor arguments are the published ones plus ours (last group). Accepted for checkpoint

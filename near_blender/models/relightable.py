@@ -58,7 +58,7 @@ from .. import NearError
 from ..sparse import SparseTensor
 from .gaussian_head import RelightableGaussians, floor_scales, footprint_floor
 from .intrinsic_decoder import IntrinsicAwareDecoder
-from .lighting_decoder import LADAssetCache, LADLightingCache, SLatGaussianRenderer
+from .lighting_decoder import LADAssetCache, LADLightingCache, LightingAwareDecoder
 from .lighting_tokenizer import LightingTokenizer
 from .model_config import merge_config
 from .radiance_mlp import RadianceMLP
@@ -87,7 +87,7 @@ IMAGE_KEYS = (
 # the class of each stage-2 model, under its published name
 STAGE2_CLASSES: dict[str, type[nn.Module]] = {
     "decoder": IntrinsicAwareDecoder,
-    "renderer": SLatGaussianRenderer,
+    "renderer": LightingAwareDecoder,
     "hdri_encoder": LightingTokenizer,
     "neural_basis": RadianceMLP,
 }
@@ -207,7 +207,7 @@ class RelightableDecoder(nn.Module):
     def __init__(
         self,
         decoder: IntrinsicAwareDecoder,
-        renderer: SLatGaussianRenderer,
+        renderer: LightingAwareDecoder,
         hdri_encoder: LightingTokenizer,
         neural_basis: RadianceMLP,
         mode: str = "classic",

@@ -13,16 +13,16 @@ import torch
 from near_blender import NearError
 from near_blender.models.blocks import AbsolutePositionEmbedder
 from near_blender.models.gaussian_head import RelightableGaussians
-from near_blender.models.lighting_decoder import SLatGaussianRenderer
+from near_blender.models.lighting_decoder import LightingAwareDecoder
 from near_blender.models.param_count import count_parameters
 from near_blender.render.camera import look_at
 
 C, R, L, K = 64, 4, 16, 4
 
 
-def _model(**overrides) -> SLatGaussianRenderer:
+def _model(**overrides) -> LightingAwareDecoder:
     torch.manual_seed(0)
-    return SLatGaussianRenderer(**SLatGaussianRenderer.tiny_config(**overrides)).eval()
+    return LightingAwareDecoder(**LightingAwareDecoder.tiny_config(**overrides)).eval()
 
 
 def _inputs(seed: int = 0, counts=(7, 5)):
@@ -219,9 +219,9 @@ def test_input_errors() -> None:
     with pytest.raises(NearError, match="NaN"):
         lad(feats, regs, tokens, nan_cam, coords=coords)
     with pytest.raises(NearError):
-        SLatGaussianRenderer(**SLatGaussianRenderer.tiny_config(view_frame="camera"))
+        LightingAwareDecoder(**LightingAwareDecoder.tiny_config(view_frame="camera"))
     with pytest.raises(NearError, match="latent_channels"):
-        SLatGaussianRenderer(**SLatGaussianRenderer.tiny_config(latent_channels=8))
+        LightingAwareDecoder(**LightingAwareDecoder.tiny_config(latent_channels=8))
 
 
 def test_empty_item_and_empty_input() -> None:

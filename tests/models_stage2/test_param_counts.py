@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from near_blender.models.lighting_decoder import SLatGaussianRenderer
+from near_blender.models.lighting_decoder import LightingAwareDecoder
 from near_blender.models.lighting_tokenizer import LightingTokenizer
 from near_blender.models.param_count import build_on_meta, count_parameters, state_dict_numel
 from near_blender.models.radiance_mlp import RadianceMLP
@@ -16,8 +16,8 @@ BLOCK_768 = 9_447_168
 NON_BLOCK_768 = 3_205_088
 
 
-def _lad(num_blocks: int) -> SLatGaussianRenderer:
-    return build_on_meta(SLatGaussianRenderer, SLatGaussianRenderer.paper_config(num_blocks=num_blocks))
+def _lad(num_blocks: int) -> LightingAwareDecoder:
+    return build_on_meta(LightingAwareDecoder, LightingAwareDecoder.paper_config(num_blocks=num_blocks))
 
 
 def test_lad_block_has_exactly_the_published_count() -> None:
@@ -56,7 +56,7 @@ def test_lad_non_block_parts_breakdown() -> None:
 def test_lad_paper_colour_feature_48_changes_only_the_rgb_head() -> None:
     a, b = (
         _lad(6),
-        build_on_meta(SLatGaussianRenderer, SLatGaussianRenderer.paper_config(color_feature_dim=48)),
+        build_on_meta(LightingAwareDecoder, LightingAwareDecoder.paper_config(color_feature_dim=48)),
     )
     assert count_parameters(b) - count_parameters(a) == 16 * 32 * 769
 
@@ -85,7 +85,7 @@ def test_build_on_meta_allocates_nothing() -> None:
     assert all(p.device == torch.device("meta") for p in lad.parameters())
 
 
-@pytest.mark.parametrize("cls", [SLatGaussianRenderer, LightingTokenizer, RadianceMLP])
+@pytest.mark.parametrize("cls", [LightingAwareDecoder, LightingTokenizer, RadianceMLP])
 def test_configs_are_json_round_trippable(cls) -> None:
     import json
 

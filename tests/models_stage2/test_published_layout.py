@@ -19,14 +19,14 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from near_blender.models import load_model
-from near_blender.models.lighting_decoder import SLatGaussianRenderer
+from near_blender.models.lighting_decoder import LightingAwareDecoder
 from near_blender.render.camera import look_at
 
 K, FD, C, RES = 2, 3, 32, 8  # Gaussians per voxel, colour-feature width, model width, grid
 
 
 def _published_args() -> dict:
-    args = SLatGaussianRenderer.paper_config(
+    args = LightingAwareDecoder.paper_config(
         resolution=RES,
         model_channels=C,
         latent_channels=C,
@@ -44,7 +44,7 @@ def _published_args() -> dict:
 
 def _write_published(folder: Path) -> tuple[Path, Path, dict[str, torch.Tensor]]:
     torch.manual_seed(0)
-    model = SLatGaussianRenderer(**_published_args())
+    model = LightingAwareDecoder(**_published_args())
     sd = {k: torch.randn_like(v) * 0.5 for k, v in model.state_dict().items() if k != "offset_perturbation"}
     sd["offset_perturbation"] = model.state_dict()["offset_perturbation"]
     cfg, weights = folder / "renderer.json", folder / "renderer.safetensors"
@@ -72,7 +72,7 @@ def _lin(sd: dict[str, torch.Tensor], name: str, x: torch.Tensor) -> torch.Tenso
     return x @ sd[f"{name}.weight"].T + sd[f"{name}.bias"]
 
 
-def _capture_head_inputs(model: SLatGaussianRenderer) -> dict[str, torch.Tensor]:
+def _capture_head_inputs(model: LightingAwareDecoder) -> dict[str, torch.Tensor]:
     seen: dict[str, torch.Tensor] = {}
     model.gs_out_layer.register_forward_hook(lambda m, a, o: seen.__setitem__("intrinsic", a[0]))
     model.rgb_out_layer.register_forward_hook(lambda m, a, o: seen.__setitem__("lighting", a[0]))
@@ -177,7 +177,7 @@ def test_published_camera_centre_is_the_inverted_matrix(tmp_path: Path) -> None:
 def test_our_configs_record_their_layout(tmp_path: Path) -> None:
     from near_blender.models import save_pretrained
 
-    model = SLatGaussianRenderer(**SLatGaussianRenderer.tiny_config())
+    model = LightingAwareDecoder(**LightingAwareDecoder.tiny_config())
     cfg, _ = save_pretrained(model, tmp_path, "renderer")
     assert json.loads(cfg.read_text())["args"]["compat"] == "near"
     shipped = Path(__file__).resolve().parents[2] / "near_blender/weights/near-default/ckpts/renderer.json"
@@ -188,4 +188,4 @@ def test_unknown_compat_is_a_clear_error() -> None:
     from near_blender import NearError
 
     with pytest.raises(NearError, match="published"):
-        SLatGaussianRenderer(**SLatGaussianRenderer.tiny_config(compat="authors"))
+        LightingAwareDecoder(**LightingAwareDecoder.tiny_config(compat="authors"))

@@ -13,13 +13,13 @@ from safetensors.torch import load_file
 from near_blender import NearError
 from near_blender.models import from_pretrained, get_model_class, save_pretrained
 from near_blender.models.intrinsic_decoder import IntrinsicAwareDecoder
-from near_blender.models.lighting_decoder import SLatGaussianRenderer
+from near_blender.models.lighting_decoder import LightingAwareDecoder
 from near_blender.models.lighting_tokenizer import LightingTokenizer
 from near_blender.models.radiance_mlp import RadianceMLP
 
 PUBLISHED = {
     "SLatGaussianDecoder": IntrinsicAwareDecoder,
-    "SLatGaussianRenderer": SLatGaussianRenderer,
+    "SLatGaussianRenderer": LightingAwareDecoder,
     "Hdri_Encoder": LightingTokenizer,
     "NeuralBasis": RadianceMLP,
 }
@@ -37,7 +37,7 @@ def test_registry_finds_published_names_in_a_fresh_process() -> None:
     )
     assert out.stdout.split() == [
         "IntrinsicAwareDecoder",
-        "SLatGaussianRenderer",
+        "LightingAwareDecoder",
         "LightingTokenizer",
         "RadianceMLP",
     ]
