@@ -61,3 +61,14 @@ def tiny_dataset(tmp_path_factory) -> Path:
     assert r.returncode == 0, r.stderr + r.stdout
     assert "2 done, 0 failed" in r.stdout
     return out
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A tiny random NeAR pipeline, registered as the add-on's model for one test module (bpy)."""
+    from tests.bpy_session import addon_with_model
+    from tests.tiny_pipeline import build_tiny_pipeline
+
+    folder = build_tiny_pipeline(tmp_path_factory.mktemp("model"))
+    with addon_with_model(folder):
+        yield folder

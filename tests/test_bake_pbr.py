@@ -12,10 +12,9 @@ import pytest
 
 from near_blender.render.camera import Camera, intrinsics_from_fov, look_at
 from near_blender.render.color import linear_to_srgb
-from tests.bpy_session import addon_with_model, bpy, empty_scene, hdri_world, import_addon
-from tests.tiny_pipeline import build_tiny_pipeline
+from tests.bpy_session import bpy, empty_scene, hdri_world, import_addon
 
-pytestmark = pytest.mark.bpy
+pytestmark = [pytest.mark.bpy, pytest.mark.usefixtures("tiny_model")]  # tiny_model: tests/conftest.py
 
 addon = import_addon()
 from near_addon.engine import scene_bridge  # noqa: E402
@@ -23,13 +22,6 @@ from near_addon.operators import bake_pbr  # noqa: E402
 from near_addon.operators.demo.scene import near_asset  # noqa: E402
 
 SIZE = 64
-
-
-@pytest.fixture(scope="module", autouse=True)
-def tiny_model(tmp_path_factory):
-    folder = build_tiny_pipeline(tmp_path_factory.mktemp("model"))
-    with addon_with_model(folder):
-        yield folder
 
 
 def _scene(tmp_path: Path):

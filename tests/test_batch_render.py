@@ -15,10 +15,9 @@ from near_blender import NearError, cli
 from near_blender.data.slat_io import save_slat_npz
 from near_blender.render import exr
 from near_blender.render.camera import Camera, intrinsics_from_fov, look_at
-from tests.bpy_session import addon_with_model, bpy, empty_scene, hdri_world, import_addon, studio_hdri
-from tests.tiny_pipeline import build_tiny_pipeline
+from tests.bpy_session import bpy, empty_scene, hdri_world, import_addon, studio_hdri
 
-pytestmark = pytest.mark.bpy
+pytestmark = [pytest.mark.bpy, pytest.mark.usefixtures("tiny_model")]  # tiny_model: tests/conftest.py
 
 addon = import_addon()
 from near_addon.engine import batch, model_manager  # noqa: E402
@@ -28,13 +27,6 @@ from near_addon.operators.import_image import create_asset_object  # noqa: E402
 W, H = 48, 36
 CENTRE = np.array([0.2, 0.1, 0.0])  # where the asset's box centre sits in the world
 STEP = np.array([0.0, 0.25, 0.0])  # camera translation per frame (along its image x axis)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def tiny_model(tmp_path_factory):
-    folder = build_tiny_pipeline(tmp_path_factory.mktemp("model"))
-    with addon_with_model(folder):
-        yield folder
 
 
 def _ball_slat(path: Path, radius: float = 9.0, seed: int = 0) -> Path:

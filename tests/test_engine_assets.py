@@ -14,10 +14,9 @@ import pytest
 from near_blender import NearError
 from near_blender.render import exr
 from near_blender.render.camera import Camera, intrinsics_from_fov, look_at
-from tests.bpy_session import addon_with_model, bpy, empty_scene, import_addon, studio_hdri
-from tests.tiny_pipeline import build_tiny_pipeline
+from tests.bpy_session import bpy, empty_scene, import_addon, studio_hdri
 
-pytestmark = pytest.mark.bpy
+pytestmark = [pytest.mark.bpy, pytest.mark.usefixtures("tiny_model")]  # tiny_model: tests/conftest.py
 
 addon = import_addon()
 from near_addon.engine import model_manager  # noqa: E402
@@ -25,13 +24,6 @@ from near_addon.engine.session import RenderSession  # noqa: E402
 from near_addon.operators import import_image  # noqa: E402
 
 W, H = 64, 48
-
-
-@pytest.fixture(scope="module", autouse=True)
-def tiny_model(tmp_path_factory):
-    folder = build_tiny_pipeline(tmp_path_factory.mktemp("model"))
-    with addon_with_model(folder):
-        yield folder
 
 
 def _png_with_alpha(path: Path, alpha: bool = True) -> Path:

@@ -17,10 +17,9 @@ from near_blender.export.ply import read_splat_ply
 from near_blender.export.splats import render_splats
 from near_blender.render import exr
 from near_blender.render.camera import Camera, intrinsics_from_fov, look_at
-from tests.bpy_session import addon_with_model, bpy, empty_scene, hdri_world, import_addon
-from tests.tiny_pipeline import build_tiny_pipeline
+from tests.bpy_session import bpy, empty_scene, hdri_world, import_addon
 
-pytestmark = pytest.mark.bpy
+pytestmark = [pytest.mark.bpy, pytest.mark.usefixtures("tiny_model")]  # tiny_model: tests/conftest.py
 
 addon = import_addon()
 from near_addon.engine import scene_bridge  # noqa: E402
@@ -28,13 +27,6 @@ from near_addon.operators.export_ply import NEAR_OT_export_gaussians_ply  # noqa
 from near_addon.operators.import_image import create_asset_object  # noqa: E402
 
 W, H = 56, 40
-
-
-@pytest.fixture(scope="module", autouse=True)
-def tiny_model(tmp_path_factory):
-    folder = build_tiny_pipeline(tmp_path_factory.mktemp("model"))
-    with addon_with_model(folder):
-        yield folder
 
 
 def _scene(tmp_path: Path):

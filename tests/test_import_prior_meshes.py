@@ -17,20 +17,12 @@ from near_blender.commands.import_image import prior_voxels
 from near_blender.data.mesh_io import Y_UP_TO_Z_UP, read_mesh_triangles
 from near_blender.data.slat_io import load_slat_npz
 from near_blender.data.voxelize import canonical_transform, voxelize_triangles
-from tests.bpy_session import addon_with_model, bpy, empty_scene, import_addon
-from tests.tiny_pipeline import build_tiny_pipeline
+from tests.bpy_session import bpy, empty_scene, import_addon
 
-pytestmark = pytest.mark.bpy
+pytestmark = [pytest.mark.bpy, pytest.mark.usefixtures("tiny_model")]  # tiny_model: tests/conftest.py
 
 addon = import_addon()
 from near_addon.operators import import_image  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    folder = build_tiny_pipeline(tmp_path_factory.mktemp("model"))
-    with addon_with_model(folder):
-        yield folder
 
 
 def _mesh_triangles(obj) -> np.ndarray:  # noqa: ANN001

@@ -16,10 +16,9 @@ from near_blender import cli
 from near_blender.data.slat_io import save_slat_npz
 from near_blender.render import exr
 from near_blender.render.camera import Camera, intrinsics_from_fov, look_at
-from tests.bpy_session import addon_with_model, bpy, empty_scene, hdri_world, import_addon, studio_hdri
-from tests.tiny_pipeline import build_tiny_pipeline
+from tests.bpy_session import bpy, empty_scene, hdri_world, import_addon, studio_hdri
 
-pytestmark = pytest.mark.bpy
+pytestmark = [pytest.mark.bpy, pytest.mark.usefixtures("tiny_model")]  # tiny_model: tests/conftest.py
 
 addon = import_addon()
 from near_addon.engine import scene_bridge  # noqa: E402
@@ -28,13 +27,6 @@ from near_addon.operators.import_image import create_asset_object  # noqa: E402
 W, H = 64, 48
 STRENGTH, ROTATION_DEG = 1.7, 35.0
 TOLERANCE = 1e-5  # issue 22: every pass bit-identical to F12 or within this
-
-
-@pytest.fixture(scope="module", autouse=True)
-def tiny_model(tmp_path_factory):
-    folder = build_tiny_pipeline(tmp_path_factory.mktemp("model"))
-    with addon_with_model(folder):
-        yield folder
 
 
 def _scene(tmp_path: Path):

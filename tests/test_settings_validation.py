@@ -9,9 +9,9 @@ import torch
 
 from near_blender import NearError
 from tests.bpy_session import bpy
-from tests.test_engine_assets import FakeEngine, _depsgraph, _scene, tiny_model  # noqa: F401 - registers the add-on
+from tests.test_engine_assets import FakeEngine, _depsgraph, _scene
 
-pytestmark = pytest.mark.bpy
+pytestmark = [pytest.mark.bpy, pytest.mark.usefixtures("tiny_model")]  # tiny_model: tests/conftest.py
 
 from near_addon.engine import model_manager  # noqa: E402
 from near_addon.engine.session import RenderSession  # noqa: E402

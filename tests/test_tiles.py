@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.test_engine_assets import _f12, _scene, tiny_model  # noqa: F401 - registers the add-on
+from tests.test_engine_assets import _f12, _scene
 from tests.test_viewport import _asset
 
-pytestmark = pytest.mark.bpy
+pytestmark = [pytest.mark.bpy, pytest.mark.usefixtures("tiny_model")]  # tiny_model: tests/conftest.py
 
 from near_addon.engine import session as S  # noqa: E402
 from near_addon.engine import tiles  # noqa: E402

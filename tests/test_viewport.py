@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 
 from tests.bpy_session import bpy
-from tests.test_engine_assets import _camera_region, _depsgraph, _f12, _rgba, _scene, tiny_model  # noqa: F401 - the module's model fixture
+from tests.test_engine_assets import _camera_region, _depsgraph, _f12, _rgba, _scene
 
-pytestmark = pytest.mark.bpy
+pytestmark = [pytest.mark.bpy, pytest.mark.usefixtures("tiny_model")]  # tiny_model: tests/conftest.py
 
 from near_addon.engine import viewport as V  # noqa: E402
 from near_addon.operators import import_image  # noqa: E402

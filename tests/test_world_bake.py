@@ -11,10 +11,10 @@ import pytest
 from near_blender.render import exr
 from near_blender.render.envmap import equirect_directions, sanitize_radiance
 from tests.bpy_session import bpy
-from tests.test_engine_assets import FakeEngine, _depsgraph, _f12, _rgba, _scene, tiny_model  # noqa: F401
+from tests.test_engine_assets import FakeEngine, _depsgraph, _f12, _rgba, _scene
 from tests.test_viewport import _asset
 
-pytestmark = pytest.mark.bpy
+pytestmark = [pytest.mark.bpy, pytest.mark.usefixtures("tiny_model")]  # tiny_model: tests/conftest.py
 
 from near_addon.engine import scene_bridge  # noqa: E402
 from near_addon.engine import world_bake as WB  # noqa: E402
