@@ -159,7 +159,10 @@ class NearPipeline:
             stems[name] = stem
             model_save_pretrained(model, folder, stem)
         args["models"] = stems
-        args["slat_sampler"] = self.slat_sampler.to_spec()
+        if self.stage1_method == "delight":  # no flow to sample: a sampler setting would do nothing
+            args.pop("slat_sampler", None)
+        else:
+            args["slat_sampler"] = self.slat_sampler.to_spec()
         data = {"name": self.name, "args": args}
         if fmt == "json":
             out = folder / "pipeline.json"
@@ -438,9 +441,15 @@ class NearPipeline:
 
     def conditioning(self, env: Any) -> Any:
         """An :class:`~near_blender.render.conditioning.EnvConditioning` at this model's resolution."""
-        from .render.conditioning import EnvConditioning
+        from .render.conditioning import CONDITIONING, EnvConditioning
 
         s2 = self.args.get("stage2") or {}
+        declared = {**CONDITIONING, **(s2.get("conditioning") or {})}
+        if declared != CONDITIONING:
+            raise NearError(
+                f"This model's stage 2 was trained with lighting conditioning {declared}, but this version of "
+                f"near-blender computes {CONDITIONING}; use the near-blender version the model was made with."
+            )
         return EnvConditioning(env, int(s2.get("env_height", 32)), device=self.device)
 
     def render_slat(

@@ -36,6 +36,9 @@ from .irradiance import total_radiance as total_radiance  # re-exported
 
 HALF_MAX = 65504.0
 FIXED_LOG_NORM = math.log1p(HALF_MAX)
+# What this module computes, as a stage-2 checkpoint records it (``args.stage2.conditioning``): view
+# directions in the camera's frame, log maps normalized by FIXED_LOG_NORM, Reinhard LDR maps.
+CONDITIONING = {"directions": "camera", "log_norm": "fixed", "ldr": "reinhard"}
 
 
 # ---------------------------------------------------------------------------------------------

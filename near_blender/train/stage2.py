@@ -20,7 +20,7 @@ import torch
 from .. import NearError
 from ..data.dataset import NearDataset, Stage2Views, ViewRecord
 from ..models.relightable import MODEL_NAMES, RelightableDecoder, stage2_configs
-from ..render.conditioning import EnvConditioning
+from ..render.conditioning import CONDITIONING, EnvConditioning
 from ..render.tonemap import tonemap_torch
 from ..sparse import SparseTensor
 from ..utils.config_file import read_config_file
@@ -357,7 +357,7 @@ def train_stage2(cfg: Stage2Config, progress: bool = True, stop_at: int | None =
             "slat_normalization": norm,
             "use_bc_slat": cfg.use_bc_slat,
             "env_height": cfg.env_height,
-            "conditioning": {"directions": "camera", "log_norm": "fixed", "ldr": "reinhard"},
+            "conditioning": dict(CONDITIONING),
             "model": cfg.model,
             "train_assets": train_ids,
             "held_out_assets": test_ids,

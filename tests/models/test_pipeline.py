@@ -119,3 +119,23 @@ def test_image_to_slat_with_the_trainable_encoder(tmp_path) -> None:  # noqa: AN
     assert torch.isfinite(slat.feats).all()
     with pytest.raises(NearError, match="no image encoder"):
         NearPipeline({}, {}).encode_image(images)
+
+
+def test_settings_that_would_do_nothing_are_guarded_or_absent(tmp_path):
+    """A stage-2 conditioning this version does not compute is an error, not silently ignored; a
+    delighting pipeline (no flow) is saved without a flow sampler."""
+    import numpy as np
+
+    from near_blender.models.hub import bundled_model_folder
+    from near_blender.render.envmap import Environment
+
+    pipe = NearPipeline.from_pretrained(bundled_model_folder())
+    env = Environment(np.ones((16, 32, 3), np.float32))
+    assert pipe.conditioning(env) is not None
+    pipe.args["stage2"]["conditioning"] = {"directions": "world", "log_norm": "fixed", "ldr": "reinhard"}
+    with pytest.raises(NearError, match="'directions': 'world'"):
+        pipe.conditioning(env)
+    pipe.args["stage2"].pop("conditioning")
+    pipe.save_pretrained(tmp_path / "copy")
+    saved = json.loads((tmp_path / "copy" / "pipeline.json").read_text())
+    assert saved["args"]["stage1"]["method"] == "delight" and "slat_sampler" not in saved["args"]
