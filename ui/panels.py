@@ -36,12 +36,16 @@ class NearPropertiesPanel:
     bl_label = "NeAR"
 
 
-class RENDER_PT_near(NearPropertiesPanel, bpy.types.Panel):
-    bl_context = "render"
+class NearEnginePanel(NearPropertiesPanel):
+    """A panel shown only while NeAR is the render engine."""
 
     @classmethod
     def poll(cls, context: Any) -> bool:
         return context.engine == ENGINE_ID
+
+
+class RENDER_PT_near(NearEnginePanel, bpy.types.Panel):
+    bl_context = "render"
 
     def draw(self, context: Any) -> None:
         layout = self.layout
@@ -97,16 +101,12 @@ class OBJECT_PT_near_asset(NearPropertiesPanel, bpy.types.Panel):
             layout.label(text=f"Model: {props.model_id}")
 
 
-class VIEWLAYER_PT_near_passes(NearPropertiesPanel, bpy.types.Panel):
+class VIEWLAYER_PT_near_passes(NearEnginePanel, bpy.types.Panel):
     """View Layer Properties > NeAR Passes: which passes F12 writes (each costs 4 bytes per pixel
     and channel of Blender's render result)."""
 
     bl_context = "view_layer"
     bl_label = "NeAR Passes"
-
-    @classmethod
-    def poll(cls, context: Any) -> bool:
-        return context.engine == ENGINE_ID
 
     def draw(self, context: Any) -> None:
         layout = self.layout

@@ -86,11 +86,10 @@ def load_renderer(model: str | None, device: str) -> object:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from ..export.ply import write_splat_ply
     from ..export.splats import asset_splats, default_camera
     from ..render.camera import read_camera_json
+    from ..utils.progress import percent_bar
     from .render_asset import device_name, read_asset, read_environment
 
     t0 = time.perf_counter()
@@ -106,14 +105,7 @@ def run(args: argparse.Namespace) -> int:
     )
     out = output_path(asset_path, args.out)
     device = device_name(args.device)
-    with tqdm(
-        total=100, desc="near export-ply", unit="%", dynamic_ncols=True, disable=args.progress == "none"
-    ) as bar:
-
-        def progress(fraction: float, message: str) -> None:
-            bar.update(int(100 * fraction) - bar.n)
-            bar.set_postfix_str(message)
-
+    with percent_bar("near export-ply", args.progress == "none", dynamic_ncols=True) as progress:
         progress(0.0, "loading the model")
         renderer = load_renderer(args.model, device)
         cloud = asset_splats(renderer, asset, camera, env, args.sh_degree, args.colors, progress=progress)

@@ -33,8 +33,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from ..data.camera_fit import MAX_ROLL, fit_camera, iou_warning, orbit_guesses, roll_deg
     from ..render.camera import (
         Camera,
@@ -43,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
         read_camera_json,
         write_camera_json,
     )
+    from ..utils.progress import percent_bar
     from .import_image import prior_cloud, read_rgba
 
     out = Path(args.out)
@@ -63,12 +62,7 @@ def run(args: argparse.Namespace) -> int:
     cloud = prior_cloud(args.prior, args.up)
     if not starts:
         starts = orbit_guesses(cloud, like)
-    with tqdm(total=100, desc="near fit-camera", unit="%", file=sys.stderr) as bar:
-
-        def progress(fraction: float, message: str) -> None:
-            bar.update(int(100 * fraction) - bar.n)
-            bar.set_postfix_str(message)
-
+    with percent_bar("near fit-camera", file=sys.stderr) as progress:
         fit = fit_camera(cloud, rgba[..., 3], starts, fit_focal=args.fit_focal, progress=progress)
     write_camera_json(fit.camera, out)
     print(

@@ -173,12 +173,11 @@ def check_silhouette(args: argparse.Namespace, rgba: np.ndarray) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from ..data.slat_io import save_slat_npz
     from ..models.hub import bundled_model_folder
     from ..pipeline import NearPipeline
     from ..utils.atomic import atomic_path
+    from ..utils.progress import percent_bar
 
     rgba = read_rgba(args.image)
     coords, matrix = prior_voxels(args.prior, args.up)
@@ -187,12 +186,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.no_camera_check:
             check_silhouette(args, rgba)
     pipe = NearPipeline.from_pretrained(args.model or bundled_model_folder(), device=args.device)
-    with tqdm(total=100, desc="near import-image", unit="%") as bar:
-
-        def progress(fraction: float, message: str) -> None:
-            bar.update(int(100 * fraction) - bar.n)
-            bar.set_postfix_str(message)
-
+    with percent_bar("near import-image") as progress:
         camera = input_camera(args.camera, rgba, matrix) if args.camera else None
         feats = pipe.image_to_slat(
             rgba, coords, seed=args.seed, steps=args.steps, progress=progress, camera=camera

@@ -210,18 +210,11 @@ def write_outputs(job: AssetJob, passes: dict[str, np.ndarray]) -> None:
 
 
 def run(args: argparse.Namespace, asset_path: Path) -> int:
-    from tqdm import tqdm
+    from ..utils.progress import percent_bar
 
     t0 = time.perf_counter()
     job = check_args(args, asset_path)
-    with tqdm(
-        total=100, desc="near render", unit="%", dynamic_ncols=True, disable=args.progress == "none"
-    ) as bar:
-
-        def progress(fraction: float, message: str) -> None:
-            bar.update(int(100 * fraction) - bar.n)
-            bar.set_postfix_str(message)
-
+    with percent_bar("near render", args.progress == "none", dynamic_ncols=True) as progress:
         passes = render_passes(job, progress)
         write_outputs(job, passes)
     print(f"near render: {asset_path.name} ({len(job.asset.coords)} voxels), {job.camera.width}x{job.camera.height} "

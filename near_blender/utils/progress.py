@@ -8,8 +8,9 @@ its normal exception path (files written atomically stay consistent).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 from .. import NearError
 
@@ -72,3 +73,18 @@ def as_reporter(
             return ProgressReporter(progress.callback, cancel, progress.span)
         return progress
     return ProgressReporter(progress, cancel)
+
+
+@contextlib.contextmanager
+def percent_bar(desc: str, disable: bool = False, **tqdm_args: Any) -> Iterator[Progress]:
+    """A tqdm bar in percent for the CLI, as a ``progress(fraction, message)`` callback: the bar
+    shows the fraction done and the job's latest message."""
+    from tqdm import tqdm
+
+    with tqdm(total=100, desc=desc, unit="%", disable=disable, **tqdm_args) as bar:
+
+        def progress(fraction: float, message: str) -> None:
+            bar.update(int(100 * fraction) - bar.n)
+            bar.set_postfix_str(message)
+
+        yield progress
