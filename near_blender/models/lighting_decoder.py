@@ -28,9 +28,11 @@ and values of every block; :meth:`~LightingAwareDecoder.decode` then runs only t
 (view embedding, queries, FFNs, heads). ``forward`` is exactly ``decode(prepare_asset(...),
 prepare_lighting(...), viewmats)``, so both paths give the same numbers.
 
-The blocks are built from the shared TRELLIS modules of :mod:`.blocks`
-(``SparseMultiHeadAttention``, ``SparseFeedForwardNet``, ``AbsolutePositionEmbedder``). Cross-attention modules use TRELLIS names and layout (``to_q``, ``to_kv`` with k then v, each
-head-major, ``to_out``; all with biases). A block at width 768 holds 9,447,168 parameters; the
+The blocks (:mod:`.lighting_block`) are built from the shared TRELLIS modules of :mod:`.blocks`
+(``SparseMultiHeadAttention``, ``SparseFeedForwardNet``, ``AbsolutePositionEmbedder``).
+Cross-attention modules use TRELLIS names and layout (``to_q``, ``to_kv`` with k then v, each
+head-major, ``to_out``; all with biases). The per-voxel priors of the asset (input-SLAT base
+colour and normals, voxel-shell normals) come from :mod:`.voxel_priors`. A block at width 768 holds 9,447,168 parameters; the
 parts outside the blocks (input layer 590,592; view embedding 79,872; heads 2,534,624) hold
 3,205,088 with the published head layout (K = 32, F = 32, 1 + 2 auxiliary channels), so the totals
 for 1/3/6/9 blocks are 12,652,256 / 31,546,592 / 59,888,096 / 88,229,600 (paper table 2: 12.65M /
@@ -48,12 +50,10 @@ import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from .. import NearError
-from ..sparse import LayerNorm32, SparseTensor
-from ..sparse.surface_normals import voxel_surface_normals
-from .blocks import NORM_EPS, AbsolutePositionEmbedder, SparseFeedForwardNet, SparseMultiHeadAttention
+from ..sparse import SparseTensor
+from .blocks import AbsolutePositionEmbedder
 from .compat import DEFAULT_COMPAT, centre_method, check_compat, shared_read_out
 from .gaussian_head import (
-    FEATURE_NORMAL_MIN_LENGTH,
     GaussianHeads,
     GaussianLayout,
     RelightableGaussians,
@@ -61,6 +61,7 @@ from .gaussian_head import (
     decode_gaussians,
     hammersley_offsets,
 )
+from .lighting_block import LightingAwareBlock
 from .model_config import adopt_children, merge_config
 from .registry import register_model
 from .view_embedding import (
@@ -72,6 +73,7 @@ from .view_embedding import (
     view_rays,
     voxel_centres,
 )
+from .voxel_priors import parse_slat_channels, read_slat_channels, voxel_normals
 
 # ---------------------------------------------------------------------------------------------
 # Caches (the interactive path: once per asset, once per lighting, then per view)
@@ -116,64 +118,33 @@ class LADLightingCache:
 
 
 # ---------------------------------------------------------------------------------------------
-# Blocks
-# ---------------------------------------------------------------------------------------------
-
-
-class LightingAwareBlock(nn.Module):
-    """Register cross-attention, lighting cross-attention, FFN; pre-LN residuals, no self-attention.
-
-    Published order: ``x += register_attn(norm2(x), registers)``, ``x += cross_attn(norm1(x),
-    light_tokens)``, ``x += mlp(norm3(x))`` (non-affine LayerNorms, eps 1e-6, float32). The
-    attention and FFN modules are the shared TRELLIS ones (:mod:`.blocks`); every cross-attention
-    stays within its batch item.
-    """
-
-    def __init__(self, channels: int, num_heads: int, *, token_channels: int, mlp_ratio: float = 4.0,
-                 qk_rms_norm_cross: bool = False) -> None:  # fmt: skip
-        super().__init__()
-        if channels % num_heads != 0:
-            raise NearError(f"Width {channels} does not split into {num_heads} attention heads.")
-        for name in ("norm1", "norm2", "norm3"):
-            self.add_module(name, LayerNorm32(channels, elementwise_affine=False, eps=NORM_EPS))
-        for name in ("register_attn", "cross_attn"):
-            attention = SparseMultiHeadAttention(
-                channels, num_heads, token_channels, type="cross", qk_rms_norm=qk_rms_norm_cross
-            )
-            self.add_module(name, attention)
-        self.mlp = SparseFeedForwardNet(channels, mlp_ratio)
-
-    def forward(self, x: SparseTensor, register_kv: Tensor, light_kv: Tensor) -> SparseTensor:
-        """``x`` ``[N, C]``; keys/values ``[B or 1, L, 2, H, D]`` from ``register_attn.context_kv`` and
-        ``cross_attn.context_kv`` (precomputed once per asset / per lighting)."""
-        x = x + self.register_attn(self.norm2(x), kv=register_kv)
-        x = x + self.cross_attn(self.norm1(x), kv=light_kv)
-        return x + self.mlp(self.norm3(x))
-
-
-# ---------------------------------------------------------------------------------------------
 # The decoder
 # ---------------------------------------------------------------------------------------------
 
 
-def parse_slat_channels(option: str, value: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Check a renderer option that reads three channels of the input SLAT, ``{"channels": [3 ints],
-    "mean": [3], "std": [3]}`` (the channels and the standardization to undo): ``base_color_skip``
-    (the voxel's base colour, see :func:`~.gaussian_head.decode_base_color`) and ``feature_normals``
-    (the voxel's mean surface normal, for ``normal_source: "features"``). This project's options
-    for small models, not published."""
-    if value is None:
-        return None
-    try:
-        out = {k: [float(v) for v in value[k]] for k in ("mean", "std")}
-        out["channels"] = [int(c) for c in value["channels"]]
-    except (KeyError, TypeError, ValueError):
+def check_lad_options(
+    pe_mode: str,
+    view_frame: str,
+    view_direction_space: str,
+    base_color_activation: str,
+    resolution: int,
+    num_blocks: int,
+    model_channels: int,
+    latent_channels: int,
+) -> None:
+    """NearError for a lighting-aware decoder configuration this implementation cannot build."""
+    if pe_mode not in ("null", "ape"):
+        raise NearError(f"The lighting-aware decoder supports pe_mode 'null' or 'ape', got {pe_mode!r}.")
+    check_view_options(view_frame, view_direction_space)
+    if base_color_activation not in ("sh_dc", "sigmoid"):
+        raise NearError(f"Unknown base colour activation {base_color_activation!r}.")
+    if resolution < 1 or num_blocks < 0 or model_channels < 1:
+        raise NearError("resolution and model_channels must be positive and num_blocks >= 0.")
+    if latent_channels != model_channels:
         raise NearError(
-            f"{option} must be {{'channels': [3 ints], 'mean': [3], 'std': [3]}}, got {value!r}."
-        ) from None
-    if any(len(v) != 3 for v in out.values()) or min(out["channels"]) < 0:
-        raise NearError(f"{option} needs 3 channels (>= 0), 3 means and 3 stds, got {value!r}.")
-    return out
+            f"latent_channels ({latent_channels}) must equal model_channels ({model_channels}): "
+            "the intrinsic heads add the view embedding to the normalized input features."
+        )
 
 
 @register_model("SLatGaussianRenderer", "LightingAwareDecoder")
@@ -235,18 +206,8 @@ class LightingAwareDecoder(nn.Module):
         super().__init__()
         self.compat = check_compat(compat)
         self.centre_method = centre_method(compat)
-        if pe_mode not in ("null", "ape"):
-            raise NearError(f"The lighting-aware decoder supports pe_mode 'null' or 'ape', got {pe_mode!r}.")
-        check_view_options(view_frame, view_direction_space)
-        if base_color_activation not in ("sh_dc", "sigmoid"):
-            raise NearError(f"Unknown base colour activation {base_color_activation!r}.")
-        if resolution < 1 or num_blocks < 0 or model_channels < 1:
-            raise NearError("resolution and model_channels must be positive and num_blocks >= 0.")
-        if latent_channels != model_channels:
-            raise NearError(
-                f"latent_channels ({latent_channels}) must equal model_channels ({model_channels}): "
-                "the intrinsic heads add the view embedding to the normalized input features."
-            )
+        check_lad_options(pe_mode, view_frame, view_direction_space, base_color_activation,
+                          resolution, num_blocks, model_channels, latent_channels)  # fmt: skip
         self.resolution, self.model_channels = resolution, model_channels
         self.latent_channels, self.cond_channels = latent_channels, cond_channels
         self.num_register_tokens, self.pe_mode = num_register_tokens, pe_mode
@@ -263,23 +224,33 @@ class LightingAwareDecoder(nn.Module):
                 "feature_normals {channels, mean, std} (stage-2 training fills it in)."
             )
         self.layout = GaussianLayout(self.rep.num_gaussians, color_feature_dim, n_extra_pbr, n_extra_light)
+        self._build_trunk(num_blocks, mlp_ratio, qk_rms_norm_cross)
+        self._build_view_embedding_and_heads()
+        self._init_weights()
 
-        if pe_mode == "ape":
-            self.pos_embedder = AbsolutePositionEmbedder(model_channels)
-        self.input_layer = nn.Linear(latent_channels, model_channels)
+    def _build_trunk(self, num_blocks: int, mlp_ratio: float, qk_rms_norm_cross: bool) -> None:
+        """The input layer (+ APE) and the ``num_blocks`` lighting-aware blocks."""
+        if self.pe_mode == "ape":
+            self.pos_embedder = AbsolutePositionEmbedder(self.model_channels)
+        self.input_layer = nn.Linear(self.latent_channels, self.model_channels)
         block_args = {
-            "token_channels": cond_channels,
+            "token_channels": self.cond_channels,
             "mlp_ratio": mlp_ratio,
             "qk_rms_norm_cross": qk_rms_norm_cross,
         }
         self.blocks = nn.ModuleList(
-            LightingAwareBlock(model_channels, self.num_heads, **block_args) for _ in range(num_blocks)
+            LightingAwareBlock(self.model_channels, self.num_heads, **block_args) for _ in range(num_blocks)
         )
-        # Flat published keys: the layers of the view embedding and of the heads are registered
-        # directly on self (ob_views_encoder, gs_out_layer, ...); the two helper modules are kept
-        # as plain attributes that share those layers.
-        view_embedding = ViewEmbedding(model_channels)
-        heads = GaussianHeads(model_channels, self.layout, shared_read_out=shared_read_out(compat))
+
+    def _build_view_embedding_and_heads(self) -> None:
+        """The view embedding, the Gaussian heads and the heads' offset buffer ``[K, 3]``.
+
+        Flat published keys: the layers of the view embedding and of the heads are registered
+        directly on self (ob_views_encoder, gs_out_layer, ...); the two helper modules are kept
+        as plain attributes that share those layers.
+        """
+        view_embedding = ViewEmbedding(self.model_channels)
+        heads = GaussianHeads(self.model_channels, self.layout, shared_read_out=shared_read_out(self.compat))
         for part in (view_embedding, heads):
             adopt_children(self, part)
         object.__setattr__(self, "view_embedding", view_embedding)
@@ -287,7 +258,6 @@ class LightingAwareDecoder(nn.Module):
         self.register_buffer(
             "offset_perturbation", hammersley_offsets(self.rep.num_gaussians, self.rep.voxel_size)
         )
-        self._init_weights()
 
     # -- configs -------------------------------------------------------------------------------
     @classmethod
@@ -421,10 +391,10 @@ class LightingAwareDecoder(nn.Module):
         if batch_size is None and coords is None and isinstance(getattr(h, "batch_size", None), int):
             batch_size = int(h.batch_size)
         h, coords = self._voxels(h, coords)
-        voxel_bc = self._slat_channels("base_color_skip", slat_feats, h.shape[0])
+        voxel_bc = read_slat_channels("base_color_skip", self.base_color_skip, slat_feats, h.shape[0])
         if voxel_bc is not None:
             voxel_bc = voxel_bc.clamp(0.0, 1.0)
-        feat_normals = self._slat_channels("feature_normals", slat_feats, h.shape[0])
+        feat_normals = read_slat_channels("feature_normals", self.feature_normals, slat_feats, h.shape[0])
         if batch_size is None:
             batch_size = int(coords[:, 0].max()) + 1 if coords.numel() else 1
         B = batch_size
@@ -456,52 +426,14 @@ class LightingAwareDecoder(nn.Module):
             h_norm=F.layer_norm(h.float(), h.shape[-1:], eps=1e-5).to(h.dtype),
             register_kv=[blk.register_attn.context_kv(registers) for blk in self.blocks],
             inverse=inverse,
-            **self._voxel_normals(coords, feat_normals, h.dtype),
+            **voxel_normals(coords, self.rep, self.resolution, feat_normals, h.dtype),
             voxel_base_color=voxel_bc,
         )
-
-    def _voxel_normals(
-        self, coords: Tensor, feat_normals: Tensor | None, dtype: torch.dtype
-    ) -> dict[str, Any]:
-        """``voxel_normals`` / ``voxel_normals_oriented`` of the asset cache for the normal source:
-        none (shortest axis), the voxel shell's PCA (unoriented), or the input SLAT's mean surface
-        normal (oriented, outward) where it is at least ``FEATURE_NORMAL_MIN_LENGTH`` long, the PCA
-        elsewhere (edges and thin parts, where the voxel's surfaces face different ways)."""
-        if self.rep.normal_source == "shortest_axis":
-            return {}
-        pca = voxel_surface_normals(coords, self.resolution, self.rep.normal_radius).to(dtype)
-        if self.rep.normal_source == "voxels" or feat_normals is None:
-            return {"voxel_normals": pca}
-        length = feat_normals.norm(dim=-1, keepdim=True)
-        good = length[:, 0] >= FEATURE_NORMAL_MIN_LENGTH
-        n = torch.where(good[:, None], feat_normals / length.clamp_min(1e-8), pca)
-        return {"voxel_normals": n.to(dtype), "voxel_normals_oriented": good}
 
     @property
     def reads_slat_channels(self) -> bool:
         """Whether :meth:`prepare_asset` needs the input SLAT's features (``slat_feats``)."""
         return self.base_color_skip is not None or self.feature_normals is not None
-
-    def _slat_channels(self, option: str, slat_feats: Tensor | None, n: int) -> Tensor | None:
-        """Channels ``[N, 3]`` of the input SLAT named by the renderer option ``option``
-        (``base_color_skip`` or ``feature_normals``), standardization undone; None without it."""
-        spec = getattr(self, option)
-        if spec is None:
-            return None
-        if slat_feats is None:
-            raise NearError(
-                f"This decoder reads channels of its input SLAT ({option}); "
-                "pass slat_feats to prepare_asset (RelightableDecoder.encode_asset does)."
-            )
-        ch = spec["channels"]
-        if slat_feats.ndim != 2 or slat_feats.shape[0] != n or slat_feats.shape[1] <= max(ch):
-            raise NearError(
-                f"{option} reads SLAT channels {ch} of {n} voxels, got features "
-                f"{tuple(slat_feats.shape)} (base_color_skip needs the base-colour SLAT: use_bc_slat)."
-            )
-        mean = torch.tensor(spec["mean"], dtype=slat_feats.dtype, device=slat_feats.device)
-        std = torch.tensor(spec["std"], dtype=slat_feats.dtype, device=slat_feats.device)
-        return slat_feats[:, ch] * std + mean
 
     def prepare_lighting(self, light_tokens: Tensor) -> LADLightingCache:
         """The keys/values of the lighting tokens ``[B or 1, N_L, C_ctx]`` for every block (once per lighting)."""
@@ -601,6 +533,3 @@ class LightingAwareDecoder(nn.Module):
     # -- accounting ----------------------------------------------------------------------------------
     def block_parameters(self) -> int:
         return sum(p.numel() for p in self.blocks.parameters())
-
-    def non_block_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters()) - self.block_parameters()
