@@ -132,39 +132,14 @@ def _project_one(
 ) -> Projected:
     """Projection into one camera (everything elementwise over the Gaussians in its clip range)."""
     R, t = viewmat[:3, :3], viewmat[:3, 3]
-    with torch.no_grad():  # depth test first, so nothing behind the camera enters the graph
-        z_all = means @ R[2] + t[2]
-        keep = (z_all >= near_plane) & (z_all <= far_plane)
-        idx = None if bool(keep.all()) else keep.nonzero().squeeze(1)
-
+    idx = _in_clip_range(means, R, t, near_plane, far_plane)
     mean_c = _take(means, idx) @ R.T + t  # [M, 3]
     RS = quat_to_rotmat(_take(quats, idx), normalize=True) * _take(scales, idx)[:, None, :]  # [M, 3, 3]
     M = RS.shape[0]
     # B = R_cam @ RS: row i of B for all Gaussians, [3, M, 3]; camera covariance is B B^T
     B = (R @ RS.permute(1, 0, 2).reshape(3, M * 3)).reshape(3, M, 3)
-    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
     x, y, z = mean_c.unbind(-1)
-    if ortho:
-        u = fx * x + cx
-        v = fy * y + cy
-        row0 = fx * B[0]
-        row1 = fy * B[1]
-    else:
-        rz = 1.0 / z
-        u = fx * x * rz + cx
-        v = fy * y * rz + cy
-        tan_fovx = 0.5 * width / fx
-        tan_fovy = 0.5 * height / fy
-        lim_xp = (width - cx) / fx + 0.3 * tan_fovx
-        lim_xn = cx / fx + 0.3 * tan_fovx
-        lim_yp = (height - cy) / fy + 0.3 * tan_fovy
-        lim_yn = cy / fy + 0.3 * tan_fovy
-        tx = z * torch.clamp(x * rz, -lim_xn, lim_xp)
-        ty = z * torch.clamp(y * rz, -lim_yn, lim_yp)
-        rz2 = rz * rz
-        # Jacobian rows (fx/z, 0, -fx tx/z²) and (0, fy/z, -fy ty/z²) applied to B
-        row0 = (fx * rz)[:, None] * B[0] - (fx * tx * rz2)[:, None] * B[2]
-        row1 = (fy * rz)[:, None] * B[1] - (fy * ty * rz2)[:, None] * B[2]
+    u, v, row0, row1 = _project_centres_and_jacobian(x, y, z, B, K, width, height, ortho)
     c00 = (row0 * row0).sum(-1)
     c01 = (row0 * row1).sum(-1)
     c11 = (row1 * row1).sum(-1)
@@ -179,22 +154,70 @@ def _project_one(
         tiny = torch.finfo(det.dtype).tiny
         op = op * torch.sqrt(torch.clamp(det_orig / torch.where(det > 0, det, 1.0), min=tiny))
 
-    with torch.no_grad():
-        op_d = op.detach()
-        ok = (det > 0) & (op_d >= ALPHA_THRESHOLD)
-        extend = torch.sqrt(2.0 * torch.log(torch.clamp(op_d, min=ALPHA_THRESHOLD) / ALPHA_THRESHOLD))
-        extend = torch.clamp(extend, max=EXTENT_SIGMAS)
-        rx = torch.ceil(extend * torch.sqrt(torch.clamp(b00.detach(), min=0)))
-        ry = torch.ceil(extend * torch.sqrt(torch.clamp(b11.detach(), min=0)))
-        ok &= (rx > 0) & (ry > 0)
-        ud, vd = u.detach(), v.detach()
-        ok &= (ud + rx > 0) & (ud - rx < width) & (vd + ry > 0) & (vd - ry < height)
-        ok &= torch.isfinite(ud) & torch.isfinite(vd)
-        sel = ok.nonzero().squeeze(1)
-        gid = sel if idx is None else idx.index_select(0, sel)
-
+    sel, rx, ry = _visible(u, v, b00, b11, det, op, width, height)
+    gid = sel if idx is None else idx.index_select(0, sel)
     inv = 1.0 / det
     packed = torch.stack([u, v, b11 * inv, -c01 * inv, b00 * inv, op, z], -1).index_select(0, sel)
     radii = torch.stack([rx, ry], -1).index_select(0, sel).to(torch.int64)
     cam = torch.full_like(gid, c)
     return Projected(cam, gid, packed[:, :2], packed[:, 2:5], packed[:, 5], packed[:, 6], radii)
+
+
+@torch.no_grad()
+def _in_clip_range(means: Tensor, R: Tensor, t: Tensor, near_plane: float, far_plane: float) -> Tensor | None:
+    """Indices ``[M]`` of the Gaussians whose camera depth lies in ``[near_plane, far_plane]`` (None:
+    all of them). Tested first and without autograd, so nothing behind the camera enters the graph."""
+    z_all = means @ R[2] + t[2]
+    keep = (z_all >= near_plane) & (z_all <= far_plane)
+    return None if bool(keep.all()) else keep.nonzero().squeeze(1)
+
+
+def _project_centres_and_jacobian(
+    x: Tensor, y: Tensor, z: Tensor, B: Tensor, K: Tensor, width: int, height: int, ortho: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Pixel centres ``u, v`` ``[M]`` of camera-space means ``x, y, z`` ``[M]`` and the two rows
+    ``[M, 3]`` of ``J B`` (J the projection's 2x3 Jacobian, B ``[3, M, 3]`` the rows of
+    ``R_cam R S``), so that the 2D covariance is ``(J B)(J B)^T``. Pinhole: gsplat's clamp of x/z
+    and y/z to 1.3x the field of view inside the Jacobian; ortho: a constant Jacobian."""
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    if ortho:
+        return fx * x + cx, fy * y + cy, fx * B[0], fy * B[1]
+    rz = 1.0 / z
+    u = fx * x * rz + cx
+    v = fy * y * rz + cy
+    tan_fovx = 0.5 * width / fx
+    tan_fovy = 0.5 * height / fy
+    lim_xp = (width - cx) / fx + 0.3 * tan_fovx
+    lim_xn = cx / fx + 0.3 * tan_fovx
+    lim_yp = (height - cy) / fy + 0.3 * tan_fovy
+    lim_yn = cy / fy + 0.3 * tan_fovy
+    tx = z * torch.clamp(x * rz, -lim_xn, lim_xp)
+    ty = z * torch.clamp(y * rz, -lim_yn, lim_yp)
+    rz2 = rz * rz
+    # Jacobian rows (fx/z, 0, -fx tx/z²) and (0, fy/z, -fy ty/z²) applied to B
+    row0 = (fx * rz)[:, None] * B[0] - (fx * tx * rz2)[:, None] * B[2]
+    row1 = (fy * rz)[:, None] * B[1] - (fy * ty * rz2)[:, None] * B[2]
+    return u, v, row0, row1
+
+
+@torch.no_grad()
+def _visible(
+    u: Tensor, v: Tensor, b00: Tensor, b11: Tensor, det: Tensor, op: Tensor, width: int, height: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """gsplat's culling of projected instances: ``(kept indices [M'], extent x [M], extent y [M])``.
+
+    ``b00, b11`` the blurred 2D covariance's diagonal, ``det`` its determinant, ``op`` the
+    (compensated) opacity. Dropped: ``det <= 0``, opacity < 1/255, a zero extent, an extent box
+    that misses the image, a non-finite centre. Extents in pixels, not yet rounded to int.
+    """
+    op_d = op.detach()
+    ok = (det > 0) & (op_d >= ALPHA_THRESHOLD)
+    extend = torch.sqrt(2.0 * torch.log(torch.clamp(op_d, min=ALPHA_THRESHOLD) / ALPHA_THRESHOLD))
+    extend = torch.clamp(extend, max=EXTENT_SIGMAS)
+    rx = torch.ceil(extend * torch.sqrt(torch.clamp(b00.detach(), min=0)))
+    ry = torch.ceil(extend * torch.sqrt(torch.clamp(b11.detach(), min=0)))
+    ok &= (rx > 0) & (ry > 0)
+    ud, vd = u.detach(), v.detach()
+    ok &= (ud + rx > 0) & (ud - rx < width) & (vd + ry > 0) & (vd - ry < height)
+    ok &= torch.isfinite(ud) & torch.isfinite(vd)
+    return ok.nonzero().squeeze(1), rx, ry
