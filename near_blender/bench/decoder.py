@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -226,20 +227,40 @@ def matmul_peak(n: int = 2048, repeat: int = 5) -> float:
 # ---------------------------------------------------------------------------------------------
 
 
-def run(quick: bool = False) -> dict[str, Any]:
-    torch.manual_seed(0)
-    size = 128 if quick else 256
-    target = 4000 if quick else 20_000
-    repeat = 1 if quick else 3
-    peak = matmul_peak(1024 if quick else 2048, 3 if quick else 5)
+@dataclass
+class DecoderTimes:
+    """What :func:`run` measured: seconds (medians), matmul FLOPs, counts."""
 
-    slat = bench_slat(target)
-    N = len(slat)
-    cfg = stage2_configs("near-tiny")
+    peak: float  # fp32 matmul FLOP/s of this process
+    voxels: int  # N, the asset's voxels
+    size: int  # square image side, pixels
+    gaussians_per_voxel: int  # near-tiny's K
+    t_asset: float  # near-tiny, once per asset (IAD + LAD cache)
+    t_light: float  # near-tiny, once per lighting
+    views: list[float]  # near-tiny, whole cached-path view, one per camera
+    t_view: float
+    t_lad: float  # near-tiny per view: LAD + heads
+    t_render: float  # near-tiny per view: radiance MLP + two rasterizations
+    kept: list[int]  # Gaussians rasterized per pass, per camera
+    c_view: int  # counted FLOPs, near-tiny LAD + heads per view
+    c_asset: int  # counted FLOPs, near-tiny per asset
+    tiny_flops: dict[str, int]  # analytic near-tiny FLOPs (stage2_flops)
+    paper_flops: dict[str, int]  # analytic near-paper FLOPs for the same asset
+    sub: int  # voxels of the measured near-paper LAD
+    t_paper: float  # near-paper LAD + heads on ``sub`` voxels, per view
+    c_paper: int  # its counted FLOPs
+    f_paper_sub: int  # its analytic FLOPs
+
+
+def _time_tiny(
+    slat: SparseTensor, cfg: dict[str, dict[str, Any]], size: int, repeat: int
+) -> tuple[dict[str, Any], torch.Tensor]:
+    """near-tiny's cached path on ``slat``: per asset, per lighting, and per view for three orbit
+    cameras (whole view, LAD + heads, radiance + rasterization), with counted FLOPs. Returns the
+    measurements (fields of :class:`DecoderTimes`) and the first camera's viewmat ``[1, 4, 4]``."""
     model = RelightableDecoder.from_configs(cfg, backend="torch").eval()
     env = torch.randn(1, 9, 64, 64)
     vms, Ks = orbit(3, size)
-
     with torch.no_grad():
         t_asset = timeit(lambda: model.encode_asset(slat), repeat=repeat, warmup=1)
         t_light = timeit(lambda: model.encode_lighting(env), repeat=repeat, warmup=1)
@@ -259,15 +280,17 @@ def run(quick: bool = False) -> dict[str, Any]:
         vm0 = vms[:1]
         c_view = counted_flops(lambda: model.gaussians(asset, light, vm0), model)
         c_asset = counted_flops(lambda: model.encode_asset(slat), model)
-
-    tiny_flops = stage2_flops(cfg, slat, (64, 64))
     t_view, t_lad, t_render = (sorted(x)[len(x) // 2] for x in (views, lads, renders))
-    K_tiny = cfg["renderer"]["args"]["representation_config"]["num_gaussians"]
+    measured = {"t_asset": t_asset, "t_light": t_light, "views": views, "t_view": t_view, "t_lad": t_lad,
+                "t_render": t_render, "kept": kept, "c_view": c_view, "c_asset": c_asset}  # fmt: skip
+    return measured, vm0
 
-    # near-paper: analytic FLOPs for the same asset, and a measured width-768 LAD on a voxel subset
-    paper_cfg = stage2_configs("near-paper")
-    paper = stage2_flops(paper_cfg, slat, (512, 512))
-    sub = 256 if quick else 2048
+
+def _time_paper_lad(
+    paper_cfg: dict[str, dict[str, Any]], slat: SparseTensor, sub: int, vm0: torch.Tensor, quick: bool
+) -> dict[str, Any]:
+    """A width-768 near-paper LAD (random weights, seed 0) decoding the first ``sub`` voxels of
+    ``slat`` under 4096 light tokens, seen by ``vm0``: seconds, counted and analytic FLOPs."""
     sub_slat = SparseTensor.from_list([slat.coords[:sub, 1:]], [slat.feats[:sub]])
     torch.manual_seed(0)
     lad = LightingAwareDecoder(**paper_cfg["renderer"]["args"]).eval()
@@ -277,21 +300,56 @@ def run(quick: bool = False) -> dict[str, Any]:
         ll = lad.prepare_lighting(torch.randn(1, 4096, 768))
         t_paper = timeit(lambda: lad.decode(la, ll, vm0), repeat=1 if quick else 2)
         c_paper = counted_flops(lambda: lad.decode(la, ll, vm0), lad)
-    f_paper_sub = lad_view_flops(lad, sub, 16, 4096)
-
-    frac = {
-        "tiny_view": tiny_flops["per_view_decoder"] / t_lad / peak,
-        "tiny_asset": tiny_flops["per_asset"] / t_asset / peak,
-        "paper_view": f_paper_sub / t_paper / peak,
+    return {
+        "sub": sub,
+        "t_paper": t_paper,
+        "c_paper": c_paper,
+        "f_paper_sub": lad_view_flops(lad, sub, 16, 4096),
     }
-    G = 1e9
-    summary = [
-        f"Cached path, near-tiny, {N} voxels ({N * K_tiny} Gaussians before culling), {size}x{size}, CPU "
-        f"({torch.get_num_threads()} threads): {t_view * 1e3:.0f} ms per view = decoder (LAD + heads) "
-        f"{t_lad * 1e3:.0f} ms + radiance MLP and two rasterization passes {t_render * 1e3:.0f} ms "
-        f"(median of {len(views)} views; {sum(kept) // len(kept)} Gaussians rasterized per pass).",
-        f"Once per asset (IAD + LAD asset cache): {t_asset * 1e3:.0f} ms; once per lighting (tokenizer 64x64 + "
-        f"light K/V): {t_light * 1e3:.0f} ms.",
+
+
+def measure(quick: bool = False) -> DecoderTimes:
+    """Run the benchmark's measurements (near-tiny's cached path, FLOPs, a near-paper LAD)."""
+    torch.manual_seed(0)
+    size = 128 if quick else 256
+    target = 4000 if quick else 20_000
+    repeat = 1 if quick else 3
+    peak = matmul_peak(1024 if quick else 2048, 3 if quick else 5)
+
+    slat = bench_slat(target)
+    cfg = stage2_configs("near-tiny")
+    tiny, vm0 = _time_tiny(slat, cfg, size, repeat)
+    tiny_flops = stage2_flops(cfg, slat, (64, 64))
+    K_tiny = cfg["renderer"]["args"]["representation_config"]["num_gaussians"]
+
+    # near-paper: analytic FLOPs for the same asset, and a measured width-768 LAD on a voxel subset
+    paper_cfg = stage2_configs("near-paper")
+    paper = stage2_flops(paper_cfg, slat, (512, 512))
+    big = _time_paper_lad(paper_cfg, slat, 256 if quick else 2048, vm0, quick)
+    return DecoderTimes(peak=peak, voxels=len(slat), size=size, gaussians_per_voxel=K_tiny, **tiny,
+                        tiny_flops=tiny_flops, paper_flops=paper, **big)  # fmt: skip
+
+
+def _efficiency(m: DecoderTimes) -> dict[str, float]:
+    """Fractions of the measured matmul peak reached (analytic FLOPs / seconds / peak)."""
+    return {
+        "tiny_view": m.tiny_flops["per_view_decoder"] / m.t_lad / m.peak,
+        "tiny_asset": m.tiny_flops["per_asset"] / m.t_asset / m.peak,
+        "paper_view": m.f_paper_sub / m.t_paper / m.peak,
+    }
+
+
+def _summary(m: DecoderTimes) -> list[str]:
+    """The report's summary sentences."""
+    frac, paper, G = _efficiency(m), m.paper_flops, 1e9
+    N, size, sub, peak = m.voxels, m.size, m.sub, m.peak
+    return [
+        f"Cached path, near-tiny, {N} voxels ({N * m.gaussians_per_voxel} Gaussians before culling), {size}x{size}, "
+        f"CPU ({torch.get_num_threads()} threads): {m.t_view * 1e3:.0f} ms per view = decoder (LAD + heads) "
+        f"{m.t_lad * 1e3:.0f} ms + radiance MLP and two rasterization passes {m.t_render * 1e3:.0f} ms "
+        f"(median of {len(m.views)} views; {sum(m.kept) // len(m.kept)} Gaussians rasterized per pass).",
+        f"Once per asset (IAD + LAD asset cache): {m.t_asset * 1e3:.0f} ms; once per lighting (tokenizer 64x64 + "
+        f"light K/V): {m.t_light * 1e3:.0f} ms.",
         f"Measured fp32 matmul peak: {peak / G:.1f} GFLOP/s. Decoder efficiency: near-tiny per view "
         f"{100 * frac['tiny_view']:.1f}% of peak, near-tiny IAD {100 * frac['tiny_asset']:.1f}%, near-paper LAD "
         f"(width 768, {sub} voxels) {100 * frac['paper_view']:.1f}%.",
@@ -302,64 +360,67 @@ def run(quick: bool = False) -> dict[str, Any]:
         f"At the measured peak a near-paper view would take >= {paper['per_view_decoder'] / peak:.0f} s on this CPU; "
         f"the paper reports 30 FPS on a GPU.",
     ]
-    rows_flops = [
-        ["near-tiny", "per view (LAD + heads)", tiny_flops["per_view_decoder"] / G, c_view / G],
-        ["near-tiny", "per view (radiance MLP, all Gaussians)", tiny_flops["per_view_radiance"] / G, ""],
-        ["near-tiny", "per asset (IAD + LAD cache)", tiny_flops["per_asset"] / G, c_asset / G],
-        ["near-tiny", "per lighting", tiny_flops["per_lighting"] / G, ""],
+
+
+def _flop_rows(m: DecoderTimes) -> list[list[Any]]:
+    """The FLOP table: model, part, analytic GFLOP, counted GFLOP (or "")."""
+    tiny, paper, G = m.tiny_flops, m.paper_flops, 1e9
+    return [
+        ["near-tiny", "per view (LAD + heads)", tiny["per_view_decoder"] / G, m.c_view / G],
+        ["near-tiny", "per view (radiance MLP, all Gaussians)", tiny["per_view_radiance"] / G, ""],
+        ["near-tiny", "per asset (IAD + LAD cache)", tiny["per_asset"] / G, m.c_asset / G],
+        ["near-tiny", "per lighting", tiny["per_lighting"] / G, ""],
         ["near-paper", "per view (LAD + heads)", paper["per_view_decoder"] / G, ""],
         ["near-paper", "per view (radiance MLP, all Gaussians)", paper["per_view_radiance"] / G, ""],
         ["near-paper", "per asset (IAD + LAD cache)", paper["per_asset"] / G, ""],
         ["near-paper", "per lighting (tokenizer 512² + K/V)", paper["per_lighting"] / G, ""],
-        [f"near-paper, {sub} voxels", "per view (LAD + heads)", f_paper_sub / G, c_paper / G],
+        [f"near-paper, {m.sub} voxels", "per view (LAD + heads)", m.f_paper_sub / G, m.c_paper / G],
     ]
-    rows_time = [
-        ["near-tiny per view (cached path)", t_view * 1e3, "", ""],
-        [
-            "  decoder: LAD + heads",
-            t_lad * 1e3,
-            tiny_flops["per_view_decoder"] / t_lad / G,
-            100 * frac["tiny_view"],
-        ],
-        ["  radiance MLP + 2 rasterizations", t_render * 1e3, "", ""],
-        [
-            "near-tiny per asset (IAD + cache)",
-            t_asset * 1e3,
-            tiny_flops["per_asset"] / t_asset / G,
-            100 * frac["tiny_asset"],
-        ],
-        ["near-tiny per lighting", t_light * 1e3, "", ""],
-        [
-            f"near-paper LAD + heads, {sub} voxels",
-            t_paper * 1e3,
-            f_paper_sub / t_paper / G,
-            100 * frac["paper_view"],
-        ],
-        ["fp32 matmul peak (baseline)", "", peak / G, 100.0],
-    ]
+
+
+def _time_rows(m: DecoderTimes) -> list[list[Any]]:
+    """The latency table: what, ms, GFLOP/s (or ""), % of the matmul peak (or "")."""
+    frac, tiny, G = _efficiency(m), m.tiny_flops, 1e9
+    return [
+        ["near-tiny per view (cached path)", m.t_view * 1e3, "", ""],
+        ["  decoder: LAD + heads", m.t_lad * 1e3, tiny["per_view_decoder"] / m.t_lad / G, 100 * frac["tiny_view"]],
+        ["  radiance MLP + 2 rasterizations", m.t_render * 1e3, "", ""],
+        ["near-tiny per asset (IAD + cache)", m.t_asset * 1e3, tiny["per_asset"] / m.t_asset / G,
+         100 * frac["tiny_asset"]],
+        ["near-tiny per lighting", m.t_light * 1e3, "", ""],
+        [f"near-paper LAD + heads, {m.sub} voxels", m.t_paper * 1e3, m.f_paper_sub / m.t_paper / G,
+         100 * frac["paper_view"]],
+        ["fp32 matmul peak (baseline)", "", m.peak / G, 100.0],
+    ]  # fmt: skip
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    """The benchmark's report: summary, latency and FLOP tables, meta (see the module docstring)."""
+    m = measure(quick)
+    N = m.voxels
     return {
         "title": "Stage-2 decoder (IAD + LAD + radiance MLP + rasterization)",
-        "summary": summary,
+        "summary": _summary(m),
         "tables": [
             {
                 "name": "Latency (CPU)",
                 "columns": ["what", "ms", "GFLOP/s", "% of matmul peak"],
-                "rows": rows_time,
+                "rows": _time_rows(m),
             },
             {
                 "name": f"Matmul FLOPs for the {N}-voxel asset (analytic; counted = FlopCounterMode)",
                 "columns": ["model", "part", "GFLOP (analytic)", "GFLOP (counted)"],
-                "rows": rows_flops,
+                "rows": _flop_rows(m),
             },
         ],
         "meta": {
             "voxels": N,
-            "image": f"{size}x{size}",
-            "views": len(views),
-            "gaussians_per_voxel_tiny": K_tiny,
-            "gaussians_rasterized_per_pass": kept,
-            "view_ms": [round(v * 1e3, 1) for v in views],
-            "peak_gflops": round(peak / G, 2),
+            "image": f"{m.size}x{m.size}",
+            "views": len(m.views),
+            "gaussians_per_voxel_tiny": m.gaussians_per_voxel,
+            "gaussians_rasterized_per_pass": m.kept,
+            "view_ms": [round(v * 1e3, 1) for v in m.views],
+            "peak_gflops": round(m.peak / 1e9, 2),
             "command": "python -m near_blender.cli bench decoder --out benchmarks"
             + (" --quick" if quick else ""),
         },

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -60,6 +61,101 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+@dataclass
+class ViewTimer:
+    """Times the stage-2 ``model`` on ``device`` for one camera (``vm [1, 4, 4]``, ``K [1, 3, 3]``,
+    ``size``² pixels): medians of ``repeat`` synchronised calls."""
+
+    model: RelightableDecoder
+    device: torch.device
+    vm: torch.Tensor
+    K: torch.Tensor
+    size: int
+    repeat: int = 5
+
+    def timed(self, fn: Callable[[], Any], n: int | None = None) -> float:
+        return device_time(fn, self.device, repeat=self.repeat if n is None else n)
+
+    def frame(self, asset: Any, light: Any, autocast: bool) -> Any:
+        """One view as the engine draws it: networks (autocast), then float32 Gaussians rasterized."""
+        model, vm = self.model, self.vm
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
+            g = model.gaussians(asset, light, vm)
+            g.radiance = model.radiance(g, light, vm)
+        return model.render_gaussians(as_float32(g), vm, self.K, self.size, self.size)
+
+    def stages(
+        self, slat: Any, env: torch.Tensor, autocast: bool
+    ) -> tuple[dict[str, float], tuple[Any, Any]]:
+        """Seconds per asset, per lighting, per view (LAD + heads; whole frame) with or without
+        bfloat16 autocast, and the (asset, lighting) caches it made."""
+        model, vm = self.model, self.vm
+        with torch.no_grad():
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
+                t_asset = self.timed(lambda: model.encode_asset(slat), 3)
+                t_light = self.timed(lambda: model.encode_lighting(env), 3)
+                asset, light = model.encode_asset(slat), model.encode_lighting(env)
+                t_lad = self.timed(lambda a=asset, li=light: model.gaussians(a, li, vm))
+            t_view = self.timed(lambda a=asset, li=light, ac=autocast: self.frame(a, li, ac))
+        return {"asset": t_asset, "light": t_light, "lad": t_lad, "view": t_view}, (asset, light)
+
+    def rasterizers(self, asset: Any, light: Any, fast: str) -> dict[str, float]:
+        """Seconds to rasterize the same float32 Gaussians with ``fast`` and with our torch backend."""
+        model, vm = self.model, self.vm
+        with torch.no_grad():
+            g = model.gaussians(asset, light, vm)
+            g.radiance = model.radiance(g, light, vm)
+            times = {}
+            for backend, n in ((fast, 3), ("torch", 1)):  # one call of ours: it is the slow baseline
+                model.backend = backend
+                times[backend] = device_time(
+                    lambda: model.render_gaussians(g, vm, self.K, self.size, self.size),
+                    self.device,
+                    n,
+                    warmup=1,
+                )
+            model.backend = fast
+        return times
+
+
+def _precision_rows(
+    precision: str, t: dict[str, float], flops: dict[str, int], rate: float, size: int
+) -> list[list[Any]]:
+    """Latency rows of one precision: what, ms, % of the matmul rate (or "")."""
+    return [
+        [
+            precision,
+            "per asset (IAD + LAD cache)",
+            t["asset"] * 1e3,
+            100 * flops["per_asset"] / t["asset"] / rate,
+        ],
+        [precision, "per lighting (tokenizer 512² + K/V)", t["light"] * 1e3, ""],
+        [
+            precision,
+            "per view: LAD + heads",
+            t["lad"] * 1e3,
+            100 * flops["per_view_decoder"] / t["lad"] / rate,
+        ],
+        [precision, f"per view: whole frame {size}² (LAD, radiance, 2 passes)", t["view"] * 1e3, ""],
+    ]
+
+
+def _summary(
+    config: str, name: str, fast: str, voxels: int, gaussians: int, size: int,
+    per_view: dict[str, float], rates: dict[str, float], raster: dict[str, float],
+) -> list[str]:  # fmt: skip
+    """The report's summary sentences."""
+    return [
+        f"{config} stage 2 (random weights), {voxels} voxels ({gaussians} Gaussians), {size}² views, "
+        f"{name}: a whole frame takes {per_view['fp32'] * 1e3:.1f} ms in float32 "
+        f"({1 / per_view['fp32']:.1f} FPS) and {per_view['bf16'] * 1e3:.1f} ms under bfloat16 autocast "
+        f"({1 / per_view['bf16']:.1f} FPS); the paper reports 30 FPS.",
+        f"Baselines in the same process: dense matmul {rates['fp32'] / 1e12:.1f} TFLOP/s (float32, no TF32) and "
+        f"{rates['bf16'] / 1e12:.0f} TFLOP/s (bfloat16); {fast} rasterizes {raster['torch'] / raster[fast]:.1f}x "
+        "as fast as our torch rasterizer on the same Gaussians.",
+    ]
+
+
 def measure(device: str, config: str, size: int, target: int, repeat: int = 5) -> dict[str, Any]:
     """The report of :func:`run` for ``config`` on ``device`` (``"cpu"`` serves to try the code)."""
     torch.manual_seed(0)
@@ -72,74 +168,27 @@ def measure(device: str, config: str, size: int, target: int, repeat: int = 5) -
     model = RelightableDecoder.from_configs(cfg, backend=fast).to(dev).eval()
     env = torch.randn(1, 9, 512, 512, device=dev)
     vms, Ks = (t.to(dev) for t in orbit(4, size))
-    vm, K = vms[:1], Ks[:1]
+    timer = ViewTimer(model, dev, vms[:1], Ks[:1], size, repeat)
     small = dev.type != "cuda"
     rates = {"fp32": matmul_rate(torch.float32, dev, 512 if small else 8192),
              "bf16": matmul_rate(torch.bfloat16, dev, 512 if small else 8192)}  # fmt: skip
     flops = stage2_flops(cfg, slat.cpu(), (512, 512))
 
-    def timed(fn: Callable[[], Any], n: int = repeat) -> float:
-        return device_time(fn, dev, repeat=n)
-
-    def frame(asset: Any, light: Any, autocast: bool) -> Any:
-        """One view as the engine draws it: networks (autocast), then float32 Gaussians rasterized."""
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
-            g = model.gaussians(asset, light, vm)
-            g.radiance = model.radiance(g, light, vm)
-        return model.render_gaussians(as_float32(g), vm, K, size, size)
-
     rows, per_view, caches = [], {}, {}
     for precision, autocast in (("fp32", False), ("bf16", True)):
-        with torch.no_grad():
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
-                t_asset = timed(lambda: model.encode_asset(slat), 3)
-                t_light = timed(lambda: model.encode_lighting(env), 3)
-                asset, light = model.encode_asset(slat), model.encode_lighting(env)
-                t_lad = timed(lambda a=asset, li=light: model.gaussians(a, li, vm))
-            t_view = timed(lambda a=asset, li=light, ac=autocast: frame(a, li, ac))
-        per_view[precision], caches[precision] = t_view, (asset, light)
-        rate = rates[precision]
-        rows += [
-            [
-                precision,
-                "per asset (IAD + LAD cache)",
-                t_asset * 1e3,
-                100 * flops["per_asset"] / t_asset / rate,
-            ],
-            [precision, "per lighting (tokenizer 512² + K/V)", t_light * 1e3, ""],
-            [precision, "per view: LAD + heads", t_lad * 1e3, 100 * flops["per_view_decoder"] / t_lad / rate],
-            [precision, f"per view: whole frame {size}² (LAD, radiance, 2 passes)", t_view * 1e3, ""],
-        ]
-
-    asset, light = caches["fp32"]
-    with torch.no_grad():
-        g = model.gaussians(asset, light, vm)
-        g.radiance = model.radiance(g, light, vm)
-        times = {}
-        for backend, n in ((fast, 3), ("torch", 1)):  # one call of ours: it is the slow baseline
-            model.backend = backend
-            times[backend] = device_time(
-                lambda: model.render_gaussians(g, vm, K, size, size), dev, n, warmup=1
-            )
-        model.backend = fast
+        t, caches[precision] = timer.stages(slat, env, autocast)
+        per_view[precision] = t["view"]
+        rows += _precision_rows(precision, t, flops, rates[precision], size)
+    raster = timer.rasterizers(*caches["fp32"], fast)
     rows += [
-        ["fp32", f"rasterization {size}², light + base passes, {fast}", times[fast] * 1e3, ""],
-        ["fp32", f"rasterization {size}², same Gaussians, our torch rasterizer", times["torch"] * 1e3, ""],
+        ["fp32", f"rasterization {size}², light + base passes, {fast}", raster[fast] * 1e3, ""],
+        ["fp32", f"rasterization {size}², same Gaussians, our torch rasterizer", raster["torch"] * 1e3, ""],
     ]
     gaussians = voxels * cfg["renderer"]["args"]["representation_config"]["num_gaussians"]
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU"
-    summary = [
-        f"{config} stage 2 (random weights), {voxels} voxels ({gaussians} Gaussians), {size}² views, "
-        f"{name}: a whole frame takes {per_view['fp32'] * 1e3:.1f} ms in float32 "
-        f"({1 / per_view['fp32']:.1f} FPS) and {per_view['bf16'] * 1e3:.1f} ms under bfloat16 autocast "
-        f"({1 / per_view['bf16']:.1f} FPS); the paper reports 30 FPS.",
-        f"Baselines in the same process: dense matmul {rates['fp32'] / 1e12:.1f} TFLOP/s (float32, no TF32) and "
-        f"{rates['bf16'] / 1e12:.0f} TFLOP/s (bfloat16); {fast} rasterizes {times['torch'] / times[fast]:.1f}x "
-        "as fast as our torch rasterizer on the same Gaussians.",
-    ]
     return {
         "title": f"Stage-2 decoder at the paper's size on a GPU ({config}, {fast})",
-        "summary": summary,
+        "summary": _summary(config, name, fast, voxels, gaussians, size, per_view, rates, raster),
         "tables": [
             {
                 "name": "Latency",
