@@ -6,8 +6,9 @@ A pipeline folder (or Hub repo) holds ``pipeline.json`` (TRELLIS) or ``pipeline.
                            "slat_normalization": {"mean": [8], "std": [8]}, "image_cond_model": ...}}
 
 Each stem is resolved relative to the pipeline folder / repo first, then as ``org/repo/path`` on
-the Hub. Stage 1 lives here (:meth:`NearPipeline.sample_slat`); stage-2 models are just more
-entries in ``self.models``.
+the Hub. Stage 1 lives here: :func:`sample_normalized_slat` (the flow sampler from image tokens to a
+SLAT, which training calls too), :meth:`NearPipeline.sample_slat` and :meth:`NearPipeline.image_to_slat`;
+stage-2 models are just more entries in ``self.models``.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from . import NearError
 from .models.checkpoint import from_pretrained as model_from_pretrained
 from .models.checkpoint import save_pretrained as model_save_pretrained
-from .models.homogenizer import LHSLatFlowModel, concat_shaded
+from .models.homogenizer import LHSLatFlowModel, concat_shaded, unwrap_peft
 from .models.hub import resolve_pipeline_file, split_hub_path
 from .models.sampler import FlowEulerSampler, denormalize, normalize
 from .sparse import SparseTensor
@@ -64,11 +66,85 @@ def read_pipeline_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     return {"name": data.get("name", "NearPipeline"), "args": args}
 
 
+def sample_normalized_slat(
+    flow: nn.Module,
+    cond: torch.Tensor,
+    coords: torch.Tensor | np.ndarray,
+    sampler: FlowEulerSampler,
+    *,
+    generator: torch.Generator | None = None,
+    z_s: SparseTensor | torch.Tensor | np.ndarray | None = None,
+    steps: int | None = None,
+    cfg: float | None = None,
+    cfg_interval: Sequence[float] | None = None,
+    neg_cond: torch.Tensor | None = None,
+    progress: Progress | ProgressReporter | None = None,
+    cancel: CancelCheck | None = None,
+) -> SparseTensor:
+    """Stage 1's image -> SLAT sampling, for inference and training alike: run the rectified flow
+    ``flow`` with ``sampler`` from noise on the voxels ``coords`` to normalized SLAT features.
+
+    ``cond``: image tokens ``[B, T, C]`` (or ``[T, C]``); ``coords``: int ``[N, 3]`` (one asset) or
+    ``[N, 4]`` (batch, x, y, z). The noise ``[N, flow.out_channels]`` is drawn from ``generator`` on the
+    generator's device (the CPU without one) and moved to the flow's. ``z_s``: the normalized shaded
+    SLAT ``[N, C_s]`` on the same voxels, required by a light-homogenizing flow (input ``[x_t, Z_s]``:
+    an :class:`LHSLatFlowModel`, PEFT-wrapped or merged, or any flow with ``in = 2 out``) and refused by
+    others. ``steps``, ``cfg`` (guidance strength), ``cfg_interval`` and ``neg_cond`` override the
+    sampler's settings for this call; ``progress`` / ``cancel`` as in
+    :meth:`FlowEulerSampler.sample`. Returns a :class:`SparseTensor` ``[N, out_channels]`` with
+    coords ``[N, 4]`` int32, still normalized (the caller de-normalizes with its statistics).
+    """
+    param = next(iter(flow.parameters()), None)
+    device = param.device if param is not None else torch.device("cpu")
+    c = coords if isinstance(coords, torch.Tensor) else torch.from_numpy(np.array(coords))
+    if c.dim() != 2 or c.shape[1] not in (3, 4):
+        raise NearError(f"coords must be [N, 3] or [N, 4]; got {tuple(c.shape)}.")
+    if c.shape[1] == 3:
+        c = torch.cat([torch.zeros_like(c[:, :1]), c], dim=1)
+    c = c.to(device=device, dtype=torch.int32)
+    cond = (cond[None] if cond.dim() == 2 else cond).to(device)
+    n_out = int(flow.out_channels)
+    noise = torch.randn(len(c), n_out, generator=generator, device=generator.device if generator else "cpu")
+    x = SparseTensor(noise.to(device), c)
+    core = unwrap_peft(flow)
+    kwargs: dict[str, Any] = {}
+    fn: Any = flow
+    if _needs_shaded(core):
+        if z_s is None:
+            raise NearError(
+                "This flow is light-homogenizing (input [x_t, Z_s]): pass z_s, the shaded SLAT sampled "
+                "first with the base TRELLIS SLAT flow on the same coords."
+            )
+        feats = z_s.feats if isinstance(z_s, SparseTensor) else torch.as_tensor(z_s)
+        z = x.replace(feats.to(device=device, dtype=x.dtype))
+        if isinstance(core, LHSLatFlowModel):
+            kwargs["z_s"] = z
+        else:
+
+            def fn(xx: SparseTensor, t: torch.Tensor, cc: torch.Tensor) -> SparseTensor:
+                return flow(concat_shaded(xx, z, n_out), t, cc)
+
+    elif z_s is not None:
+        raise NearError("This flow takes no shaded SLAT z_s (its input is the noisy latent only).")
+    return sampler.sample(
+        fn, x, cond, neg_cond=neg_cond, steps=steps, cfg_strength=cfg, cfg_interval=cfg_interval,
+        progress=progress, cancel=cancel, **kwargs,
+    )  # fmt: skip
+
+
 def _needs_shaded(model: nn.Module) -> bool:
     if isinstance(model, LHSLatFlowModel):
         return True
     cin, cout = getattr(model, "in_channels", None), getattr(model, "out_channels", None)
     return cin is not None and cout is not None and cin == 2 * cout
+
+
+def _voxel_indices(coords: Any) -> np.ndarray:
+    """``coords`` as a non-empty ``[N, 3]`` array of voxel indices (stage 1's input check)."""
+    c = np.asarray(coords)
+    if c.ndim != 2 or c.shape[1] != 3 or len(c) == 0:
+        raise NearError(f"coords must be a non-empty [N, 3] array of voxel indices; got {c.shape}.")
+    return c
 
 
 class NearPipeline:
@@ -213,7 +289,8 @@ class NearPipeline:
         neg_cond: torch.Tensor | None = None,
         denormalize_output: bool = True,
     ) -> SparseTensor:
-        """Sample a SLAT on ``coords`` conditioned on image tokens ``cond``.
+        """Sample a SLAT on ``coords`` conditioned on image tokens ``cond`` with the pipeline's
+        ``model`` and ``slat_sampler`` (:func:`sample_normalized_slat` in ``slat_normalization`` units).
 
         ``coords``: int ``[N, 3]`` (one asset) or ``[N, 4]`` (batch, x, y, z); ``cond [B, T, C]``
         (or ``[T, C]``). For a light-homogenizing flow (input = [x_t, Z_s]) pass the shaded SLAT
@@ -224,42 +301,10 @@ class NearPipeline:
         """
         if model not in self.models:
             raise NearError(f"Pipeline has no model {model!r}; it has {sorted(self.models)}.")
-        flow = self.models[model]
-        device = self.device
-        if coords.dim() != 2 or coords.shape[1] not in (3, 4):
-            raise NearError(f"coords must be [N, 3] or [N, 4]; got {tuple(coords.shape)}.")
-        if coords.shape[1] == 3:
-            coords = torch.cat([torch.zeros_like(coords[:, :1]), coords], dim=1)
-        coords = coords.to(device=device, dtype=torch.int32)
-        if cond.dim() == 2:
-            cond = cond[None]
-        cond = cond.to(device)
-        n_out = int(flow.out_channels)
-        noise = torch.randn(
-            coords.shape[0], n_out, generator=generator, device=generator.device if generator else "cpu"
-        )
-        x = SparseTensor(noise.to(device), coords)
-        kwargs: dict[str, Any] = {}
-        fn: Any = flow
-        if _needs_shaded(flow):
-            if z_s is None:
-                raise NearError(
-                    f"Model {model!r} is a light-homogenizing flow: pass z_s, the shaded SLAT sampled first "
-                    "with the base TRELLIS SLAT flow on the same coords."
-                )
-            z = normalize(z_s.to(device), self.slat_normalization)
-            z = x.replace(z.feats.to(x.dtype))
-            if isinstance(flow, LHSLatFlowModel):
-                kwargs["z_s"] = z
-            else:
-
-                def fn(xx: SparseTensor, t: torch.Tensor, c: torch.Tensor) -> SparseTensor:
-                    return flow(concat_shaded(xx, z, n_out), t, c)
-
-        rep = as_reporter(progress, cancel)
-        out = self.slat_sampler.sample(
-            fn, x, cond, neg_cond=neg_cond, steps=steps, cfg_strength=cfg, cfg_interval=cfg_interval,
-            progress=rep, **kwargs,
+        zs = None if z_s is None else normalize(z_s.to(self.device), self.slat_normalization)
+        out = sample_normalized_slat(
+            self.models[model], cond, coords, self.slat_sampler, generator=generator, z_s=zs, steps=steps,
+            cfg=cfg, cfg_interval=cfg_interval, neg_cond=neg_cond, progress=progress, cancel=cancel,
         )  # fmt: skip
         return denormalize(out, self.slat_normalization) if denormalize_output else out
 
@@ -290,8 +335,6 @@ class NearPipeline:
         the camera that took the image, in the voxels' object space (OpenCV, K in the image's
         pixels).
         """
-        import numpy as np
-
         from .models.image_encoder import prepare_image
 
         if self.stage1_method == "delight":
@@ -304,32 +347,28 @@ class NearPipeline:
             raise NearError(
                 "This pipeline has no 'stage1' settings (normalization, image size) in its pipeline file."
             )
-        c = np.asarray(coords)
-        if c.ndim != 2 or c.shape[1] != 3 or len(c) == 0:
-            raise NearError(f"coords must be a non-empty [N, 3] array of voxel indices; got {c.shape}.")
+        c = _voxel_indices(coords)
         rep = as_reporter(progress, cancel)
-        device = self.device
-        img = prepare_image(np.asarray(image_rgba, dtype=np.float32), int(s1["image_size"])).to(device)
-        vox = torch.as_tensor(
-            np.concatenate([np.zeros((len(c), 1), np.int64), c], 1), dtype=torch.int32, device=device
-        )
-        enc = self.models["image_cond_model"]
+        img = prepare_image(np.asarray(image_rgba, dtype=np.float32), int(s1["image_size"]))
         sampler = FlowEulerSampler.from_spec(s1.get("sampler") or self.args.get("slat_sampler"))
         g = torch.Generator().manual_seed(int(seed))
+        base = self.models["slat_flow_model"]
         projected = s1.get("zs_source", "base_flow") == "projection"
-        if projected:
-            z_proj = self._projected_zs(image_rgba, c, camera, s1)
-        with torch.no_grad():
-            cond = enc.encode(img[None])
-            base = self.models["slat_flow_model"]
-            x = SparseTensor(torch.randn(len(c), int(base.out_channels), generator=g).to(device), vox)
-            if projected:
-                z_s = x.replace(torch.from_numpy(z_proj).to(device))
-            else:
-                z_s = sampler.sample(base, x, cond, steps=steps, progress=rep.sub(0.0, 0.5))
-            lh = self.models["lh_slat_flow_model"]
-            x = SparseTensor(torch.randn(len(c), int(lh.out_channels), generator=g).to(device), vox)
-            z = sampler.sample(lh, x, cond, steps=steps, progress=rep.sub(0.5, 1.0), z_s=z_s)
+        z_proj = self._projected_zs(image_rgba, c, camera, s1) if projected else None
+        cond = self.encode_image(img[None])
+        if z_proj is not None:
+            z_s: Any = torch.from_numpy(z_proj)
+            # the base flow's noise is drawn all the same: a seed's homogenizer noise does not depend on
+            # where Z_s comes from
+            torch.randn(len(c), int(base.out_channels), generator=g)
+        else:
+            z_s = sample_normalized_slat(
+                base, cond, c, sampler, generator=g, steps=steps, progress=rep.sub(0.0, 0.5)
+            )
+        z = sample_normalized_slat(
+            self.models["lh_slat_flow_model"], cond, c, sampler, generator=g, z_s=z_s, steps=steps,
+            progress=rep.sub(0.5, 1.0),
+        )  # fmt: skip
         out = denormalize(z, s1["normalization"]["lh"])
         return out.feats.float().cpu().numpy()
 
@@ -367,8 +406,6 @@ class NearPipeline:
         cancel: CancelCheck | None,
     ) -> Any:
         """Stage 1 by delighting (``args.stage1.method == "delight"``): ``[N, C]`` float32 LH-SLAT."""
-        import numpy as np
-
         from .data.delighting import calibrated_slat, delight_image, prior_geometry
 
         s1 = self.args.get("stage1") or {}
@@ -377,9 +414,7 @@ class NearPipeline:
             raise NearError("args.stage1 has no 'calibration'; re-run `near train stage1-delight`.")
         if camera is None:
             raise NearError(_NO_CAMERA)
-        c = np.asarray(coords)
-        if c.ndim != 2 or c.shape[1] != 3 or len(c) == 0:
-            raise NearError(f"coords must be a non-empty [N, 3] array of voxel indices; got {c.shape}.")
+        c = _voxel_indices(coords)
         rep = as_reporter(progress, cancel)
         rep.update(0.0, "stage 1: reading the geometry prior")
         key = (c.shape, hash(np.ascontiguousarray(c, np.int64).tobytes()))
@@ -398,8 +433,6 @@ class NearPipeline:
     @staticmethod
     def _projected_zs(image_rgba: Any, coords: Any, camera: Any, s1: dict[str, Any]) -> Any:
         """Normalized projected ``Z_s`` ``[N, 8]`` (see :meth:`image_to_slat`)."""
-        import numpy as np
-
         from .data.image_projection import project_image_features
         from .models.sampler import normalize_features
 
@@ -423,8 +456,6 @@ class NearPipeline:
 
     def stage2_inputs(self, coords: Any, feats: Any) -> SparseTensor:
         """A one-item SparseTensor of stage-2 input features, standardized as in training."""
-        import numpy as np
-
         s2 = self.args.get("stage2") or {}
         norm = s2.get("slat_normalization")
         f = np.asarray(feats, dtype=np.float32)
@@ -458,8 +489,6 @@ class NearPipeline:
         """Stage 2: an LH-SLAT (object in [-0.5, 0.5]^3) under ``env`` (an Environment) seen by
         ``camera`` (a :class:`~near_blender.render.camera.Camera`) -> numpy images ``[H, W, C]``
         (``hdr``, ``alpha``, ``depth``, ``normal``, ``shadow``, ``base_color``, ``roughness``, ``metallic``)."""
-        import numpy as np
-
         model = self.stage2()
         slat = self.stage2_inputs(coords, feats)
         env_in = self.conditioning(env)(camera.viewmat).stacked()[None]

@@ -4,20 +4,18 @@ f_theta is the pretrained SLAT flow f_s, conditioned on the input image (cross-a
 and on the *shaded* SLAT ``Z_s = f_s(I_in)``: ``Z_s`` is concatenated with the noisy latent along
 channels, so the input layer takes ``latent + shaded`` channels (8 + 8) and everything else keeps
 the published shapes. :func:`from_base_flow` widens a pretrained 8-channel flow with zero columns
-for ``Z_s``, so that before fine-tuning f_theta equals f_s exactly.
+for ``Z_s`` (and, as an option, zero output rows for a wider latent such as LH + base colour), so
+that before fine-tuning f_theta equals f_s exactly; stage-1 training builds its homogenizer with it.
 
 Fine-tuning uses PEFT LoRA on the attention projections only — ``to_qkv`` (self-attention q, k, v
 fused), ``to_q`` and ``to_kv`` (cross-attention) and ``to_out`` — with rank 512 and rsLoRA scaling
 ``alpha / sqrt(r)`` in the paper; the widened input layer is trained in full (``modules_to_save``).
-Adapters are saved in PEFT's layout (``adapter_config.json`` + ``adapter_model.safetensors``),
-or merged into plain weights saved in the ``{name, args}`` checkpoint format.
+For deployment the adapters are merged into plain weights (:func:`merged_model`), saved in the
+``{name, args}`` checkpoint format.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,13 +23,10 @@ from torch import nn
 
 from .. import NearError
 from ..sparse import SparseTensor
-from ..utils.atomic import atomic_path, atomic_write_json
 from .registry import register_model
 from .slat_flow import SLatFlowModel
 
 LORA_TARGET_MODULES = r".*\.(self_attn|cross_attn)\.(to_qkv|to_q|to_kv|to_out)"
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
 @register_model("LHSLatFlowModel")
@@ -75,20 +70,37 @@ def concat_shaded(x: SparseTensor, z_s: SparseTensor | None, shaded_channels: in
     return x.replace(torch.cat([x.feats, z_s.feats.to(x.dtype)], dim=1))
 
 
-def from_base_flow(base: SLatFlowModel, shaded_channels: int | None = None) -> LHSLatFlowModel:
-    """A homogenizer initialised from a pretrained flow: same weights, zero weights on ``Z_s``.
+def from_base_flow(
+    base: SLatFlowModel, shaded_channels: int | None = None, out_channels: int | None = None
+) -> LHSLatFlowModel:
+    """The homogenizer ``f_theta`` initialised from the base flow ``f_s`` (paper 3.4): input
+    ``[x_t (out_channels), Z_s (shaded_channels)]``, every other shape as ``base``.
 
-    The new input layer is ``[W_base, 0]``, so ``f_theta([x, Z_s]) == f_s(x)`` before training.
+    ``shaded_channels`` defaults to ``base.out_channels``; ``out_channels`` (default
+    ``base.out_channels``) may widen the output, e.g. LH-SLAT + base-colour SLAT. The base weights
+    fill the first ``base.in_channels`` input columns and ``base.out_channels`` output rows; every
+    new column and row starts at zero, so with the base's output width ``f_theta([x, Z_s]) == f_s(x)``
+    before training. Built on ``base``'s device.
     """
-    args = dict(base.near_config["args"])
     shaded = base.out_channels if shaded_channels is None else shaded_channels
-    args["in_channels"] = base.in_channels + shaded
-    device = base.input_layer.weight.device
-    with torch.device(device):
+    out = base.out_channels if out_channels is None else out_channels
+    if out < max(base.in_channels, base.out_channels):
+        raise NearError(
+            f"A homogenizer from a {base.in_channels} -> {base.out_channels} channel flow needs out_channels >= "
+            f"{max(base.in_channels, base.out_channels)} (the base weights fill x_t's first channels); got {out}."
+        )
+    args = {**base.near_config["args"], "in_channels": out + shaded, "out_channels": out}
+    with torch.device(base.input_layer.weight.device):
         model = LHSLatFlowModel(**args, shaded_channels=shaded)
     sd = base.state_dict()
-    w = sd["input_layer.weight"]
-    sd["input_layer.weight"] = torch.cat([w, w.new_zeros(w.shape[0], shaded)], dim=1)
+    w_in, w_out, b_out = sd["input_layer.weight"], sd["out_layer.weight"], sd["out_layer.bias"]
+    new_in = w_in.new_zeros(w_in.shape[0], out + shaded)
+    new_in[:, : w_in.shape[1]] = w_in
+    new_out = w_out.new_zeros(out, w_out.shape[1])
+    new_out[: w_out.shape[0]] = w_out
+    new_b = b_out.new_zeros(out)
+    new_b[: b_out.shape[0]] = b_out
+    sd.update({"input_layer.weight": new_in, "out_layer.weight": new_out, "out_layer.bias": new_b})
     model.load_state_dict(sd, strict=True)
     return model
 
@@ -143,15 +155,8 @@ def attach_lora(model: nn.Module, config: Any = None, **kwargs: Any) -> Any:
     return get_peft_model(model, cfg)
 
 
-def lora_modules(peft_model: nn.Module) -> list[str]:
-    """Names (relative to the base model) of the modules carrying LoRA adapters."""
-    from peft.tuners.lora import LoraLayer
-
-    base = _base(peft_model)
-    return sorted(n for n, m in base.named_modules() if isinstance(m, LoraLayer))
-
-
-def _base(peft_model: nn.Module) -> nn.Module:
+def unwrap_peft(peft_model: nn.Module) -> nn.Module:
+    """The flow inside a PEFT model (its LoRA layers in place); any other module as it is."""
     return peft_model.get_base_model() if hasattr(peft_model, "get_base_model") else peft_model
 
 
@@ -159,7 +164,7 @@ def merge_lora(peft_model: nn.Module) -> None:
     """Fold the adapters into the base weights in place (reversible with :func:`unmerge_lora`)."""
     from peft.tuners.lora import LoraLayer
 
-    for m in _base(peft_model).modules():
+    for m in unwrap_peft(peft_model).modules():
         if isinstance(m, LoraLayer) and not m.merged:
             m.merge()
 
@@ -168,7 +173,7 @@ def unmerge_lora(peft_model: nn.Module) -> None:
     """Undo :func:`merge_lora` (base weights restored up to float rounding)."""
     from peft.tuners.lora import LoraLayer
 
-    for m in _base(peft_model).modules():
+    for m in unwrap_peft(peft_model).modules():
         if isinstance(m, LoraLayer) and m.merged:
             m.unmerge()
 
@@ -176,54 +181,3 @@ def unmerge_lora(peft_model: nn.Module) -> None:
 def merged_model(peft_model: nn.Module) -> nn.Module:
     """The base model with adapters merged and PEFT wrappers removed (plain published key names)."""
     return peft_model.merge_and_unload()
-
-
-def save_adapters(peft_model: nn.Module, folder: str | os.PathLike[str]) -> Path:
-    """Write only the adapters (PEFT layout, atomically): ``adapter_config.json`` + safetensors."""
-    from peft import get_peft_model_state_dict
-    from safetensors.torch import save_file
-
-    folder = Path(folder)
-    cfg = peft_model.peft_config["default"].to_dict()
-    cfg = json.loads(json.dumps(cfg, default=lambda o: sorted(o) if isinstance(o, set) else str(o)))
-    sd = {k: v.detach().contiguous().cpu() for k, v in get_peft_model_state_dict(peft_model).items()}
-    with atomic_path(folder / ADAPTER_WEIGHTS) as tmp:
-        save_file(sd, str(tmp), metadata={"format": "pt"})
-    atomic_write_json(folder / ADAPTER_CONFIG, cfg)
-    return folder
-
-
-def load_adapters(model: nn.Module, folder: str | os.PathLike[str], trainable: bool = False) -> Any:
-    """Attach the adapters saved by :func:`save_adapters` (or PEFT) to ``model``; strict on keys."""
-    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    folder = Path(folder)
-    cfg_path, w_path = folder / ADAPTER_CONFIG, folder / ADAPTER_WEIGHTS
-    missing = [p.name for p in (cfg_path, w_path) if not p.is_file()]
-    if missing:
-        raise NearError(
-            f"No LoRA adapters in {folder}: missing {', '.join(missing)} (save with save_adapters)."
-        )
-    cfg_dict = json.loads(cfg_path.read_text())
-    cfg_dict = {k: v for k, v in cfg_dict.items() if k in LoraConfig.__dataclass_fields__}
-    cfg_dict.pop("peft_type", None)
-    cfg_dict["inference_mode"] = not trainable
-    peft_model = get_peft_model(model, LoraConfig(**cfg_dict))
-    sd = load_file(str(w_path))
-    result = set_peft_model_state_dict(peft_model, sd)
-    unexpected = list(getattr(result, "unexpected_keys", []) or [])
-    expected = set(get_peft_model_state_dict_keys(peft_model))
-    absent = sorted(expected - set(sd))
-    if unexpected or absent:
-        raise NearError(
-            f"LoRA adapters in {folder} do not fit this model: unexpected {unexpected[:10]}, "
-            f"missing {absent[:10]}."
-        )
-    return peft_model
-
-
-def get_peft_model_state_dict_keys(peft_model: nn.Module) -> list[str]:
-    from peft import get_peft_model_state_dict
-
-    return list(get_peft_model_state_dict(peft_model).keys())

@@ -226,14 +226,6 @@ class SLatFlowModel(nn.Module):
         """A few-MB configuration with the same structure, for CPU training and tests."""
         return {**TINY_ARGS, **overrides}
 
-    @classmethod
-    def named_config(cls, name: str, **overrides: Any) -> dict[str, Any]:
-        """Kwargs of a named config: "trellis-image-large" or "tiny"."""
-        table = {"trellis-image-large": cls.paper_config, "tiny": cls.tiny_config}
-        if name not in table:
-            raise NearError(f"Unknown SLAT flow config {name!r}; choose one of {sorted(table)}.")
-        return table[name](**overrides)
-
     # ------------------------------------------------------------------ precision and init
     @property
     def device(self) -> torch.device:

@@ -8,7 +8,8 @@
    it starts as ``f_s``) with LoRA adapters (PEFT, rsLoRA) on the attention projections plus the
    widened input layer, trained with the flow-matching loss of eq. 4 from a casually lit input image
    (``inputs`` views) and ``Z_s = f_s(image)`` (sampled once per input view with the trained base
-   flow) to the LH-SLAT (``slat_lh`` [+ ``slat_bc``]). The adapters are merged for deployment.
+   flow by inference's :func:`near_blender.pipeline.sample_normalized_slat`) to the LH-SLAT
+   (``slat_lh`` [+ ``slat_bc``]). The adapters are merged for deployment.
 
 Images enter the encoder as Blender shows them: the premultiplied HDR render tone-mapped with AgX,
 cropped to the alpha bounding box (a 10% margin) and resized to a square (TRELLIS crops the same way).
@@ -31,10 +32,11 @@ from torch import nn
 from .. import NearError
 from ..data.dataset import NearDataset, ViewRecord
 from ..models.flow_matching import interpolate
-from ..models.homogenizer import LHSLatFlowModel, attach_lora, merged_model
+from ..models.homogenizer import attach_lora, from_base_flow, merged_model
 from ..models.image_encoder import PatchImageEncoder, prepare_image
 from ..models.sampler import FlowEulerSampler, normalize_features
 from ..models.slat_flow import SLatFlowModel
+from ..pipeline import sample_normalized_slat
 from ..sparse import SparseTensor
 from ..utils.atomic import atomic_write_json
 from ..utils.config_file import read_config_file
@@ -266,10 +268,16 @@ def train_stage1(cfg: Stage1Config, progress: bool = True) -> dict[str, Any]:
         from tqdm import tqdm
 
         for r in tqdm(todo, desc="sampling Z_s", disable=not progress):
-            coords = shaded_n[r.asset_id][0]
-            zs[f"{r.asset_id}/{r.file}"] = sample_normalized(
-                base_flow, pairs.image(r), coords, sampler, seed=0
+            with torch.no_grad():
+                cond = base_flow.encoder.encode(pairs.image(r)[None])
+            z = sample_normalized_slat(
+                base_flow.flow,
+                cond,
+                shaded_n[r.asset_id][0],
+                sampler,
+                generator=torch.Generator().manual_seed(0),
             )
+            zs[f"{r.asset_id}/{r.file}"] = z.feats.numpy()
 
         save_zs(zs_file, zs)
 
@@ -360,12 +368,13 @@ def _train_homogenizer(
 
 def build_homogenizer(cfg: Stage1Config, base_flow: ConditionedFlow, lh_channels: int) -> ConditionedFlow:
     """The homogenizer that stage 1 trains: ``base_flow``'s flow widened to ``[x_t, Z_s]``
-    (:func:`homogenizer_from_base`) with ``cfg.lora`` adapters, and its encoder, frozen.
+    (:func:`~near_blender.models.homogenizer.from_base_flow`) with ``cfg.lora`` adapters, and its
+    encoder, frozen.
 
     Trainable afterwards: the LoRA matrices, the input layer, ``cfg.lora``'s ``train_modules`` and,
     when the output is widened beyond the base flow's channels, the output layer.
     """
-    lh_flow = homogenizer_from_base(base_flow.flow, out_channels=lh_channels, shaded_channels=8)
+    lh_flow = from_base_flow(base_flow.flow, shaded_channels=8, out_channels=lh_channels)
     lora = dict(cfg.lora)
     if lh_channels > int(base_flow.flow.out_channels):
         # the widened output rows (e.g. the base-colour SLAT's channels) start at zero and only a
@@ -386,53 +395,3 @@ class _LHPairs(ImageSlatPairs):
         it = super().__getitem__(i)
         it["z_s"] = self.zs[f"{it['record'].asset_id}/{it['record'].file}"]
         return it
-
-
-def homogenizer_from_base(base: SLatFlowModel, out_channels: int, shaded_channels: int) -> LHSLatFlowModel:
-    """The homogenizer ``f_theta`` initialised from the base flow ``f_s`` (paper 3.4).
-
-    Input ``[x_t (out_channels), Z_s (shaded_channels)]``; the base weights fill the first
-    ``base.in_channels`` input columns and ``base.out_channels`` output rows, every new row/column
-    starts at zero (so with ``out_channels == base.out_channels`` it is exactly ``f_s`` at start).
-    """
-    args = dict(base.near_config["args"])
-    args.update(in_channels=out_channels + shaded_channels, out_channels=out_channels)
-    model = LHSLatFlowModel(**args, shaded_channels=shaded_channels)
-    sd = base.state_dict()
-    w_in, w_out, b_out = sd["input_layer.weight"], sd["out_layer.weight"], sd["out_layer.bias"]
-    new_in = w_in.new_zeros(w_in.shape[0], out_channels + shaded_channels)
-    new_in[:, : w_in.shape[1]] = w_in
-    new_out = w_out.new_zeros(out_channels, w_out.shape[1])
-    new_out[: w_out.shape[0]] = w_out
-    new_b = b_out.new_zeros(out_channels)
-    new_b[: b_out.shape[0]] = b_out
-    sd.update({"input_layer.weight": new_in, "out_layer.weight": new_out, "out_layer.bias": new_b})
-    model.load_state_dict(sd, strict=True)
-    return model
-
-
-@torch.no_grad()
-def sample_normalized(
-    model: nn.Module,
-    image: torch.Tensor,
-    coords: np.ndarray,
-    sampler: FlowEulerSampler,
-    seed: int = 0,
-    z_s: np.ndarray | None = None,
-    progress: Any = None,
-    cancel: Any = None,
-) -> np.ndarray:
-    """Sample normalized SLAT features [N, C] on ``coords`` for one image with a ConditionedFlow."""
-    g = torch.Generator().manual_seed(seed)
-    c = torch.from_numpy(
-        np.concatenate([np.zeros((len(coords), 1), np.int32), np.asarray(coords, np.int32)], 1)
-    )
-    flow = model.flow
-    n_out = int(flow.out_channels)
-    x = SparseTensor(torch.randn(len(coords), n_out, generator=g), c)
-    cond = model.encoder.encode(image[None])
-    kw = {}
-    if z_s is not None:
-        kw["z_s"] = x.replace(torch.from_numpy(np.asarray(z_s, np.float32)))
-    out = sampler.sample(flow, x, cond, progress=progress, cancel=cancel, **kw)
-    return out.feats.numpy()

@@ -11,8 +11,9 @@ The homogenizer is built as :func:`~near_blender.train.stage1.train_stage1` buil
 columns, PEFT LoRA, ``lora.train_modules`` and the widened output layer trained in full), trained
 by the :class:`Trainer` with stage 1's flow-matching step and ``lh_train`` settings (fewer steps),
 exported as stage 1 exports it (the EMA weights, adapters merged) and sampled with
-:func:`sample_normalized` (few Euler steps). Its samples must follow ``Z_s`` (R² against the target)
-and fall apart with a voxel-shuffled or an all-zero ``Z_s``.
+:func:`~near_blender.pipeline.sample_normalized_slat` (few Euler steps; training samples ``Z_s``
+with it too). Its samples must follow ``Z_s`` (R² against the target) and fall apart with a
+voxel-shuffled or an all-zero ``Z_s``.
 
 The flow is ``configs/experiments/stage1_io2.json``'s (two I/O res blocks: a full-resolution skip
 connection). With the single I/O block of ``configs/experiments/stage1_flow.json`` (the flow the
@@ -39,6 +40,7 @@ import torch
 
 from near_blender.models.homogenizer import merged_model
 from near_blender.models.sampler import FlowEulerSampler
+from near_blender.pipeline import sample_normalized_slat
 from near_blender.sparse import SparseTensor
 from near_blender.train.stage1 import (
     SIGMA_MIN,
@@ -49,7 +51,6 @@ from near_blender.train.stage1 import (
     build_base_flow,
     build_homogenizer,
     normalize_features,
-    sample_normalized,
 )
 from near_blender.train.trainer import TrainConfig, Trainer
 
@@ -139,7 +140,11 @@ def homogenizer_r2(out: Path, steps: int = STEPS, **train: Any) -> dict[str, flo
                 z = z[rng.permutation(len(z))]
             elif mode == "zero":
                 z = np.zeros_like(z)
-            preds.append(sample_normalized(model, it["image"], it["coords"], sampler, seed=i, z_s=z))
+            with torch.no_grad():
+                cond = model.encoder.encode(it["image"][None])
+            g = torch.Generator().manual_seed(i)
+            pred = sample_normalized_slat(model.flow, cond, it["coords"], sampler, generator=g, z_s=z)
+            preds.append(pred.feats.numpy())
             targets.append(it["feats"])
         r2[mode] = _r2(np.concatenate(preds), np.concatenate(targets))
     return r2

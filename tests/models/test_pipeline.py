@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -70,6 +71,39 @@ def test_homogenizing_flow_needs_and_uses_the_shaded_slat() -> None:
         cond, coords(), z_s=z_s.replace(z_s.feats + 1), generator=torch.Generator().manual_seed(3)
     )
     assert isinstance(a, SparseTensor) and not torch.allclose(a.feats, b.feats)
+
+
+def test_one_sampler_for_plain_peft_and_merged_flows() -> None:
+    """``sample_normalized_slat`` (training samples with it too) takes numpy coords, feeds ``z_s`` to a
+    PEFT-wrapped homogenizer as to its merged copy, and refuses ``z_s`` for a flow without that input."""
+    from near_blender.models.homogenizer import attach_lora, merged_model
+    from near_blender.models.sampler import FlowEulerSampler
+    from near_blender.pipeline import sample_normalized_slat
+
+    pipe = make_pipeline()
+    sampler = FlowEulerSampler(steps=2, cfg_strength=0.0)
+    cond = torch.randn(1, 3, 16, generator=torch.Generator().manual_seed(1))
+    c = coords()
+    z_s = torch.randn(len(c), 8, generator=torch.Generator().manual_seed(2))
+    peft = attach_lora(from_base_flow(randomize(tiny_flow(), seed=2)), rank=2).eval()
+    with torch.no_grad():
+        for n, p in peft.named_parameters():
+            if "lora_B" in n:
+                p.fill_(0.05)
+    merged = merged_model(copy.deepcopy(peft)).eval()
+
+    def run(flow, cc, **kw):  # noqa: ANN001, ANN003, ANN202
+        return sample_normalized_slat(
+            flow, cond, cc, sampler, generator=torch.Generator().manual_seed(3), **kw
+        )
+
+    a = run(peft, c.numpy(), z_s=z_s)
+    torch.testing.assert_close(a.feats, run(merged, c, z_s=z_s).feats, atol=1e-5, rtol=1e-5)
+    assert a.coords.dtype == torch.int32 and a.coords[:, 0].eq(0).all()
+    with pytest.raises(NearError, match="takes no shaded SLAT"):
+        run(pipe.models["slat_flow_model_shaded"], c, z_s=z_s)
+    with pytest.raises(NearError, match=r"coords must be \[N, 3\] or \[N, 4\]"):
+        run(merged, c[:, :2], z_s=z_s)
 
 
 def test_progress_and_cancellation() -> None:

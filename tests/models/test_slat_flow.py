@@ -75,9 +75,8 @@ def test_image_large_has_published_keys_and_600m_parameters() -> None:
 
 
 def test_configs_and_errors() -> None:
-    assert SLatFlowModel.named_config("tiny")["model_channels"] == 64
-    with pytest.raises(NearError, match="Unknown SLAT flow config"):
-        SLatFlowModel.named_config("huge")
+    assert SLatFlowModel.tiny_config()["model_channels"] == 64
+    assert SLatFlowModel.tiny_config(model_channels=32)["model_channels"] == 32
     with pytest.raises(NearError, match="patch_size"):
         SLatFlowModel(**SLatFlowModel.tiny_config(patch_size=4))
     model = tiny_flow()
