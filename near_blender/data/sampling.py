@@ -147,16 +147,15 @@ def uniform_sphere(rng: np.random.Generator, n: int | None = None) -> np.ndarray
 
 
 def random_rotation(rng: np.random.Generator) -> np.ndarray:
-    """A uniformly random 3x3 rotation (Haar measure, from a random unit quaternion)."""
+    """A uniformly random 3x3 float64 rotation (Haar measure): a unit quaternion (w, x, y, z) from 4
+    normal draws of ``rng``, turned into a matrix by :func:`near_blender.render.quaternion.quat_to_rotmat`
+    in float64 (the same numbers, bit for bit, as the explicit formula used before)."""
+    import torch  # lazily: the rest of this module is numpy only
+
+    from ..render.quaternion import quat_to_rotmat
+
     q = rng.normal(size=4)
-    w, x, y, z = q / np.linalg.norm(q)
-    return np.array(
-        [
-            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-        ]
-    )
+    return quat_to_rotmat(torch.from_numpy(q / np.linalg.norm(q))).numpy()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -157,3 +157,31 @@ def _kw(p):
 def test_envmap_lighting_needs_a_pool():
     with pytest.raises(NearError, match="No usable environment maps"):
         S.envmap_lighting(np.random.default_rng(0), [], "relit")
+
+
+def _rotation_of_quaternion_formula(rng: np.random.Generator) -> np.ndarray:
+    """random_rotation's numbers before it used render.quaternion (the datagen seeds' reference)."""
+    q = rng.normal(size=4)
+    w, x, y, z = q / np.linalg.norm(q)
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+
+
+def test_random_rotation_keeps_the_datagen_numbers_and_is_uniform():
+    for seed in range(200):  # same seed, same matrix, bit for bit (six_area lights of shipped plans)
+        R = S.random_rotation(np.random.default_rng(seed))
+        assert R.dtype == np.float64 and R.shape == (3, 3)
+        assert np.array_equal(R, _rotation_of_quaternion_formula(np.random.default_rng(seed)))
+    rng = np.random.default_rng(7)
+    Rs = np.stack([S.random_rotation(rng) for _ in range(4000)])
+    np.testing.assert_allclose(Rs @ Rs.transpose(0, 2, 1), np.broadcast_to(np.eye(3), Rs.shape), atol=1e-12)
+    np.testing.assert_allclose(np.linalg.det(Rs), 1.0, atol=1e-12)
+    # Haar measure: every rotated axis is uniform on the sphere (mean 0, second moments I/3)
+    axes = Rs[:, :, 0]
+    assert np.abs(axes.mean(0)).max() < 0.05
+    np.testing.assert_allclose(axes.T @ axes / len(axes), np.eye(3) / 3, atol=0.03)
