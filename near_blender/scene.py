@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from . import NearError
-from .render.camera import Camera
+from .render.camera import Camera, stack_cameras
 from .render.envmap import Environment
 from .utils.progress import CancelCheck, Progress, as_reporter
 
@@ -108,10 +108,6 @@ class SceneRenderer:
         self._lightings: OrderedDict[Any, Any] = OrderedDict()
         self._conds: OrderedDict[Any, Any] = OrderedDict()
         self.max_assets, self.max_lightings = max_assets, max_lightings
-        self.stats = dict.fromkeys(STAT_KEYS, 0)
-
-    def reset_stats(self) -> None:
-        """Zero the cache counters (the caches themselves are kept)."""
         self.stats = dict.fromkeys(STAT_KEYS, 0)
 
     # -- caches -------------------------------------------------------------------------------------
@@ -251,9 +247,7 @@ class SceneRenderer:
     def _rasterize(
         self, g: Any, camera: Camera, passes: tuple[str, ...], mode: str | None
     ) -> dict[str, np.ndarray]:
-        device = self.pipe.device
-        vm = torch.as_tensor(np.asarray(camera.viewmat)[None], dtype=torch.float32, device=device)
-        K = torch.as_tensor(np.asarray(camera.K)[None], dtype=torch.float32, device=device)
+        vm, K = stack_cameras([camera], device=self.pipe.device)
         out = self.model.render_gaussians(  # culled to the camera's clip range (world units, as Blender's)
             g,
             vm,
@@ -280,13 +274,13 @@ class SceneRenderer:
 
 def as_float32(g: Any) -> Any:
     """The Gaussians with every floating tensor in float32 (autocast leaves some in half)."""
-    from dataclasses import fields, replace
+    from dataclasses import replace
 
     changes = {}
-    for f in fields(g):
-        v = getattr(g, f.name)
-        if isinstance(v, torch.Tensor) and v.is_floating_point() and v.dtype != torch.float32:
-            changes[f.name] = v.float()
+    for name in g.tensor_fields():
+        v = getattr(g, name)
+        if v.is_floating_point() and v.dtype != torch.float32:
+            changes[name] = v.float()
     return replace(g, **changes) if changes else g
 
 

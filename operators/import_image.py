@@ -325,11 +325,6 @@ class NEAR_OT_import_image(bpy.types.Operator, ImportHelper, WorkerModal):
         self._finish(context, result)
 
 
-def set_cancel_hook(fn: Callable[[], bool] | None) -> None:
-    """Install a cancel check for the blocking path (scripts and tests simulate Esc with it)."""
-    NEAR_OT_import_image._blocking_cancel = fn
-
-
 def menu_import(self: Any, context: Any) -> None:
     self.layout.operator(NEAR_OT_import_image.bl_idname, text="Image as NeAR Asset (.png/.jpg/.exr)")
 

@@ -220,14 +220,14 @@ def test_cancel_during_import_leaves_no_sidecar(tmp_path):
         calls["n"] += 1
         return calls["n"] > 2
 
-    import_image.set_cancel_hook(cancel_after_first_step)
+    import_image.NEAR_OT_import_image._blocking_cancel = cancel_after_first_step  # WorkerModal's Esc
     try:
         bpy.ops.object.select_all(action="DESELECT")
         sphere.select_set(True)
         bpy.context.view_layer.objects.active = sphere
         res = bpy.ops.near.import_image(filepath=str(_png_with_alpha(tmp_path / "photo.png")))
     finally:
-        import_image.set_cancel_hook(None)
+        import_image.NEAR_OT_import_image._blocking_cancel = None
     assert res == {"CANCELLED"}
     assert not list(tmp_path.glob("*.npz")) and not list(tmp_path.glob(".tmp-*"))
     assert not [o for o in bpy.data.objects if o.near_asset.is_asset]

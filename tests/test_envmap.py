@@ -103,4 +103,6 @@ def test_sanitize_is_documented_and_counts():
 
 def test_uniform_environment_mean():
     env = em.Environment.uniform((0.5, 1.0, 2.0))
-    np.testing.assert_allclose(env.mean_radiance(), [0.5, 1.0, 2.0], rtol=1e-6)
+    w = em.pixel_solid_angles(env.height, env.width)  # solid-angle weighted mean radiance
+    np.testing.assert_allclose((env.radiance * w[..., None]).sum(axis=(0, 1)) / (4 * np.pi), [0.5, 1.0, 2.0],
+                               rtol=1e-6)  # fmt: skip

@@ -48,7 +48,6 @@ def test_frames_reuse_the_encoders(renderer):
     feats = np.random.default_rng(0).normal(size=(len(g), 16)).astype(np.float32)
     M = np.eye(4)
     asset = PlacedAsset(("ball", 1), g, feats, M)
-    renderer.reset_stats()
     env = _env()
     cams = [_camera((2.0, y, 0.5), (0.0, y, 0.0)) for y in (0.0, 0.1, 0.2)]  # a dolly: no turning
     imgs = [renderer.render([asset], c, env) for c in cams]

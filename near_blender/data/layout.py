@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import NearError
-from ..utils.atomic import TMP_MARKER, atomic_write_json, atomic_write_text, remove_stale_temporaries
+from ..utils.atomic import atomic_write_json, atomic_write_text, remove_stale_temporaries
 
 MANIFEST = "manifest.jsonl"
 CONFIG = "config.json"
@@ -200,13 +200,3 @@ class Dataset:
                 yield
             finally:
                 fcntl.flock(lf.fileno(), fcntl.LOCK_UN)
-
-
-def strip_run_fields(entry: dict[str, Any]) -> dict[str, Any]:
-    """A manifest entry without its per-run fields (for comparing datasets)."""
-    return {k: v for k, v in entry.items() if k != RUN_KEY}
-
-
-def temporaries(folder: str | os.PathLike[str]) -> list[Path]:
-    """Temporary files (``.tmp-*``) under ``folder``."""
-    return [p for p in Path(folder).rglob(f"{TMP_MARKER}*") if p.is_file()]

@@ -24,6 +24,7 @@ from torch import nn
 
 from .. import NearError
 from ..render.tonemap import tonemap_numpy
+from .param_count import build_on_meta
 from .registry import register_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -253,8 +254,7 @@ def load_dinov2(
             "NEAR_DINOV2_WEIGHTS to the file (or put it in torch hub's checkpoints folder), or use the "
             "trainable PatchImageEncoder."
         )
-    with torch.device("meta"):
-        model = DinoV2Encoder(**dinov2_vitl14_reg_config())
+    model = build_on_meta(DinoV2Encoder, dinov2_vitl14_reg_config())
     model = model.to_empty(device=torch.device(device or "cpu"))
     load_weights(model, load_state_dict_file(p), strict=True, source=str(p))
     return model.eval()

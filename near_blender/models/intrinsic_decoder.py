@@ -276,13 +276,6 @@ class IntrinsicAwareDecoder(nn.Module):
         set_layer_precision(self.blocks, torch.float16)
         self.use_fp16, self.dtype = True, torch.float16
 
-    def convert_to_fp32(self) -> None:
-        set_layer_precision(self.blocks, torch.float32)
-        self.use_fp16, self.dtype = False, torch.float32
-
-    def block_parameters(self) -> int:
-        return sum(p.numel() for p in self.blocks.parameters())
-
     # -- forward -------------------------------------------------------------------------------
     def check_input(self, x: SparseTensor) -> None:
         """NearError unless ``x`` is a non-empty SLAT ``[N, latent_channels]`` on the grid."""

@@ -205,10 +205,6 @@ class LightingTokenizer(nn.Module):
                     nn.init.zeros_(m.bias)
 
     # -- parts -----------------------------------------------------------------------------------
-    def trunk_modules(self) -> list[nn.Module]:
-        """The ConvNeXt stages (for parameter accounting and freezing)."""
-        return [self.stage1, self.stage2, self.stage3, self.stage4]
-
     def _check_input(self, x: Tensor) -> None:
         if x.ndim != 4 or x.shape[1] != self.NUM_INPUT_CHANNELS:
             raise NearError(

@@ -1,8 +1,7 @@
 """Parameter counting, and building paper-size models without allocating them.
 
-``distinct`` counts every parameter tensor once (weight-tied layers count once, as the paper's
-"36.8M distinct parameters" does); ``state_dict_numel`` counts what a checkpoint stores (tied layers
-twice, buffers included).
+:func:`count_parameters` counts every parameter tensor once (weight-tied layers count once, as the
+paper's "36.8M distinct parameters" does).
 """
 
 from __future__ import annotations
@@ -16,11 +15,6 @@ from torch import nn
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     """Number of distinct parameter elements (shared tensors counted once)."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
-
-
-def state_dict_numel(module: nn.Module) -> int:
-    """Number of elements a ``state_dict()`` of ``module`` holds (duplicates and buffers included)."""
-    return sum(t.numel() for t in module.state_dict().values())
 
 
 def build_on_meta(cls: type, config: dict[str, Any]) -> nn.Module:

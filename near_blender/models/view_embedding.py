@@ -128,21 +128,3 @@ class ViewEmbedding(nn.Module):
         e_d = self.ob_views_norm(self.ob_views_encoder(nerf_encoding(dirs, self.num_frequencies)))
         e_l = self.ob_dists_norm(self.ob_dists_encoder(nerf_encoding(dists, self.num_frequencies)))
         return e_d + e_l
-
-    def embed_voxels(
-        self,
-        coords_xyz: Tensor,
-        batch: Tensor,
-        viewmats: Tensor,
-        resolution: int = 64,
-        frame: ViewFrame = "grid01",
-        direction_space: DirectionSpace = "world",
-        centre_method: str = "closed_form",
-    ) -> Tensor:
-        """Embedding ``[N, channels]`` of voxels ``coords_xyz [N, 3]`` seen by ``viewmats[batch]``."""
-        check_view_options(frame, direction_space)
-        check_viewmats(viewmats)
-        dtype = self.ob_views_encoder.weight.dtype
-        centres = voxel_centres(coords_xyz, resolution, frame, dtype)
-        dirs, dists = view_rays(centres, batch, viewmats, direction_space, centre_method)
-        return self(dirs, dists)

@@ -32,7 +32,6 @@ from .envmap import Environment, equirect_directions, sanitize_radiance
 from .envmap import rotation_z as _rot_z
 from .irradiance import diffuse_irradiance as diffuse_irradiance  # the prior's kernel, re-exported
 from .irradiance import downsample_equirect
-from .irradiance import total_radiance as total_radiance  # re-exported
 
 HALF_MAX = 65504.0
 FIXED_LOG_NORM = math.log1p(HALF_MAX)
@@ -138,11 +137,6 @@ class EnvConditioning:
         self.ldr = torch.as_tensor(reinhard_ldr(E), dtype=self.dtype, device=device)
         self.log = torch.as_tensor(log, dtype=self.dtype, device=device)
         self._texel_dirs = equirect_directions(self.height, self.width)  # [H, W, 3] float64
-
-    def world_directions(self, rotation_z: float | None = None) -> np.ndarray:
-        """[H, W, 3] world direction seeing each texel (float64)."""
-        a = self.rotation_z if rotation_z is None else float(rotation_z)
-        return self._texel_dirs @ _rot_z(-a).T
 
     def directions(self, viewmat: Any, rotation_z: float | None = None) -> Any:
         """Camera-space texel directions [H, W, 3] (torch) for a Camera / world-to-camera matrix."""

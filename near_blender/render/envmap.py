@@ -245,8 +245,3 @@ class Environment:
         if self.rotation_z == 0.0:
             return self.radiance
         return rotate_equirect(self.radiance, self.rotation_z)
-
-    def mean_radiance(self) -> np.ndarray:
-        """Solid-angle weighted mean radiance [3] (= irradiance / pi on a white furnace)."""
-        w = pixel_solid_angles(self.height, self.width)
-        return (self.radiance * w[..., None]).sum(axis=(0, 1)) / (4 * math.pi)

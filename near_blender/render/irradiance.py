@@ -61,12 +61,6 @@ def downsample_equirect(image: Any, height: int, width: int | None = None) -> np
     return out.astype(np.float32)
 
 
-def total_radiance(image: np.ndarray) -> np.ndarray:
-    """``sum(E * solid_angle)`` per channel [3] of an equirect map (W sr-weighted)."""
-    H, W = image.shape[:2]
-    return (np.asarray(image, np.float64) * pixel_solid_angles(H, W)[..., None]).sum(axis=(0, 1))
-
-
 def block_average(
     radiance: np.ndarray, height: int, uneven: Literal["divisor", "floor"] = "divisor"
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -20,6 +20,7 @@ import torch
 from .. import NearError
 from ..data.dataset import NearDataset, Stage2Views, ViewRecord
 from ..models.relightable import MODEL_NAMES, RelightableDecoder, stage2_configs
+from ..render.camera import stack_cameras
 from ..render.conditioning import CONDITIONING, EnvConditioning
 from ..render.tonemap import tonemap_torch
 from ..sparse import SparseTensor
@@ -169,8 +170,7 @@ class Stage2Step:
                 for r in recs
             ]
         )
-        viewmats = torch.tensor(np.stack([r.camera.viewmat for r in recs]), dtype=torch.float32)
-        Ks = torch.tensor(np.stack([r.camera.K for r in recs]), dtype=torch.float32)
+        viewmats, Ks = stack_cameras([r.camera for r in recs])
         W, H = recs[0].camera.width, recs[0].camera.height
         return {
             "slat": slat, "slat_gt": slat_gt, "env": env, "viewmats": viewmats, "Ks": Ks, "width": W, "height": H,

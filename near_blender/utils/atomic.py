@@ -91,13 +91,16 @@ def check_writable_file(path: str | os.PathLike[str], flag: str) -> None:
         raise NearError(f"Cannot write {path}: {path.parent}: {problem}. Choose another place with {flag}.")
 
 
+def temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Temporary files (``.tmp-*``) under ``folder`` (recursively)."""
+    return [p for p in Path(folder).rglob(f"{TMP_MARKER}*") if p.is_file()]
+
+
 def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
     """Delete temporaries left by a killed writer in ``folder`` (recursively); return them."""
-    removed = []
-    for p in Path(folder).rglob(f"{TMP_MARKER}*"):
-        if p.is_file():
-            p.unlink()
-            removed.append(p)
+    removed = temporaries(folder)
+    for p in removed:
+        p.unlink()
     return removed
 
 

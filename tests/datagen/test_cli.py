@@ -27,17 +27,25 @@ import pytest
 
 from near_blender.data.backproject import sample_bilinear
 from near_blender.data.config import DatagenConfig
-from near_blender.data.layout import strip_run_fields, temporaries
+from near_blender.data.layout import RUN_KEY
 from near_blender.data.sampling import AREA_DISTANCE_RANGE, AREA_POWER_RANGE_W, plan_asset
 from near_blender.data.views import SET_PASSES, read_view
 from near_blender.data.voxelize import voxel_centres
 from near_blender.render.camera import Camera
 from near_blender.render.exr import read_envmap, read_exr_channels, write_exr
+from near_blender.utils.atomic import temporaries
 
 pytest.importorskip("bpy")
 pytestmark = pytest.mark.bpy
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def strip_run_fields(entry: dict) -> dict:
+    """A manifest entry without its per-run fields (times, host, shard), for comparing datasets."""
+    return {k: v for k, v in entry.items() if k != RUN_KEY}
+
+
 SPHERE = "proc:sphere,roughness=1,metallic=0,specular=0,base_color=0.7/0.3/0.2"
 MICRO = ["--procedural", "1", "--assets", SPHERE, "--engine", "cycles", "--resolution", "32", "--samples", "8",
          "--no-denoise", "--homog-views", "2", "--shaded-views", "2", "--cond-views", "2", "--input-views", "2",

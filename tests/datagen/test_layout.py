@@ -10,7 +10,7 @@ import pytest
 
 from near_blender import NearError
 from near_blender.data.config import add_arguments, config_from_args, parse_shard, to_argv
-from near_blender.data.layout import Dataset, select_shard, shard_of, strip_run_fields, temporaries
+from near_blender.data.layout import RUN_KEY, Dataset, select_shard, shard_of
 from near_blender.data.procedural import (
     SHAPES,
     V2_SHAPES,
@@ -19,7 +19,7 @@ from near_blender.data.procedural import (
     procedural_spec,
 )
 from near_blender.data.sources import collect_sources, object_sources
-from near_blender.utils.atomic import TMP_MARKER
+from near_blender.utils.atomic import TMP_MARKER, temporaries
 
 
 def test_shards_partition_the_assets_exactly_and_stably():
@@ -51,7 +51,10 @@ def test_manifest_append_read_compact(tmp_path):
     assert ds.compact_manifest() == 2
     lines = [json.loads(x) for x in ds.manifest_path.read_text().splitlines()]
     assert [e["id"] for e in lines] == ["a", "b"]
-    assert strip_run_fields(lines[1]) == {"id": "b", "status": "done"}
+    assert lines[1][RUN_KEY] == {"t": 2} and {k: v for k, v in lines[1].items() if k != RUN_KEY} == {
+        "id": "b",
+        "status": "done",
+    }
 
 
 def test_config_mismatch_is_refused_with_the_differences(tmp_path):

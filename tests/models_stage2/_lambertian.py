@@ -75,6 +75,4 @@ def conditioning(env: np.ndarray, height: int) -> torch.Tensor:
     """The tokenizer input ``[1, 9, height, 2 height]`` of a map with **world-space** directions (the
     published inference convention: one encoding per environment, shared by every view), built from
     :class:`near_blender.render.conditioning.EnvConditioning` (LDR, log, texel directions)."""
-    c = EnvConditioning(env, height=height)
-    dirs = torch.as_tensor(c.world_directions(), dtype=c.ldr.dtype)
-    return torch.cat([c.ldr, c.log, dirs], -1).permute(2, 0, 1)[None].contiguous()
+    return EnvConditioning(env, height=height)(np.eye(4)).stacked()[None]  # the identity camera: world axes

@@ -17,9 +17,20 @@ from near_blender.render.conditioning import (
     EnvConditioning,
     downsample_equirect,
     environment_conditioning,
-    total_radiance,
 )
-from near_blender.render.envmap import Environment, equirect_directions, rotation_z, sanitize_radiance
+from near_blender.render.envmap import (
+    Environment,
+    equirect_directions,
+    pixel_solid_angles,
+    rotation_z,
+    sanitize_radiance,
+)
+
+
+def total_radiance(image: np.ndarray) -> np.ndarray:
+    """``sum(E * solid_angle)`` per channel [3] of an equirect map (W sr-weighted)."""
+    H, W = image.shape[:2]
+    return (np.asarray(image, np.float64) * pixel_solid_angles(H, W)[..., None]).sum(axis=(0, 1))
 
 
 def _map_with_sun(rng: np.random.Generator, h: int = 128, sun: float = 35700.0) -> tuple[np.ndarray, tuple]:
@@ -139,8 +150,9 @@ def test_sun_direction_follows_blender_mapping(rng: np.random.Generator) -> None
     # and a camera looking along the world direction of the sun sees it straight ahead (+z)
     vm2 = look_at([0.0, 0.0, 0.0], d_world)
     assert np.allclose(cond.directions(vm2)[j, i].double().numpy(), [0.0, 0.0, 1.0], atol=1e-6)
-    # with no rotation and an identity-like camera, directions are the texel directions themselves
-    assert np.allclose(EnvConditioning(img, h).world_directions(), equirect_directions(h, 2 * h), atol=1e-12)
+    # with no rotation and the identity camera, directions are the texel directions themselves
+    dirs = EnvConditioning(img, h, dtype=torch.float64).directions(np.eye(4)).numpy()
+    assert np.allclose(dirs, equirect_directions(h, 2 * h), atol=1e-12)
 
 
 def test_bad_maps_raise_or_are_sanitized(rng: np.random.Generator) -> None:
