@@ -8,7 +8,7 @@ Stage 2 (relightable neural 3DGS synthesis)::
 where T is the AgX view transform (as Blender displays the image). LPIPS needs pretrained backbone
 weights; without them its term is absent and the loss dict says so (``lpips`` missing).
 
-Stage 1 (LH-SLAT flow matching)::
+Stage 1 (LH-SLAT flow matching; the path and target in :mod:`near_blender.models.flow_matching`)::
 
     L_stage1 = E || v_theta(z_t, t, cond) - (eps - z_0) ||^2,   z_t = (1 - t) z_0 + t eps
 
@@ -22,7 +22,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from .. import NearError
 
@@ -73,19 +72,6 @@ def volume_loss(scales: torch.Tensor, light_scales: torch.Tensor | None = None) 
 def opacity_loss(opacities: torch.Tensor) -> torch.Tensor:
     """Mean of ``(1 - alpha)^2`` over all Gaussians (paper eq. 10): pushes towards opaque splats."""
     return ((1.0 - opacities) ** 2).mean()
-
-
-def flow_matching_loss(v_pred: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """Conditional flow matching (paper eq. 4): mean squared error of ``v`` against ``eps - x0``."""
-    _check_same(v_pred, x0, "flow")
-    return F.mse_loss(v_pred, noise - x0)
-
-
-def interpolate(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Rectified-flow path ``z_t = (1 - t) x0 + t eps``; ``t`` broadcast over trailing dims."""
-    while t.dim() < x0.dim():
-        t = t.unsqueeze(-1)
-    return (1.0 - t) * x0 + t * noise
 
 
 @dataclass

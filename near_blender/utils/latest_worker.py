@@ -3,9 +3,9 @@
 ``submit(job)`` hands a job over and returns at once; a job submitted while another runs supersedes
 it: the running job sees ``cancelled()`` turn true at its next check (it should check between
 stages) and stops, and only the newest waiting job is started, so a stream of submissions (an orbit
-in the viewport) never queues stale work. A job reports results through ``publish(result)``; the
-newest result is kept for the consumer (``latest()``) and ``on_result`` is called (from the worker
-thread) so the consumer can ask for a redraw.
+in the viewport) never queues stale work. A job reports results through ``publish(result)``, which
+calls ``on_result`` (from the worker thread): the consumer keeps the newest result and asks for a
+redraw.
 
 The job function runs on the worker thread; it must not touch Blender's data (snapshot first).
 """
@@ -50,7 +50,6 @@ class LatestJobWorker:
         self._has_pending = False
         self._busy = False
         self._stopping = False
-        self._latest: Any = None
         self.counters = WorkerCounters()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
@@ -64,11 +63,6 @@ class LatestJobWorker:
             self._pending, self._has_pending = job, True
             self.counters.submitted += 1
             self._cond.notify_all()
-
-    def latest(self) -> Any:
-        """The newest published result (None before the first)."""
-        with self._cond:
-            return self._latest
 
     @property
     def busy(self) -> bool:
@@ -96,8 +90,6 @@ class LatestJobWorker:
             return self._has_pending or self._stopping
 
     def _publish(self, result: Any) -> None:
-        with self._cond:
-            self._latest = result
         if self._on_result is not None:
             self._on_result(result)
 

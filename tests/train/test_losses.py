@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from near_blender import NearError
+from near_blender.models.flow_matching import interpolate
 from near_blender.train import losses as L
 from near_blender.train import metrics as M
 
@@ -41,11 +42,11 @@ def test_volume_opacity_and_flow_terms():
     assert float(L.volume_loss(s)) == pytest.approx(3.5)
     assert float(L.volume_loss(s, torch.tensor([[2.0, 2.0, 2.0]]))) == pytest.approx(11.5)
     assert float(L.opacity_loss(torch.tensor([0.5, 1.0, -1.0]))) == pytest.approx((0.25 + 0 + 4) / 3)
+    # flow matching (paper eq. 4 is sigma_min = 0): x_t = (1 - t) x0 + t eps, target v = eps - x0
     x0, eps = torch.ones(5, 8), torch.zeros(5, 8)
-    assert float(L.flow_matching_loss(torch.zeros(5, 8), x0, eps)) == pytest.approx(1.0)
-    assert float(L.flow_matching_loss(-torch.ones(5, 8), x0, eps)) == 0.0  # v = eps - x0 exactly
-    z = L.interpolate(x0, eps, torch.tensor([0.25] * 5))
+    z, v = interpolate(x0, eps, torch.tensor([0.25] * 5)[:, None], sigma_min=0.0)
     assert torch.allclose(z, torch.full((5, 8), 0.75))
+    assert torch.equal(v, eps - x0)
 
 
 def test_stage2_total_is_the_weighted_sum():
