@@ -107,7 +107,7 @@ def demo_asset(addon, scene, out: Path, res: int, seed: int = 0, stage1_steps: i
             "input_s": input_s, "stage1_s": stage1_s}  # fmt: skip
 
 
-def main() -> int:
+def _parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser()
     p.add_argument("--out", required=True)
     p.add_argument("--model", required=True)
@@ -116,20 +116,93 @@ def main() -> int:
     p.add_argument("--hdris", nargs="+", default=list(HDRIS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stage1-steps", type=int, default=0, help="0 = the model's default")
-    args = p.parse_args(sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else sys.argv[1:])
+    return p.parse_args(sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else sys.argv[1:])
+
+
+def _new_demo_file(out: Path, res: int, eevee_samples: int):
+    """An empty factory scene saved as ``out/demo.blend`` (no backups), square ``res`` renders, AgX."""
+    import bpy
+
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.context.preferences.filepaths.save_version = 0  # no demo.blend1 backups
+    scene = bpy.context.scene
+    bpy.ops.wm.save_as_mainfile(filepath=str(out / "demo.blend"))
+    r = scene.render
+    r.resolution_x = r.resolution_y = res
+    r.resolution_percentage = 100
+    scene.eevee.taa_render_samples = eevee_samples
+    scene.view_settings.view_transform = "AgX"
+    return scene
+
+
+def _render_engine(scene, session, engine: str, objs, out: Path, name: str) -> float:
+    """F12 with ``engine`` (NeAR renders the asset, EEVEE the meshes), saved as ``out/name.png`` (AgX)
+    and ``out/name.exr`` (multilayer, float32); returns the render's seconds."""
+    import bpy
+
+    from near_blender import NearError
+
+    r = scene.render
+    r.engine = engine
+    scene.view_layers[0].use_pass_z = engine != "NEAR"  # NeAR writes its own Depth pass
+    for o in objs:
+        o.hide_render = engine == "NEAR"
+    session.last_error = None
+    t0 = time.perf_counter()
+    bpy.ops.render.render(scene=scene.name)
+    dt = time.perf_counter() - t0
+    if engine == "NEAR" and session.last_error:
+        raise NearError(session.last_error)
+    result = bpy.data.images["Render Result"]
+    r.image_settings.media_type = "IMAGE"
+    r.image_settings.file_format = "PNG"
+    r.image_settings.color_mode = "RGB"
+    result.save_render(filepath=str(out / f"{name}.png"), scene=scene)
+    r.image_settings.media_type = "MULTI_LAYER_IMAGE"
+    r.image_settings.color_depth = "32"
+    result.save_render(filepath=str(out / f"{name}.exr"), scene=scene)
+    return dt
+
+
+def _render_all(addon, scene, objs, out: Path, hdris: list[str], res: int) -> list[dict]:
+    """Step 3 (module docstring): NeAR and EEVEE under each HDRI and view; returns the renders'
+    records (engine, hdri, view, png, exr, seconds). The meshes are visible again afterwards."""
+    import importlib
+
+    import bpy
+
+    from near_blender.data.sampling import make_camera
+
+    demo = importlib.import_module(f"{addon.__name__}.operators.demo.scene")
+    session = importlib.import_module(f"{addon.__name__}.engine.session")
+    world = demo.hdri_world(scene, hdris[0])
+    bpy.ops.wm.save_mainfile()
+    renders = []
+    for hdri in hdris:
+        demo.set_hdri(world, hdri)
+        for view, (yaw, pitch) in VIEWS.items():
+            demo.camera_object(scene, make_camera(yaw, pitch, 2.2, 40.0, res))
+            for engine in ("NEAR", "BLENDER_EEVEE"):
+                name = f"{'near' if engine == 'NEAR' else 'eevee'}_{hdri}_{view}"
+                dt = _render_engine(scene, session, engine, objs, out, name)
+                renders.append({"engine": engine, "hdri": hdri, "view": view, "png": f"{name}.png",
+                                "exr": f"{name}.exr", "seconds": dt})  # fmt: skip
+                emit(event="render", done=1 + len(renders), name=name, seconds=dt)
+    for o in objs:
+        o.hide_render = False
+    return renders
+
+
+def main() -> int:
+    args = _parse_args()
     os.environ["NEAR_MODEL"] = args.model
 
     import bpy
 
     addon = _bootstrap()
     ensure_registered()
-    import importlib
 
     from near_blender import NearError
-    from near_blender.data.sampling import make_camera
-
-    demo = importlib.import_module(f"{addon.__name__}.operators.demo.scene")
-    session = importlib.import_module(f"{addon.__name__}.engine.session")
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -137,63 +210,17 @@ def main() -> int:
     n_renders = 1 + 2 * len(args.hdris) * len(VIEWS)
     emit(event="start", renders=n_renders)
     try:
-        bpy.ops.wm.read_factory_settings(use_empty=True)
-        bpy.context.preferences.filepaths.save_version = 0  # no demo.blend1 backups
-        scene = bpy.context.scene
-        bpy.ops.wm.save_as_mainfile(filepath=str(out / "demo.blend"))
-        r = scene.render
-        r.resolution_x = r.resolution_y = res
-        r.resolution_percentage = 100
-        scene.eevee.taa_render_samples = args.eevee_samples
-        scene.view_settings.view_transform = "AgX"
+        scene = _new_demo_file(out, res, args.eevee_samples)
         made = demo_asset(addon, scene, out, res, args.seed, args.stage1_steps)
-        asset_id, spec, objs, coords, asset, pipe = (
-            made[k] for k in ("asset_id", "spec", "objs", "coords", "asset", "pipe")
-        )
-        input_s, stage1_s = made["input_s"], made["stage1_s"]
-        world = demo.hdri_world(scene, args.hdris[0])
+        renders = _render_all(addon, scene, made["objs"], out, args.hdris, res)
+        scene.render.engine = "NEAR"
         bpy.ops.wm.save_mainfile()
-
-        # 3. NeAR and EEVEE under each HDRI and view
-        renders = []
-        done = 1
-        for hdri in args.hdris:
-            demo.set_hdri(world, hdri)
-            for view, (yaw, pitch) in VIEWS.items():
-                demo.camera_object(scene, make_camera(yaw, pitch, 2.2, 40.0, res))
-                for engine in ("NEAR", "BLENDER_EEVEE"):
-                    r.engine = engine
-                    scene.view_layers[0].use_pass_z = engine != "NEAR"  # NeAR writes its own Depth pass
-                    for o in objs:
-                        o.hide_render = engine == "NEAR"
-                    session.last_error = None
-                    t0 = time.perf_counter()
-                    bpy.ops.render.render(scene=scene.name)
-                    dt = time.perf_counter() - t0
-                    if engine == "NEAR" and session.last_error:
-                        raise NearError(session.last_error)
-                    name = f"{'near' if engine == 'NEAR' else 'eevee'}_{hdri}_{view}"
-                    result = bpy.data.images["Render Result"]
-                    r.image_settings.media_type = "IMAGE"
-                    r.image_settings.file_format = "PNG"
-                    r.image_settings.color_mode = "RGB"
-                    result.save_render(filepath=str(out / f"{name}.png"), scene=scene)
-                    r.image_settings.media_type = "MULTI_LAYER_IMAGE"
-                    r.image_settings.color_depth = "32"
-                    result.save_render(filepath=str(out / f"{name}.exr"), scene=scene)
-                    done += 1
-                    renders.append({"engine": engine, "hdri": hdri, "view": view, "png": f"{name}.png",
-                                    "exr": f"{name}.exr", "seconds": dt})  # fmt: skip
-                    emit(event="render", done=done, name=name, seconds=dt)
-        for o in objs:
-            o.hide_render = False
-        r.engine = "NEAR"
-        bpy.ops.wm.save_mainfile()
-        record = {"asset_id": asset_id, "spec": spec, "voxels": int(len(coords)), "resolution": res,
-                  "eevee_samples": args.eevee_samples, "input": "input.png", "input_seconds": input_s,
-                  "stage1_seconds": stage1_s, "model_id": str(pipe.args.get("model_id", "")),
-                  "asset_object": asset.name, "blend": "demo.blend", "renders": renders,
-                  "hdris": list(args.hdris), "views": list(VIEWS), "clip_end": float(scene.camera.data.clip_end)}  # fmt: skip
+        record = {"asset_id": made["asset_id"], "spec": made["spec"], "voxels": int(len(made["coords"])),
+                  "resolution": res, "eevee_samples": args.eevee_samples, "input": "input.png",
+                  "input_seconds": made["input_s"], "stage1_seconds": made["stage1_s"],
+                  "model_id": str(made["pipe"].args.get("model_id", "")), "asset_object": made["asset"].name,
+                  "blend": "demo.blend", "renders": renders, "hdris": list(args.hdris), "views": list(VIEWS),
+                  "clip_end": float(scene.camera.data.clip_end)}  # fmt: skip
         (out / "demo.json").write_text(json.dumps(record, indent=1))
     except NearError as e:
         print(f"near demo: error: {e}", file=sys.stderr, flush=True)
