@@ -132,15 +132,6 @@ def _load(spec: ModelSpec, device: str) -> Any:
         raise NearError(f"Could not load the NeAR model from {where}: {type(e).__name__}: {e}") from None
 
 
-def _hub_cache_dir() -> str | None:
-    try:
-        import bpy
-
-        return bpy.utils.extension_path_user(__package__.rpartition(".")[0], path="hub", create=True)
-    except (ImportError, ValueError, AttributeError):  # not running as an installed extension
-        return None
-
-
 def clear() -> None:
     with _lock:
         _loaded.clear()

@@ -75,11 +75,6 @@ def object_viewmat(viewmat: np.ndarray, matrix_world: np.ndarray) -> np.ndarray:
     return out
 
 
-def environment_key(env: Environment) -> tuple[str, float]:
-    """Identity of an environment's pixels + rotation (cheap enough per frame)."""
-    return radiance_key(env.radiance), round(float(env.rotation_z), 9)
-
-
 def radiance_key(radiance: np.ndarray) -> str:
     """Content hash of an environment's pixels (blake2b; ~10 ms for a 1k map), so that a world that
     is re-read every frame but did not change is recognised."""

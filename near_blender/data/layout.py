@@ -45,7 +45,6 @@ from ..utils.atomic import atomic_write_json, atomic_write_text, remove_stale_te
 MANIFEST = "manifest.jsonl"
 CONFIG = "config.json"
 ASSETS = "assets"
-ENVMAPS = "envmaps"
 STATUS = "status.json"
 LOCK = ".manifest.lock"
 
@@ -75,9 +74,6 @@ class Dataset:
     # -- paths -------------------------------------------------------------------------------------
     def asset_dir(self, asset_id: str) -> Path:
         return self.root / ASSETS / asset_id
-
-    def envmap_path(self, name: str) -> Path:
-        return self.root / ENVMAPS / f"{name}.exr"
 
     @property
     def manifest_path(self) -> Path:

@@ -40,7 +40,6 @@ interrupted run resumes where it stopped when the settings are unchanged.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from functools import cached_property
@@ -494,7 +493,3 @@ def render_baked(
         inputs = {r.index: r for r in ds.views(a, "inputs")}
         items += [(a, ex.input, inputs[ex.input], ex.target) for ex in wanted]
     return renders, renders.render(renders.job(assets, items), cfg.blender, cfg.progress)
-
-
-def is_eval_folder(path: str | os.PathLike[str]) -> bool:
-    return (Path(path) / "metrics.json").is_file()

@@ -255,11 +255,6 @@ class RelightableDecoder(nn.Module):
         return cls(**models, **render_options)
 
     @classmethod
-    def from_config_name(cls, name: str = "near-tiny", **render_options: Any) -> RelightableDecoder:
-        """Build a randomly initialised stack of a named size (``"near-tiny"`` / ``"near-paper"``)."""
-        return cls.from_configs(stage2_configs(name), **render_options)
-
-    @classmethod
     def from_models(cls, models: Mapping[str, nn.Module], **render_options: Any) -> RelightableDecoder:
         """Assemble from loaded models under the published names (e.g. ``NearPipeline.models``)."""
         missing = [k for k in MODEL_NAMES if k not in models]

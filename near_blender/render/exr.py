@@ -44,11 +44,6 @@ def read_exr_channels(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     return out
 
 
-def read_exr_header(path: str | os.PathLike[str]) -> dict[str, Any]:
-    with _open(path, header_only=True) as f:
-        return dict(f.header())
-
-
 def read_exr(path: str | os.PathLike[str], layer: str = "") -> np.ndarray:
     """An RGB(A) image [H, W, 3|4] float32 from a plain or multilayer EXR.
 

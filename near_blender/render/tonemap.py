@@ -56,15 +56,6 @@ def log_transform(x: Any) -> Any:
     return np.log1p(np.maximum(np.asarray(x), 0))
 
 
-def inverse_log_transform(y: Any) -> Any:
-    """Inverse of :func:`log_transform` (``exp(y) - 1``)."""
-    if _is_torch(y):
-        import torch
-
-        return torch.expm1(y)
-    return np.expm1(np.asarray(y))
-
-
 # ---------------------------------------------------------------------------------------------
 # numpy: OpenColorIO itself
 # ---------------------------------------------------------------------------------------------
