@@ -19,7 +19,7 @@ setup: $(STAMP)
 
 # torch first (the CPU wheel on local disk), then the pinned rest, then our package
 # without dependencies, so that no requirement can pull a second, multi-GB torch.
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet $(TORCH)
 	$(PIP) install --quiet -r requirements.txt

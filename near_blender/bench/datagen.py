@@ -22,9 +22,9 @@ from .. import NearError
 
 
 def _script() -> Path:
-    import near_blender
+    from ..utils.blender_job import extension_script
 
-    return Path(near_blender.__file__).resolve().parents[1] / "operators" / "datagen" / "bench_renders.py"
+    return extension_script("operators/datagen/bench_renders.py")
 
 
 def _engine_rows(engine: str, resolutions: list[int], views: int) -> list[dict[str, Any]]:

@@ -27,15 +27,9 @@ from .. import NearError
 def run_blender_script(name: str, args: list[str], timeout: float = 3600) -> dict[str, Any]:
     """Run the Blender-side benchmark ``operators/demo/<name>.py`` (Blender binary or bpy module) with
     ``args`` plus ``--json FILE``; returns what it wrote there."""
-    import near_blender
+    from ..utils.blender_job import blender_command, extension_script, find_blender
 
-    from ..utils.blender_job import blender_command, find_blender
-
-    script = Path(near_blender.__file__).resolve().parents[1] / "operators" / "demo" / f"{name}.py"
-    if not script.is_file():
-        raise NearError(
-            f"The Blender-side benchmark script is missing ({script}); run from a source checkout."
-        )
+    script = extension_script(f"operators/demo/{name}.py")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / f"{name}.json"
         cmd = blender_command(find_blender(None), script, [*args, "--json", str(out)])

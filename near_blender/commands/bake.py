@@ -87,9 +87,7 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     out = check_inputs(args)
-    script = extension_script(
-        "operators/bake_job.py", "`near bake` runs from a source checkout of near-blender."
-    )
+    script = extension_script("operators/bake_job.py")
     forwarded = [str(Path(args.asset).expanduser().resolve()), "--prior", str(Path(args.prior).expanduser().resolve()),
                  "--env", str(Path(args.env).expanduser().resolve()), "--out", str(out), "--size", str(args.size),
                  "--strength", str(args.strength), "--rotation", str(args.rotation)]  # fmt: skip

@@ -71,9 +71,7 @@ def run(args: argparse.Namespace) -> int:
     if blend.suffix.lower() != ".blend":
         raise NearError(f"{blend.name} is not a .blend file; give the .blend whose camera to write.")
     out = output_path(blend, args.out)
-    script = extension_script(
-        "engine/camera_job.py", "`near camera-from-blend` runs from a source checkout of near-blender."
-    )
+    script = extension_script("engine/camera_job.py")
     forwarded = [str(blend)]
     if args.camera is not None:
         forwarded += ["--camera", args.camera]

@@ -38,11 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def script_path() -> Path:
     """The Blender-side script (in the extension's ``operators/datagen``)."""
-    return extension_script(
-        "operators/datagen/headless.py",
-        "`near datagen` runs from a source checkout of near-blender (it needs the extension's operators/ "
-        "folder next to near_blender/).",
-    )
+    return extension_script("operators/datagen/headless.py")
 
 
 def build_command(args: argparse.Namespace) -> list[str]:

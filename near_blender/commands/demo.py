@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def script_path() -> Path:
-    return extension_script("operators/demo/build_demo.py", "Run `near demo` from a source checkout.")
+    return extension_script("operators/demo/build_demo.py")
 
 
 def choose_model(out: Path) -> tuple[Path, str, bool]:

@@ -72,9 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def script_path() -> Path:
     """The Blender-side script (in the extension's ``engine/``)."""
     return extension_script(
-        "engine/batch.py",
-        "`near render` runs from a source checkout of near-blender; with the installed extension use "
-        "`blender -b FILE.blend -f N` instead.",
+        "engine/batch.py", "With the extension installed in Blender, `blender -b FILE.blend -f N` also works."
     )
 
 

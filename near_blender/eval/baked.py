@@ -157,8 +157,7 @@ class BakedRenders:
         from ..utils.blender_job import blender_command, extension_script, find_blender, run_logged
 
         script = extension_script(
-            "operators/datagen/headless.py",
-            "The baked baseline renders in Blender from a source checkout (or use --methods ours lambertian).",
+            "operators/datagen/headless.py", "Or leave out the baked baseline: --methods ours lambertian."
         )
         try:
             prefix = find_blender(blender)

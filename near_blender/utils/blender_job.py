@@ -43,15 +43,32 @@ def find_blender(explicit: str | None) -> list[str]:
     )
 
 
-def extension_script(relpath: str, missing_hint: str) -> Path:
-    """A Blender-side script of the extension (``relpath`` from the repository root, which holds
-    ``near_blender/``); ``missing_hint`` completes the error when the checkout lacks it."""
+def extension_roots() -> list[Path]:
+    """Folders that may hold the extension (``__init__.py``, ``engine/``, ``operators/``, ``ui/``):
+    the source checkout around ``near_blender/``, then the ``near_addon`` package that the wheel
+    installs beside ``near_blender`` (``setup.py``)."""
     import near_blender
 
-    p = Path(near_blender.__file__).resolve().parents[1] / relpath
-    if not p.is_file():
-        raise NearError(f"The Blender-side script {relpath} is missing ({p}). {missing_hint}")
-    return p
+    roots = [Path(near_blender.__file__).resolve().parents[1]]
+    spec = importlib.util.find_spec("near_addon")
+    if spec is not None and spec.submodule_search_locations:
+        roots += [Path(p).resolve() for p in spec.submodule_search_locations]
+    return list(dict.fromkeys(roots))
+
+
+def extension_script(relpath: str, missing_hint: str = "") -> Path:
+    """A Blender-side script of the extension (``relpath`` from the extension root, e.g.
+    ``operators/datagen/headless.py``), from a source checkout or the installed wheel;
+    ``missing_hint`` completes the error when neither has it."""
+    roots = extension_roots()
+    for root in roots:
+        if (root / relpath).is_file():
+            return root / relpath
+    raise NearError(
+        f"The Blender-side script {relpath} is missing (looked in {', '.join(map(str, roots))}). "
+        "Reinstall near-blender (`pip install near-blender`, or `make setup` in a checkout): its wheel "
+        f"ships the extension's scripts as the package near_addon. {missing_hint}".rstrip()
+    )
 
 
 def blender_command(prefix: list[str], script: Path, args: list[str]) -> list[str]:
