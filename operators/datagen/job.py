@@ -19,8 +19,8 @@ import os
 import platform
 import time
 import traceback
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +114,25 @@ class JobSpec:
     threads: int = 0
 
 
+@dataclass
+class _Stage:
+    """The asset's current stage, named in its status when it fails."""
+
+    name: str
+
+
+@dataclass
+class _Built:
+    """What building and rendering an asset gave, for its files."""
+
+    norm: dict[str, Any] = field(default_factory=dict)
+    tris: Any = None
+    coords: Any = None
+    materials: Any = None
+    cams: list[dict[str, Any]] = field(default_factory=list)
+    lights: list[dict[str, Any]] = field(default_factory=list)
+
+
 class DatagenJob:
     def __init__(self, spec: JobSpec, scenes: Any | None = None) -> None:
         self.spec = spec
@@ -194,111 +213,132 @@ class DatagenJob:
         }
 
     def _asset_steps(self, src: AssetSource) -> Iterator[dict[str, Any]]:
+        """One asset: skip it if finished, else plan, build, render, write; a failure is recorded."""
         t0 = time.perf_counter()
         n_renders = count_renders(self.cfg, len(self.holdout))
         start_done = self.done
         status = self.ds.read_status(src.id)
         if status is not None and (status.get("status") == DONE or not self.spec.retry_failed):
-            if src.id not in self._in_manifest:
-                self.ds.append_manifest([status])  # killed between the marker and the manifest line
-            self.done += n_renders
-            self.counts["skipped"] += 1
-            yield {
-                "event": "asset",
-                "id": src.id,
-                "status": "skipped",
-                "done": self.done,
-                "total": self.total,
-            }
+            yield self._skip(src, status, n_renders)
             return
-        stage = "source"
+        at = _Stage("source")
         try:
             if src.error:
                 raise NearError(src.error)
-            stage = "plan"
+            at.name = "plan"
             tasks = plan_asset(src.id, self.cfg, self.pool, self.holdout)
             adir = self.ds.asset_dir(src.id)
             kept = set(
                 self.ds.prepare_asset(src.id, keep=[t.file for t in tasks] if self.spec.resume else ())
             )
             adir.mkdir(parents=True, exist_ok=True)
-            cams: list[dict[str, Any]] = []
-            lights: list[dict[str, Any]] = []
-            with self.scenes.asset_scene() as scene:
-                stage = "import"
-                objects = self._load(src, scene)
-                stage = "normalize"
-                norm, tris = normalize(objects, scene, src.label)
-                stage = "voxelize"
-                coords = voxelize_triangles(tris)
-                stage = "materials"
-                ensure_materials(objects)
-                materials = material_report(objects)
-                configure_scene(scene, self.cfg, self.spec.threads)
-                cam_obj = ensure_camera(scene)
-                lighting = Lighting(scene, self.envs)
-                stage = "render"
-                try:
-                    for t in tasks:
-                        blender = place_camera(t.camera, cam_obj, scene)
-                        cams.append({"file": t.file, "set": t.set, "index": t.index, **t.meta,
-                                     "camera": t.camera.to_dict(), "params": t.params, "blender": blender})  # fmt: skip
-                        lights.append({"file": t.file, "set": t.set, "index": t.index, **t.meta,
-                                       "lighting": t.lighting})  # fmt: skip
-                        if t.file not in kept:
-                            env = lighting.apply(t.lighting)
-                            self._render(scene, t, env, adir)
-                        self.done += 1
-                        yield {
-                            "event": "render",
-                            "id": src.id,
-                            "file": t.file,
-                            "done": self.done,
-                            "total": self.total,
-                        }
-                finally:
-                    lighting.close()
-            stage = "write"
-            atomic_write_json(adir / "cameras.json", {"convention": CAMERA_CONVENTION, "views": cams})
-            atomic_write_json(adir / "lights.json", {"envmaps": "DIR/envmaps/<name>.exr", "views": lights})
-            save_npz_atomic(adir / "mesh_voxels.npz", coords=coords.astype(np.uint8))
-            stage = "slat"
-            slats = build_slats(adir, coords, tasks, get_extractor(self.cfg.features))
-            counts: dict[str, int] = {}
-            for t in tasks:
-                counts[t.set] = counts.get(t.set, 0) + 1
-            asset = {
-                "id": src.id,
-                "source": src.to_dict(),
-                "normalization": norm,
-                "materials": materials,
-                "triangles": len(tris),
-                "voxels": len(coords),
-                "renders": counts,
-                "slat": slats,
-            }
-            atomic_write_json(adir / "asset.json", asset)
-            entry = {"id": src.id, "kind": "asset", "status": DONE, "source": src.to_dict(), "error": None,
-                     "renders": len(tasks), "voxels": len(coords), RUN_KEY: self._run_info(t0)}  # fmt: skip
-            self.ds.write_status(entry)
-            self.ds.append_manifest([entry])
+            built = yield from self._scene_steps(src, tasks, kept, adir, at)
+            self._write_asset(src, tasks, adir, built, at, t0)
             self.counts["done"] += 1
             yield {"event": "asset", "id": src.id, "status": "done", "done": self.done, "total": self.total}
         except Exception as e:  # noqa: BLE001 -- recorded per asset; the batch goes on
-            if isinstance(e, NearError):
-                msg = str(e)
-            else:
-                msg = f"internal error in stage {stage}: {type(e).__name__}: {e}"
-                traceback.print_exc()
-            self.ds.clear_asset(src.id)
-            entry = {"id": src.id, "kind": "asset", "status": FAILED, "source": src.to_dict(), "stage": stage,
-                     "error": msg, "error_type": type(e).__name__, RUN_KEY: self._run_info(t0)}  # fmt: skip
-            self.ds.write_status(entry)
-            self.ds.append_manifest([entry])
-            self.done = start_done + n_renders
-            self.counts["failed"] += 1
-            yield {"event": "asset", "id": src.id, "status": "failed", "error": msg, "done": self.done,
-                   "total": self.total}  # fmt: skip
+            yield self._fail(src, e, at.name, t0, start_done + n_renders)
+
+    def _skip(self, src: AssetSource, status: dict[str, Any], n_renders: int) -> dict[str, Any]:
+        """A finished (or, without --retry-failed, failed) asset: count its renders as done."""
+        if src.id not in self._in_manifest:
+            self.ds.append_manifest([status])  # killed between the marker and the manifest line
+        self.done += n_renders
+        self.counts["skipped"] += 1
+        return {
+            "event": "asset",
+            "id": src.id,
+            "status": "skipped",
+            "done": self.done,
+            "total": self.total,
+        }
+
+    def _scene_steps(
+        self, src: AssetSource, tasks: list[ViewTask], kept: set[str], adir: Path, at: _Stage
+    ) -> Generator[dict[str, Any], None, _Built]:
+        """Build the asset in its scene, voxelize it and render the views not ``kept`` (one event each)."""
+        built = _Built()
+        with self.scenes.asset_scene() as scene:
+            at.name = "import"
+            objects = self._load(src, scene)
+            at.name = "normalize"
+            built.norm, built.tris = normalize(objects, scene, src.label)
+            at.name = "voxelize"
+            built.coords = voxelize_triangles(built.tris)
+            at.name = "materials"
+            ensure_materials(objects)
+            built.materials = material_report(objects)
+            configure_scene(scene, self.cfg, self.spec.threads)
+            cam_obj = ensure_camera(scene)
+            lighting = Lighting(scene, self.envs)
+            at.name = "render"
+            try:
+                for t in tasks:
+                    blender = place_camera(t.camera, cam_obj, scene)
+                    built.cams.append({"file": t.file, "set": t.set, "index": t.index, **t.meta,
+                                       "camera": t.camera.to_dict(), "params": t.params, "blender": blender})  # fmt: skip
+                    built.lights.append({"file": t.file, "set": t.set, "index": t.index, **t.meta,
+                                         "lighting": t.lighting})  # fmt: skip
+                    if t.file not in kept:
+                        env = lighting.apply(t.lighting)
+                        self._render(scene, t, env, adir)
+                    self.done += 1
+                    yield {
+                        "event": "render",
+                        "id": src.id,
+                        "file": t.file,
+                        "done": self.done,
+                        "total": self.total,
+                    }
+            finally:
+                lighting.close()
+        return built
+
+    def _write_asset(
+        self, src: AssetSource, tasks: list[ViewTask], adir: Path, built: _Built, at: _Stage, t0: float
+    ) -> None:
+        """The asset's camera, lighting, voxel and SLAT files, then its status and manifest line."""
+        at.name = "write"
+        atomic_write_json(adir / "cameras.json", {"convention": CAMERA_CONVENTION, "views": built.cams})
+        atomic_write_json(adir / "lights.json", {"envmaps": "DIR/envmaps/<name>.exr", "views": built.lights})
+        save_npz_atomic(adir / "mesh_voxels.npz", coords=built.coords.astype(np.uint8))
+        at.name = "slat"
+        slats = build_slats(adir, built.coords, tasks, get_extractor(self.cfg.features))
+        counts: dict[str, int] = {}
+        for t in tasks:
+            counts[t.set] = counts.get(t.set, 0) + 1
+        asset = {
+            "id": src.id,
+            "source": src.to_dict(),
+            "normalization": built.norm,
+            "materials": built.materials,
+            "triangles": len(built.tris),
+            "voxels": len(built.coords),
+            "renders": counts,
+            "slat": slats,
+        }
+        atomic_write_json(adir / "asset.json", asset)
+        entry = {"id": src.id, "kind": "asset", "status": DONE, "source": src.to_dict(), "error": None,
+                 "renders": len(tasks), "voxels": len(built.coords), RUN_KEY: self._run_info(t0)}  # fmt: skip
+        self.ds.write_status(entry)
+        self.ds.append_manifest([entry])
+
+    def _fail(self, src: AssetSource, e: Exception, stage: str, t0: float, done: int) -> dict[str, Any]:
+        """Record a failed asset (its partial files removed); the progress counts all its renders."""
+        if isinstance(e, NearError):
+            msg = str(e)
+        else:
+            msg = f"internal error in stage {stage}: {type(e).__name__}: {e}"
+            traceback.print_exc()
+        self.ds.clear_asset(src.id)
+        entry = {"id": src.id, "kind": "asset", "status": FAILED, "source": src.to_dict(), "stage": stage,
+                 "error": msg, "error_type": type(e).__name__, RUN_KEY: self._run_info(t0)}  # fmt: skip
+        self.ds.write_status(entry)
+        self.ds.append_manifest([entry])
+        self.done = done
+        self.counts["failed"] += 1
+        return {"event": "asset", "id": src.id, "status": "failed", "error": msg, "done": self.done,
+                "total": self.total}  # fmt: skip
 
     def _load(self, src: AssetSource, scene: Any) -> list[Any]:
         if src.kind == "procedural":
