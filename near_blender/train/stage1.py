@@ -26,12 +26,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .. import NearError
 from ..data.dataset import NearDataset, ViewRecord
-from ..models.flow_matching import interpolate
+from ..models.flow_matching import flow_matching_loss
 from ..models.homogenizer import attach_lora, from_base_flow, merged_model
 from ..models.image_encoder import PatchImageEncoder, prepare_image
 from ..models.sampler import FlowEulerSampler, normalize_features
@@ -180,7 +179,6 @@ def _flow_step(
 ) -> dict[str, Any]:
     x0 = _sparse(items, "feats")
     images = torch.stack([it["image"] for it in items])
-    B = len(items)
     # per-item times (logit-normal, TRELLIS) and per-voxel noise from the item's own stream
     t = torch.sigmoid(torch.stack([torch.randn((), generator=g) + 1.0 for g in rand.generators]))
     mix = torch.stack([torch.rand((), generator=g) for g in rand.generators])
@@ -188,15 +186,8 @@ def _flow_step(
     t = torch.where(mix < 0.5, u, t)  # half uniform times keep the whole path trained
     noise = torch.cat([torch.randn(len(it["coords"]), x0.feats.shape[1], generator=g)
                        for it, g in zip(items, rand.generators)])  # fmt: skip
-    t_vox = t[x0.coords[:, 0].long()][:, None]
-    xt, v = interpolate(x0.feats, noise, t_vox, SIGMA_MIN)
-    kw = {}
-    if with_zs:
-        kw["z_s"] = _sparse(items, "z_s")
-    pred = model(x0.replace(xt), 1000.0 * t, images, **kw)
-    loss = F.mse_loss(pred.feats, v)
-    del B
-    return {"total": loss}
+    kw = {"z_s": _sparse(items, "z_s")} if with_zs else {}
+    return {"total": flow_matching_loss(model, x0, images, t=t, noise=noise, sigma_min=SIGMA_MIN, **kw)}
 
 
 def _export_flow(model: nn.Module, folder: Path, stem: str, extra: dict[str, Any]) -> None:
