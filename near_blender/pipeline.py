@@ -7,8 +7,8 @@ A pipeline folder (or Hub repo) holds ``pipeline.json`` (TRELLIS) or ``pipeline.
 
 Each stem is resolved relative to the pipeline folder / repo first, then as ``org/repo/path`` on
 the Hub. Stage 1 lives here: :func:`sample_normalized_slat` (the flow sampler from image tokens to a
-SLAT, which training calls too), :meth:`NearPipeline.sample_slat` and :meth:`NearPipeline.image_to_slat`;
-stage-2 models are just more entries in ``self.models``.
+SLAT, which training calls too) and :meth:`NearPipeline.image_to_slat`; stage-2 models are just
+more entries in ``self.models`` (rendered by :class:`near_blender.scene.SceneRenderer`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from .models.checkpoint import from_pretrained as model_from_pretrained
 from .models.checkpoint import save_pretrained as model_save_pretrained
 from .models.homogenizer import LHSLatFlowModel, concat_shaded, unwrap_peft
 from .models.hub import resolve_pipeline_file, split_hub_path
-from .models.sampler import FlowEulerSampler, denormalize, normalize
+from .models.sampler import FlowEulerSampler, denormalize
 from .sparse import SparseTensor
 from .utils.atomic import atomic_write_json, atomic_write_text
 from .utils.progress import CancelCheck, Progress, ProgressReporter, as_reporter
@@ -166,10 +166,6 @@ class NearPipeline:
         self._image_encoder: nn.Module | None = None
 
     @property
-    def slat_normalization(self) -> dict[str, list[float]] | None:
-        return self.args.get("slat_normalization")
-
-    @property
     def device(self) -> torch.device:
         for m in self.models.values():
             for p in m.parameters():
@@ -273,40 +269,6 @@ class NearPipeline:
             enc = self._image_encoder
         with torch.no_grad():
             return enc.encode(images.to(self.device))
-
-    def sample_slat(
-        self,
-        cond: torch.Tensor,
-        coords: torch.Tensor,
-        steps: int | None = None,
-        cfg: float | None = None,
-        cfg_interval: Sequence[float] | None = None,
-        generator: torch.Generator | None = None,
-        progress: Progress | ProgressReporter | None = None,
-        cancel: CancelCheck | None = None,
-        model: str = "slat_flow_model",
-        z_s: SparseTensor | None = None,
-        neg_cond: torch.Tensor | None = None,
-        denormalize_output: bool = True,
-    ) -> SparseTensor:
-        """Sample a SLAT on ``coords`` conditioned on image tokens ``cond`` with the pipeline's
-        ``model`` and ``slat_sampler`` (:func:`sample_normalized_slat` in ``slat_normalization`` units).
-
-        ``coords``: int ``[N, 3]`` (one asset) or ``[N, 4]`` (batch, x, y, z); ``cond [B, T, C]``
-        (or ``[T, C]``). For a light-homogenizing flow (input = [x_t, Z_s]) pass the shaded SLAT
-        ``z_s`` in de-normalized units (as returned by this method); it is normalized internally.
-        Returns the SLAT de-normalized with ``slat_normalization`` unless ``denormalize_output`` is
-        False. ``progress(fraction, message)`` is called per step; ``cancel()`` returning True
-        raises :class:`near_blender.utils.progress.Cancelled`.
-        """
-        if model not in self.models:
-            raise NearError(f"Pipeline has no model {model!r}; it has {sorted(self.models)}.")
-        zs = None if z_s is None else normalize(z_s.to(self.device), self.slat_normalization)
-        out = sample_normalized_slat(
-            self.models[model], cond, coords, self.slat_sampler, generator=generator, z_s=zs, steps=steps,
-            cfg=cfg, cfg_interval=cfg_interval, neg_cond=neg_cond, progress=progress, cancel=cancel,
-        )  # fmt: skip
-        return denormalize(out, self.slat_normalization) if denormalize_output else out
 
     # ------------------------------------------------------------------ NeAR inference (default model layout)
     def image_to_slat(
@@ -482,21 +444,6 @@ class NearPipeline:
                 f"near-blender computes {CONDITIONING}; use the near-blender version the model was made with."
             )
         return EnvConditioning(env, int(s2.get("env_height", 32)), device=self.device)
-
-    def render_slat(
-        self, coords: Any, feats: Any, env: Any, camera: Any, passes: tuple[str, ...] = ("light", "base")
-    ) -> dict[str, Any]:
-        """Stage 2: an LH-SLAT (object in [-0.5, 0.5]^3) under ``env`` (an Environment) seen by
-        ``camera`` (a :class:`~near_blender.render.camera.Camera`) -> numpy images ``[H, W, C]``
-        (``hdr``, ``alpha``, ``depth``, ``normal``, ``shadow``, ``base_color``, ``roughness``, ``metallic``)."""
-        model = self.stage2()
-        slat = self.stage2_inputs(coords, feats)
-        env_in = self.conditioning(env)(camera.viewmat).stacked()[None]
-        vm = torch.as_tensor(np.asarray(camera.viewmat)[None], dtype=torch.float32, device=self.device)
-        K = torch.as_tensor(np.asarray(camera.K)[None], dtype=torch.float32, device=self.device)
-        with torch.no_grad():
-            out = model(slat, env_in, vm, K, camera.width, camera.height, camera.model, passes)
-        return {k: v[0].float().cpu().numpy() for k, v in out.items()}
 
 
 _NO_CAMERA = (

@@ -20,6 +20,7 @@ from near_blender.pipeline import NearPipeline
 from near_blender.render.camera import Camera
 from near_blender.render.envmap import Environment
 from near_blender.render.tonemap import tonemap_numpy
+from near_blender.scene import PlacedAsset, SceneRenderer
 from near_blender.train.default_model import bundled_folder
 from near_blender.train.metrics import psnr
 
@@ -40,9 +41,12 @@ def _views(fx) -> list[tuple[Camera, Environment, np.ndarray]]:  # noqa: ANN001
 
 
 def _mean_psnr(pipe: NearPipeline, fx) -> float:  # noqa: ANN001
+    """The asset in its canonical box, rendered as the engine and ``near render`` render it."""
+    renderer = SceneRenderer(pipe)
+    asset = PlacedAsset(str(fx["asset"]), fx["coords"], fx["feats"], np.eye(4))
     scores = []
     for cam, env, rgba in _views(fx):
-        out = pipe.render_slat(fx["coords"], fx["feats"], env, cam, passes=("light",))
+        out = renderer.render([asset], cam, env, passes=("light",))
         pred = tonemap_numpy(out["hdr"]) * out["alpha"]  # AgX of the premultiplied image, over black
         gt = tonemap_numpy(rgba[..., :3]) * rgba[..., 3:4]
         scores.append(psnr(pred, gt))

@@ -169,9 +169,9 @@ def measure_coverage(
     a grid of about ``supersample_pixels`` across).
 
     The asset is encoded once, and each view's Gaussians decoded once for all sizes (the decoder
-    does not see the image size; ``pipe.render_slat`` gives the same images). One row per (view,
-    size): ``view`` (index), ``size``, ``seconds`` (the rasterization at that size), the
-    :func:`coverage_stats` and, at the size of the view's ``rgba``, ``psnr`` (:func:`display_psnr`).
+    does not see the image size). One row per (view, size): ``view`` (index), ``size``, ``seconds``
+    (the rasterization at that size), the :func:`coverage_stats` and, at the size of the view's
+    ``rgba``, ``psnr`` (:func:`display_psnr`).
     """
     import time
 

@@ -160,24 +160,6 @@ def unwrap_peft(peft_model: nn.Module) -> nn.Module:
     return peft_model.get_base_model() if hasattr(peft_model, "get_base_model") else peft_model
 
 
-def merge_lora(peft_model: nn.Module) -> None:
-    """Fold the adapters into the base weights in place (reversible with :func:`unmerge_lora`)."""
-    from peft.tuners.lora import LoraLayer
-
-    for m in unwrap_peft(peft_model).modules():
-        if isinstance(m, LoraLayer) and not m.merged:
-            m.merge()
-
-
-def unmerge_lora(peft_model: nn.Module) -> None:
-    """Undo :func:`merge_lora` (base weights restored up to float rounding)."""
-    from peft.tuners.lora import LoraLayer
-
-    for m in unwrap_peft(peft_model).modules():
-        if isinstance(m, LoraLayer) and m.merged:
-            m.unmerge()
-
-
 def merged_model(peft_model: nn.Module) -> nn.Module:
     """The base model with adapters merged and PEFT wrappers removed (plain published key names)."""
     return peft_model.merge_and_unload()

@@ -529,7 +529,3 @@ class LightingAwareDecoder(nn.Module):
         self._check_context("light tokens", light_tokens, viewmats.shape[0])
         asset = self.prepare_asset(h, registers, coords, batch_size=viewmats.shape[0], slat_feats=slat_feats)
         return self.decode(asset, self.prepare_lighting(light_tokens), viewmats)
-
-    # -- accounting ----------------------------------------------------------------------------------
-    def block_parameters(self) -> int:
-        return sum(p.numel() for p in self.blocks.parameters())

@@ -150,15 +150,6 @@ def denormalize(slat: SparseTensor, normalization: dict[str, Sequence[float]] | 
     return slat.replace(slat.feats * std + mean)
 
 
-def normalize(slat: SparseTensor, normalization: dict[str, Sequence[float]] | None) -> SparseTensor:
-    """Inverse of :func:`denormalize`: ``(feats - mean) / std``."""
-    if not normalization:
-        return slat
-    mean = torch.tensor(normalization["mean"], dtype=slat.dtype, device=slat.device)
-    std = torch.tensor(normalization["std"], dtype=slat.dtype, device=slat.device)
-    return slat.replace((slat.feats - mean) / std)
-
-
 def normalize_features(f: np.ndarray, norm: dict[str, list[float]]) -> np.ndarray:
     """Standardize features ``[N, C]`` with ``{"mean", "std"}`` per channel (float32)."""
     return ((f - np.asarray(norm["mean"], np.float32)) / np.asarray(norm["std"], np.float32)).astype(

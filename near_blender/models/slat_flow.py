@@ -240,9 +240,6 @@ class SLatFlowModel(nn.Module):
         """Run the IO stages and the transformer in float16 (norms stay float32), as published."""
         self._set_precision(torch.float16)
 
-    def convert_to_fp32(self) -> None:
-        self._set_precision(torch.float32)
-
     def initialize_weights(self) -> None:
         """Xavier-uniform linear weights with zero biases, N(0, 0.02) for the time MLP, zeros for
         the modulation outputs and the output layer (so a fresh model predicts zero velocity)."""

@@ -58,12 +58,6 @@ class Projected:
         return int(self.cam.shape[0])
 
 
-def covariance_3d(quats: Tensor, scales: Tensor) -> Tensor:
-    """[..., 3, 3] world covariance ``R diag(s)² R^T`` from quats [..., 4] and scales [..., 3]."""
-    M = quat_to_rotmat(quats, normalize=True) * scales[..., None, :]
-    return M @ M.transpose(-1, -2)
-
-
 def _take(x: Tensor, idx: Tensor | None) -> Tensor:
     return x if idx is None else x.index_select(0, idx)
 

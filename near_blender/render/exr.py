@@ -18,14 +18,14 @@ from ..utils.atomic import atomic_path
 from .envmap import Environment, validate_radiance
 
 
-def _open(path: str | os.PathLike[str], header_only: bool = False) -> Any:
+def _open(path: str | os.PathLike[str]) -> Any:
     import OpenEXR
 
     p = Path(path)
     if not p.is_file():
         raise NearError(f"EXR file not found: {p}")
     try:
-        return OpenEXR.File(str(p), separate_channels=True, header_only=header_only)
+        return OpenEXR.File(str(p), separate_channels=True)
     except Exception as e:  # the binding raises plain RuntimeError/Exception on corrupt files
         raise NearError(f"Cannot read {p} as OpenEXR ({e}). Is the file complete and an .exr?") from None
 

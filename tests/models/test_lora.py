@@ -10,14 +10,7 @@ from peft.tuners.lora import LoraLayer
 
 from near_blender import NearError
 from near_blender.models import from_pretrained, save_pretrained
-from near_blender.models.homogenizer import (
-    LHSLatFlowModel,
-    attach_lora,
-    from_base_flow,
-    merge_lora,
-    merged_model,
-    unmerge_lora,
-)
+from near_blender.models.homogenizer import LHSLatFlowModel, attach_lora, from_base_flow, merged_model
 
 from ._helpers import randomize, sparse_input, tiny_flow
 
@@ -105,11 +98,11 @@ def test_zero_b_equals_base_then_merge_unmerge_round_trips() -> None:
         randomize_lora_b(peft_model)
         adapted = peft_model(x, t, cond, z_s=z_s).feats.clone()
         assert (adapted - base_out).abs().max() > 1e-3
-        merge_lora(peft_model)
+        peft_model.merge_adapter()  # PEFT folds the adapters in place, reversibly
         torch.testing.assert_close(peft_model(x, t, cond, z_s=z_s).feats, adapted, atol=1e-5, rtol=1e-5)
         w = peft_model.get_base_model().blocks[1].cross_attn.to_kv.base_layer.weight
         assert not torch.allclose(w, base_w["blocks.1.cross_attn.to_kv.weight"])
-        unmerge_lora(peft_model)
+        peft_model.unmerge_adapter()
         torch.testing.assert_close(w, base_w["blocks.1.cross_attn.to_kv.weight"], atol=1e-6, rtol=0)
         torch.testing.assert_close(peft_model(x, t, cond, z_s=z_s).feats, adapted, atol=1e-5, rtol=1e-5)
 

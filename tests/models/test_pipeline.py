@@ -10,7 +10,7 @@ import torch
 
 from near_blender import NearError
 from near_blender.models.homogenizer import from_base_flow
-from near_blender.pipeline import NearPipeline
+from near_blender.pipeline import NearPipeline, sample_normalized_slat
 from near_blender.sparse import SparseTensor
 from near_blender.utils.progress import Cancelled
 
@@ -39,6 +39,12 @@ def coords() -> torch.Tensor:
     return torch.unique(torch.randint(16, 40, (150, 3), generator=g), dim=0)
 
 
+def sample(pipe: NearPipeline, model: str, cond: torch.Tensor, seed: int | None = None, **kw) -> SparseTensor:  # noqa: ANN003
+    """``pipe.models[model]`` sampled with the pipeline's ``slat_sampler`` (``image_to_slat``'s default)."""
+    g = None if seed is None else torch.Generator().manual_seed(seed)
+    return sample_normalized_slat(pipe.models[model], cond, coords(), pipe.slat_sampler, generator=g, **kw)
+
+
 @pytest.mark.parametrize("fmt", ["json", "yaml"])
 def test_save_load_round_trip_and_reproducible_sampling(tmp_path, fmt: str) -> None:  # noqa: ANN001
     pipe = make_pipeline()
@@ -47,29 +53,21 @@ def test_save_load_round_trip_and_reproducible_sampling(tmp_path, fmt: str) -> N
     loaded = NearPipeline.from_pretrained(tmp_path)
     assert loaded.file_format == fmt and set(loaded.models) == set(pipe.models)
     cond = torch.randn(1, 3, 16, generator=torch.Generator().manual_seed(1))
-    kw = dict(model="slat_flow_model_shaded")
-    a = pipe.sample_slat(cond, coords(), generator=torch.Generator().manual_seed(5), **kw)
-    b = loaded.sample_slat(cond, coords(), generator=torch.Generator().manual_seed(5), **kw)
+    assert loaded.slat_sampler == pipe.slat_sampler and loaded.args["slat_normalization"] == NORM
+    a = sample(pipe, "slat_flow_model_shaded", cond, seed=5)
+    b = sample(loaded, "slat_flow_model_shaded", cond, seed=5)
     torch.testing.assert_close(a.feats, b.feats, atol=1e-5, rtol=1e-5)
     assert a.coords[:, 0].eq(0).all() and a.feats.shape == (coords().shape[0], 8)
-    raw = pipe.sample_slat(
-        cond, coords(), generator=torch.Generator().manual_seed(5), denormalize_output=False, **kw
-    )
-    torch.testing.assert_close(a.feats, raw.feats * torch.tensor(NORM["std"]) + torch.tensor(NORM["mean"]))
 
 
 def test_homogenizing_flow_needs_and_uses_the_shaded_slat() -> None:
     pipe = make_pipeline()
     cond = torch.randn(1, 3, 16, generator=torch.Generator().manual_seed(1))
-    z_s = pipe.sample_slat(
-        cond, coords(), model="slat_flow_model_shaded", generator=torch.Generator().manual_seed(2)
-    )
+    z_s = sample(pipe, "slat_flow_model_shaded", cond, seed=2)
     with pytest.raises(NearError, match="pass z_s"):
-        pipe.sample_slat(cond, coords())
-    a = pipe.sample_slat(cond, coords(), z_s=z_s, generator=torch.Generator().manual_seed(3))
-    b = pipe.sample_slat(
-        cond, coords(), z_s=z_s.replace(z_s.feats + 1), generator=torch.Generator().manual_seed(3)
-    )
+        sample(pipe, "slat_flow_model", cond)
+    a = sample(pipe, "slat_flow_model", cond, seed=3, z_s=z_s)
+    b = sample(pipe, "slat_flow_model", cond, seed=3, z_s=z_s.replace(z_s.feats + 1))
     assert isinstance(a, SparseTensor) and not torch.allclose(a.feats, b.feats)
 
 
@@ -78,7 +76,6 @@ def test_one_sampler_for_plain_peft_and_merged_flows() -> None:
     PEFT-wrapped homogenizer as to its merged copy, and refuses ``z_s`` for a flow without that input."""
     from near_blender.models.homogenizer import attach_lora, merged_model
     from near_blender.models.sampler import FlowEulerSampler
-    from near_blender.pipeline import sample_normalized_slat
 
     pipe = make_pipeline()
     sampler = FlowEulerSampler(steps=2, cfg_strength=0.0)
@@ -110,12 +107,10 @@ def test_progress_and_cancellation() -> None:
     pipe = make_pipeline()
     seen: list[tuple[float, str]] = []
     cond = torch.zeros(1, 2, 16)
-    pipe.sample_slat(
-        cond, coords(), steps=3, model="slat_flow_model_shaded", progress=lambda f, m: seen.append((f, m))
-    )
+    sample(pipe, "slat_flow_model_shaded", cond, steps=3, progress=lambda f, m: seen.append((f, m)))
     assert [f for f, _ in seen] == pytest.approx([0.0, 1 / 3, 2 / 3, 1.0]) and seen[-1][1] == "sampling: 3/3"
     with pytest.raises(Cancelled):
-        pipe.sample_slat(cond, coords(), model="slat_flow_model_shaded", cancel=lambda: True)
+        sample(pipe, "slat_flow_model_shaded", cond, cancel=lambda: True)
 
 
 def test_unresolvable_models_are_listed_and_subsets_load(tmp_path) -> None:  # noqa: ANN001
@@ -149,7 +144,7 @@ def test_image_to_slat_with_the_trainable_encoder(tmp_path) -> None:  # noqa: AN
     tokens = loaded.encode_image(images)
     assert tokens.shape == (1, 1 + 64, 16)
     torch.testing.assert_close(tokens, pipe.encode_image(images))
-    slat = loaded.sample_slat(tokens, coords(), steps=2, model="slat_flow_model_shaded")
+    slat = sample(loaded, "slat_flow_model_shaded", tokens, steps=2)
     assert torch.isfinite(slat.feats).all()
     with pytest.raises(NearError, match="no image encoder"):
         NearPipeline({}, {}).encode_image(images)
