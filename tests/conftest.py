@@ -31,6 +31,18 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
 
 
+@pytest.fixture()
+def one_thread():  # noqa: ANN201
+    """One intra-op torch thread for the test: deterministic, immune to oversubscription on shared
+    2-core runners, and faster for tiny models whose ops are too small to split."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 # A tiny Cycles dataset (2 procedural assets, 24 px), shared per session (evaluation and training tests).
 REPO = Path(__file__).resolve().parents[1]
 # a purely diffuse sphere (Lambertian baselines must match Cycles on it) and a glossy torus
@@ -38,7 +50,8 @@ SPHERE = "proc:sphere,roughness=1,metallic=0,specular=0,base_color=0.7/0.3/0.2"
 TORUS = "proc:torus,roughness=0.3,metallic=0,base_color=0.2/0.5/0.8"
 TINY = ["--assets", SPHERE, TORUS, "--engine", "cycles", "--resolution", "24", "--samples", "32", "--no-denoise",
         "--homog-views", "2", "--shaded-views", "1", "--cond-views", "0", "--input-views", "2",
-        "--relit-views", "1", "--relit-lights", "1", "--holdout-envmaps", "courtyard", "--threads", "1"]  # fmt: skip
+        "--relit-views", "1", "--relit-lights", "1", "--holdout-envmaps", "courtyard", "--holdout-renders", "all",
+        "--threads", "1"]  # fmt: skip
 
 
 @pytest.fixture(scope="session")

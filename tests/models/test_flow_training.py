@@ -28,15 +28,6 @@ def toy_batch(g: torch.Generator, items: int) -> SparseTensor:
     return SparseTensor.from_list(coords, [M + S * torch.randn(c.shape[0], 8, generator=g) for c in coords])
 
 
-@pytest.fixture()
-def one_thread():  # noqa: ANN201
-    """One intra-op thread: deterministic, and immune to oversubscription on shared 2-core runners."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.slow
 def test_tiny_flow_learns_toy_distribution(one_thread) -> None:  # noqa: ANN001
     torch.manual_seed(0)

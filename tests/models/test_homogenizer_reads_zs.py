@@ -61,15 +61,6 @@ LH_CHANNELS = 16
 STEPS = 400
 
 
-@pytest.fixture()
-def one_thread():  # noqa: ANN201
-    """One intra-op thread: deterministic, and immune to oversubscription on shared 2-core runners."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _voxel_sets(seed: int, count: int, n: int = 500, side: int = 12) -> list[tuple[np.ndarray, np.ndarray]]:
     """``count`` random voxel sets (coords [N, 3] in a side³ box) with raw ``Z_s`` [N, 8]."""
     rng = np.random.default_rng(seed)

@@ -45,15 +45,6 @@ def _views() -> list[tuple[torch.Tensor, torch.Tensor]]:
     return out
 
 
-@pytest.fixture
-def one_thread():
-    """The tiny stack's ops are too small for intra-op threads: one thread is ~2x faster here."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.slow  # 1500 CPU steps: 3-6 min on one core
 @pytest.mark.usefixtures("one_thread")
 def test_tiny_stack_overfits_a_sphere_and_relights_it() -> None:
