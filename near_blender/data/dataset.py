@@ -10,7 +10,6 @@ fraction, so adding assets never moves existing ones between train and test.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ from .. import NearError
 from ..render.camera import Camera
 from ..render.envmap import Environment
 from ..render.exr import read_envmap
+from .layout import HELD_OUT_FRACTION, is_held_out
 from .slat_io import load_slat_npz
 from .views import read_view
 
@@ -44,12 +44,6 @@ class ViewRecord:
     @property
     def envmap(self) -> str | None:
         return self.lighting.get("envmap") if self.lighting.get("type") == "envmap" else None
-
-
-def is_held_out(asset_id: str, fraction: float) -> bool:
-    """Stable held-out membership of an asset (hash of its id)."""
-    h = int(hashlib.sha1(f"near-split:{asset_id}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return h < fraction
 
 
 class NearDataset:
@@ -86,7 +80,7 @@ class NearDataset:
         ids = [e["id"] for e in self.manifest if e.get("kind") == "asset" and e.get("status") == "done"]
         return [i for i in ids if (self.root / "assets" / i / "status.json").is_file()]
 
-    def split(self, held_out_fraction: float = 0.2) -> tuple[list[str], list[str]]:
+    def split(self, held_out_fraction: float = HELD_OUT_FRACTION) -> tuple[list[str], list[str]]:
         """(train ids, held-out ids); at least one asset on each side when there are two or more."""
         test = [a for a in self.asset_ids if is_held_out(a, held_out_fraction)]
         train = [a for a in self.asset_ids if a not in test]

@@ -52,6 +52,16 @@ DONE, FAILED = "done", "failed"
 RUN_KEY = "run"  # per-run, non-deterministic fields of a manifest entry
 
 
+HELD_OUT_FRACTION = 0.2  # the fraction of assets every trainer and the evaluation hold out by default
+
+
+def is_held_out(asset_id: str, fraction: float = HELD_OUT_FRACTION) -> bool:
+    """Stable held-out membership of an asset (a hash of its id), shared by the datagen (which
+    renders the held-out maps' views only for held-out assets), the trainers and the evaluation."""
+    h = int(hashlib.sha1(f"near-split:{asset_id}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return h < fraction
+
+
 def shard_of(asset_id: str, n: int) -> int:
     """The shard (0..n-1) an asset belongs to: a stable hash of its id, so adding assets never
     moves existing ones to another shard."""

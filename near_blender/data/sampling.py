@@ -47,6 +47,7 @@ import numpy as np
 from .. import NearError
 from ..render.camera import Camera, intrinsics_from_fov, look_at
 from .config import DatagenConfig
+from .layout import is_held_out
 
 SETS = ("homog", "shaded", "cond", "inputs", "inputs_holdout", "relit", "relit_holdout")
 INPUT_MODES = ("six_area", "hemisphere_area", "envmap")
@@ -298,8 +299,15 @@ RIG = {
 # ---------------------------------------------------------------------------------------------
 
 
+def holdout_maps(asset_id: str, cfg: DatagenConfig, holdout: list[str]) -> list[str]:
+    """The held-out maps whose views one asset gets: all of ``holdout`` for a held-out asset (or for
+    every asset with ``cfg.holdout_renders == 'all'``), none for a training asset."""
+    return list(holdout) if cfg.holdout_renders == "all" or is_held_out(asset_id) else []
+
+
 def count_renders(cfg: DatagenConfig, n_holdout: int) -> int:
-    """Number of renders :func:`plan_asset` makes for one asset (without building the plan)."""
+    """Number of renders :func:`plan_asset` makes for one asset (without building the plan) that
+    gets ``n_holdout`` held-out maps (``len(holdout_maps(...))``)."""
     n = cfg.homog_views + cfg.shaded_views + cfg.cond_views + cfg.input_views * (1 + n_holdout)
     if cfg.relit_views and (cfg.relit_lights or n_holdout):
         n += cfg.relit_views * (cfg.relit_lights + n_holdout)
@@ -310,9 +318,11 @@ def plan_asset(asset_id: str, cfg: DatagenConfig, pool: list[str], holdout: list
     """Every render of one asset, in render order (deterministic in (cfg, asset id, maps)).
 
     ``pool``: names of the environment maps the random lighting draws from (sorted);
-    ``holdout``: names of the held-out maps (sorted), rendered as ``relit_holdout``.
+    ``holdout``: names of the held-out maps (sorted), rendered as ``inputs_holdout`` and
+    ``relit_holdout`` for the assets :func:`holdout_maps` gives them to.
     """
     res, seed = cfg.resolution, cfg.seed
+    holdout = holdout_maps(asset_id, cfg, holdout)
     tasks: list[ViewTask] = []
 
     def add(

@@ -44,10 +44,28 @@ REPO = Path(__file__).resolve().parents[2]
 DATA = "data/default"
 RUNS = "runs/default"
 DATAGEN_ARGS: tuple[str, ...] = (
-    "--procedural", "48", "--preset", "tiny", "--engine", "cycles", "--resolution", "64",
-    "--relit-views", "6", "--relit-lights", "4", "--input-views", "6",
-    "--holdout-envmaps", "courtyard", "sunset",
-)  # fmt: skip
+    "--procedural",
+    "48",
+    "--preset",
+    "tiny",
+    "--engine",
+    "cycles",
+    "--resolution",
+    "64",
+    "--relit-views",
+    "6",
+    "--relit-lights",
+    "4",
+    "--input-views",
+    "6",
+    "--shaded-views",
+    "0",
+    "--cond-views",
+    "0",
+    "--holdout-envmaps",
+    "courtyard",
+    "sunset",
+)  # fmt: skip  (shaded and cond views feed only the paper's flow stage 1, which this model does not use)
 STAGE2_RUN = "stage2_coupled"  # the run whose export ships (the last fine-tuning)
 STAGE2_BEFORE_COUPLING = "stage2_skip"  # the stage 2 that the coupling step starts from
 SAMPLE_INPUTS = 4  # input views per training asset that stage 1 runs on for the coupling step

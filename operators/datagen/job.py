@@ -31,7 +31,7 @@ from near_blender import NearError
 from near_blender.data.config import DatagenConfig
 from near_blender.data.features import get_extractor
 from near_blender.data.layout import DONE, FAILED, RUN_KEY, Dataset, select_shard
-from near_blender.data.sampling import ViewTask, count_renders, plan_asset
+from near_blender.data.sampling import ViewTask, count_renders, holdout_maps, plan_asset
 from near_blender.data.shadow import shadow_from_passes
 from near_blender.data.slatgen import build_slats, save_npz_atomic
 from near_blender.data.sources import AssetSource
@@ -179,8 +179,7 @@ class DatagenJob:
         export_envmaps(envs, self.ds.root / "envmaps")
         entries = [e.manifest_entry() for e in envs]
         self.ds.append_manifest(entries)
-        per_asset = count_renders(self.cfg, len(self.holdout))
-        self.total = per_asset * len(self.sources)
+        self.total = sum(self._renders_of(src) for src in self.sources)
         return entries
 
     # -- the loop ------------------------------------------------------------------------------------
@@ -212,10 +211,14 @@ class DatagenJob:
             "shard": f"{i}/{n}",
         }
 
+    def _renders_of(self, src: AssetSource) -> int:
+        """Renders of one asset (the held-out maps' views only for a held-out one, by default)."""
+        return count_renders(self.cfg, len(holdout_maps(src.id, self.cfg, self.holdout)))
+
     def _asset_steps(self, src: AssetSource) -> Iterator[dict[str, Any]]:
         """One asset: skip it if finished, else plan, build, render, write; a failure is recorded."""
         t0 = time.perf_counter()
-        n_renders = count_renders(self.cfg, len(self.holdout))
+        n_renders = self._renders_of(src)
         start_done = self.done
         status = self.ds.read_status(src.id)
         if status is not None and (status.get("status") == DONE or not self.spec.retry_failed):

@@ -63,6 +63,7 @@ def configure_scene(scene: Any, cfg: DatagenConfig, threads: int = 0) -> None:
         c.use_denoising = cfg.denoise
         if cfg.denoise:
             c.denoiser = "OPENIMAGEDENOISE"
+            c.denoising_prefilter = cfg.denoise_prefilter.upper()  # FAST | ACCURATE
     else:
         e = scene.eevee
         e.taa_render_samples = cfg.samples

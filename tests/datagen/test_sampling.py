@@ -13,7 +13,7 @@ from near_blender.data.config import DatagenConfig
 
 CFG = DatagenConfig(
     engine="cycles", resolution=32, samples=4, homog_views=5, shaded_views=5, cond_views=3, input_views=4,
-    relit_views=3, relit_lights=2, holdout_envmaps=("night",),
+    relit_views=3, relit_lights=2, holdout_envmaps=("night",), holdout_renders="all",
 )  # fmt: skip
 POOL = ["city", "forest", "studio"]
 
@@ -39,6 +39,38 @@ def test_plan_is_reproducible_and_asset_specific():
     d = S.plan_asset("asset-a", DatagenConfig(**{**CFG.to_dict(), "holdout_envmaps": ("night",), "seed": 1}), POOL,
                      ["night"])  # fmt: skip
     assert not np.allclose(a[0].camera.viewmat, d[0].camera.viewmat)
+
+
+def test_held_out_map_views_only_for_held_out_assets():
+    """Default ``holdout_renders='held_out'``: the held-out maps' views (read only by the evaluation,
+    on held-out assets) are planned for the assets the dataset split holds out, and for no other;
+    every other view is the same as with ``'all'``."""
+    from near_blender.data.dataset import NearDataset
+    from near_blender.data.layout import is_held_out
+
+    cfg = DatagenConfig(**{**CFG.to_dict(), "holdout_renders": "held_out"})
+    ids = [f"proc-{i:04d}-x" for i in range(40)]
+    held = [a for a in ids if is_held_out(a)]
+    assert 2 <= len(held) <= 16  # ~20% by a hash of the id
+    for a in ids:
+        plan = S.plan_asset(a, cfg, POOL, ["night"])
+        n_maps = len(S.holdout_maps(a, cfg, ["night"]))
+        assert len(plan) == S.count_renders(cfg, n_maps)
+        holdout_views = [t for t in plan if t.set.endswith("_holdout")]
+        assert len(holdout_views) == (4 + 3 if a in held else 0)
+        full = {t.file: t for t in S.plan_asset(a, CFG, POOL, ["night"])}
+        for t in plan:
+            assert t.lighting == full[t.file].lighting
+    # the split the trainers use is the same hash
+    assert NearDataset.split.__defaults__ == (0.2,)
+    # datasets written before the option rendered every asset's held-out views, with Blender's
+    # default denoiser prefilter; their config.json (without the keys) reads back that way
+    legacy = {k: v for k, v in CFG.to_dict().items() if k not in ("holdout_renders", "denoise_prefilter")}
+    old = DatagenConfig.from_dict(legacy)
+    assert (old.holdout_renders, old.denoise_prefilter) == ("all", "accurate")
+    assert (DatagenConfig().holdout_renders, DatagenConfig().denoise_prefilter) == ("held_out", "fast")
+    with pytest.raises(NearError, match="--holdout-renders"):
+        DatagenConfig(holdout_renders="some")
 
 
 def test_views_do_not_depend_on_how_many_are_asked():
