@@ -5,6 +5,7 @@ named in ``DATA_TABLES`` with the reason; nothing else is exempt."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,3 +50,43 @@ def test_no_file_over_600_lines():
 def test_no_function_over_80_lines():
     long = [f for p in _python_files() for f in _long_functions(p)]
     assert not long, "split these functions into named steps: " + ", ".join(long)
+
+
+def _doc_paths(text: str) -> list[str]:
+    """File and folder paths the house plan names in backticks (``near_blender/x.py``, ``engine/``,
+    ``models/y.py`` relative to ``near_blender/``)."""
+    tokens = re.findall(r"`([^`\s]+)`", text)
+    return [t for t in tokens if "/" in t and (t.endswith((".py", "/")) or "." not in t.rsplit("/", 1)[-1])]
+
+
+def test_house_plan_names_only_what_exists():
+    """docs/architecture.md: every path, dotted module and ``path (`name`)`` it names exists."""
+    import importlib.util
+
+    text = (REPO / "docs" / "architecture.md").read_text()
+    missing = []
+    for rel in _doc_paths(text):
+        rel = rel.split(".py")[0] + ".py" if ".py" in rel else rel  # `x.py` or `x.py.function`
+        if not ((REPO / rel).exists() or (REPO / "near_blender" / rel).exists()):
+            missing.append(rel)
+    for mod in set(re.findall(r"`(near_blender(?:\.\w+)+)`", text)):
+        try:
+            found = importlib.util.find_spec(mod) is not None
+        except ModuleNotFoundError:
+            found = False
+        if not found:  # a function named after its module, e.g. near_blender.render.rasterize
+            parent, _, name = mod.rpartition(".")
+            path = REPO / (parent.replace(".", "/") + ".py")
+            found = (
+                path.is_file() and re.search(rf"^(def|class) {name}\b", path.read_text(), re.M) is not None
+            )
+        if not found:
+            missing.append(mod)
+    # rows "`path.py` (`name`, `name`)": each name is defined in that file
+    for path, names in re.findall(r"`([\w/]+\.py)` \(([^)]*)\)", text):
+        source = (REPO / path).read_text()
+        for name in re.findall(r"`(\w+)`", names):
+            if not re.search(rf"^\s*(def|class) {name}\b|^{name}\s*[:=]", source, re.M):
+                missing.append(f"{path}::{name}")
+    assert not missing, f"docs/architecture.md names what the code does not have: {missing}"
+    assert len(_doc_paths(text)) > 30  # the scan sees the plan's paths
