@@ -171,7 +171,9 @@ def measure_coverage(
     The asset is encoded once, and each view's Gaussians decoded once for all sizes (the decoder
     does not see the image size). One row per (view, size): ``view`` (index), ``size``, ``seconds``
     (the rasterization at that size), the :func:`coverage_stats` and, at the size of the view's
-    ``rgba``, ``psnr`` (:func:`display_psnr`).
+    ``rgba``, ``psnr`` (:func:`display_psnr`). With an ``rgba``, also ``object``: the mean of its
+    alpha, the mesh's own silhouette as a fraction of the frame (the same fraction at any size of
+    a camera whose field of view is kept), and ``object_ratio`` = coverage / object.
     """
     import time
 
@@ -198,6 +200,11 @@ def measure_coverage(
                 sil = voxel_silhouette(coords, cam, resolution, max(1, supersample_pixels // size))
                 row: dict[str, Any] = {"view": v, "size": int(size), "seconds": seconds}
                 row.update(coverage_stats(alpha[..., 0], sil))
+                if view.rgba is not None:  # the object's own silhouette, as a fraction of the frame
+                    row["object"] = float(np.mean(view.rgba[..., 3]))
+                    row["object_ratio"] = (
+                        row["coverage"] / row["object"] if row["object"] > 0 else float("nan")
+                    )
                 if view.rgba is not None and view.rgba.shape[:2] == (size, size):
                     hdr = out["hdr"][0].float().cpu().numpy()
                     row["psnr"] = display_psnr(hdr, alpha, view.rgba)
