@@ -2,7 +2,8 @@
 
 A :class:`NearDataset` indexes a dataset folder (layout in :mod:`near_blender.data.layout`): the
 finished assets, their per-view records (file, camera, lighting), their SLATs and the environment
-maps. :class:`Stage2Views` is the stage-2 training set: one item per (asset, relit view).
+maps. :class:`DatasetUnion` reads several such folders as one training set. :class:`Stage2Views`
+is the stage-2 training set: one item per (asset, relit view).
 
 Splits are deterministic: an asset is held out when a stable hash of its id falls in the held-out
 fraction, so adding assets never moves existing ones between train and test.
@@ -27,6 +28,19 @@ from ..render.exr import read_envmap
 from .layout import HELD_OUT_FRACTION, is_held_out
 from .slat_io import load_slat_npz
 from .views import read_view
+
+
+def split_ids(asset_ids: Sequence[str], held_out_fraction: float) -> tuple[list[str], list[str]]:
+    """(train ids, held-out ids) of sorted ids by :func:`~near_blender.data.layout.is_held_out`;
+    at least one asset on each side when there are two or more."""
+    ids = list(asset_ids)
+    test = [a for a in ids if is_held_out(a, held_out_fraction)]
+    train = [a for a in ids if a not in test]
+    if len(ids) >= 2 and not test:
+        test, train = train[-1:], train[:-1]
+    if len(ids) >= 2 and not train:
+        train, test = test[:1], test[1:]
+    return train, test
 
 
 @dataclass(frozen=True)
@@ -82,13 +96,12 @@ class NearDataset:
 
     def split(self, held_out_fraction: float = HELD_OUT_FRACTION) -> tuple[list[str], list[str]]:
         """(train ids, held-out ids); at least one asset on each side when there are two or more."""
-        test = [a for a in self.asset_ids if is_held_out(a, held_out_fraction)]
-        train = [a for a in self.asset_ids if a not in test]
-        if len(self.asset_ids) >= 2 and not test:
-            test, train = train[-1:], train[:-1]
-        if len(self.asset_ids) >= 2 and not train:
-            train, test = test[:1], test[1:]
-        return train, test
+        return split_ids(self.asset_ids, held_out_fraction)
+
+    @property
+    def label(self) -> str:
+        """How error messages name the dataset: its folder."""
+        return str(self.root)
 
     @property
     def holdout_envmaps(self) -> list[str]:
@@ -171,6 +184,98 @@ class NearDataset:
         return read_view(self.asset_dir(rec.asset_id) / rec.file)
 
 
+class DatasetUnion:
+    """Several ``near datagen`` folders read as one training set (e.g. ``data/default`` and the
+    larger ``data/v2``): the union of their assets, each read from the folder that holds it.
+
+    The folders must agree on what is held out (the same held-out environment maps), and an asset
+    id may appear in one folder only; the split is the same hash of the id as a single folder's,
+    so an asset is held out here exactly when it is held out in its own folder. Environment maps
+    of the same name are read from the first folder that has them (the datagen copies the same
+    studio HDRIs into every dataset).
+    """
+
+    def __init__(self, roots: Sequence[str | os.PathLike[str]]) -> None:
+        if not roots:
+            raise NearError("No dataset folders given; name at least one `near datagen` output.")
+        self.parts = [NearDataset(r) for r in roots]
+        maps = {tuple(sorted(p.holdout_envmaps)) for p in self.parts}
+        if len(maps) > 1:
+            names = ", ".join(f"{p.root}: {p.holdout_envmaps}" for p in self.parts)
+            raise NearError(
+                f"These datasets hold out different environment maps ({names}); a model trained on "
+                "their union would see a held-out map. Render them with the same --holdout-envmaps."
+            )
+        self._owner: dict[str, NearDataset] = {}
+        for part in self.parts:
+            for aid in part.asset_ids:
+                if aid in self._owner:
+                    raise NearError(
+                        f"Asset {aid} is in both {self._owner[aid].root} and {part.root}; "
+                        "train on one of the two copies."
+                    )
+                self._owner[aid] = part
+
+    @property
+    def label(self) -> str:
+        return " + ".join(str(p.root) for p in self.parts)
+
+    @property
+    def asset_ids(self) -> list[str]:
+        return sorted(self._owner)
+
+    def split(self, held_out_fraction: float = HELD_OUT_FRACTION) -> tuple[list[str], list[str]]:
+        return split_ids(self.asset_ids, held_out_fraction)
+
+    @property
+    def holdout_envmaps(self) -> list[str]:
+        return self.parts[0].holdout_envmaps
+
+    def part(self, asset_id: str) -> NearDataset:
+        """The folder that holds ``asset_id``."""
+        try:
+            return self._owner[asset_id]
+        except KeyError:
+            raise NearError(f"Asset {asset_id} is in none of {self.label}.") from None
+
+    def asset_dir(self, asset_id: str) -> Path:
+        return self.part(asset_id).asset_dir(asset_id)
+
+    def views(self, asset_id: str, set_name: str | None = None) -> list[ViewRecord]:
+        return self.part(asset_id).views(asset_id, set_name)
+
+    def slat(self, asset_id: str, kind: str = "lh") -> tuple[np.ndarray, np.ndarray]:
+        return self.part(asset_id).slat(asset_id, kind)
+
+    def prior_coords(self, asset_id: str) -> np.ndarray:
+        return self.part(asset_id).prior_coords(asset_id)
+
+    def slat_features(self, asset_id: str, with_bc: bool) -> tuple[np.ndarray, np.ndarray]:
+        return self.part(asset_id).slat_features(asset_id, with_bc)
+
+    def envmap(self, name: str) -> Environment:
+        for part in self.parts:
+            if (part.root / "envmaps" / f"{name}.exr").is_file():
+                return part.envmap(name)
+        raise NearError(f"No environment map {name!r} in {self.label} (envmaps/{name}.exr).")
+
+    def environment(self, rec: ViewRecord) -> Environment:
+        return self.part(rec.asset_id).environment(rec)
+
+    def read(self, rec: ViewRecord) -> dict[str, np.ndarray]:
+        return self.part(rec.asset_id).read(rec)
+
+
+AnyDataset = NearDataset | DatasetUnion  # what the trainers read
+
+
+def open_dataset(data: str | os.PathLike[str] | Sequence[str]) -> AnyDataset:
+    """A dataset folder, or a list of them read as one (:class:`DatasetUnion`)."""
+    if isinstance(data, (str, os.PathLike)):
+        return NearDataset(data)
+    return NearDataset(data[0]) if len(data) == 1 else DatasetUnion(data)
+
+
 def view_targets(view: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Training targets from a view file: ``hdr`` [H,W,3] (premultiplied, as the rasterizer's
     output over a transparent background), ``alpha`` [H,W,1] and, when present, ``base_color``
@@ -194,11 +299,11 @@ class Stage2Views(Sequence):
     :func:`view_targets` (read lazily from the EXR on access).
     """
 
-    def __init__(self, ds: NearDataset, asset_ids: Sequence[str], set_name: str = "relit") -> None:
+    def __init__(self, ds: AnyDataset, asset_ids: Sequence[str], set_name: str = "relit") -> None:
         self.ds = ds
         self.records = [r for a in asset_ids for r in ds.views(a, set_name)]
         if not self.records:
-            raise NearError(f"No '{set_name}' views for {len(asset_ids)} asset(s) in {ds.root}.")
+            raise NearError(f"No '{set_name}' views for {len(asset_ids)} asset(s) in {ds.label}.")
 
     def __len__(self) -> int:
         return len(self.records)

@@ -271,7 +271,8 @@ def write_heldout_fixture(
 
     ds = NearDataset(data)
     args = read_pipeline_file(Path(pipeline_dir) / "pipeline.json")["args"]
-    held = [a for a in args["stage2"]["held_out_assets"] if a in set(ds.asset_ids())]
+    present = set(ds.asset_ids)
+    held = [a for a in args["stage2"]["held_out_assets"] if a in present]
     recs = [r for a in held for r in ds.views(a, "relit_holdout")]
     if not recs:
         raise NearError(f"No relit_holdout views of held-out assets in {data}.")

@@ -16,6 +16,7 @@ Every file is written atomically and existing ones are kept, so an interrupted r
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,22 +95,24 @@ def write_stage1_samples(
 
 
 class Stage1Samples:
-    """The stage-1 samples of a folder written by :func:`write_stage1_samples`, per asset."""
+    """The stage-1 samples written by :func:`write_stage1_samples`, per asset: one folder, or
+    several (one per dataset of a :class:`~near_blender.data.dataset.DatasetUnion`) read as one."""
 
-    def __init__(self, folder: str | Path) -> None:
-        self.folder = Path(folder)
-        if not (self.folder / INFO).is_file():
-            raise NearError(
-                f"{folder} holds no stage-1 samples (no {INFO}); make them with "
-                "`near train stage1-samples --model M --data D --out F`."
-            )
+    def __init__(self, folders: str | Path | Sequence[str | Path]) -> None:
+        self.folders = [Path(folders)] if isinstance(folders, (str, Path)) else [Path(f) for f in folders]
+        for folder in self.folders:
+            if not (folder / INFO).is_file():
+                raise NearError(
+                    f"{folder} holds no stage-1 samples (no {INFO}); make them with "
+                    "`near train stage1-samples --model M --data D --out F`."
+                )
         self._files: dict[str, list[Path]] = {}
         # per file: (the voxels it was aligned to, its features on them), so each file is read once
         self._aligned_cache: dict[Path, tuple[np.ndarray, np.ndarray]] = {}
 
     def files(self, asset_id: str) -> list[Path]:
         if asset_id not in self._files:
-            self._files[asset_id] = sorted((self.folder / asset_id).glob("input*.npz"))
+            self._files[asset_id] = sorted(p for f in self.folders for p in (f / asset_id).glob("input*.npz"))
         return self._files[asset_id]
 
     def read(self, asset_id: str, choice: float, coords: np.ndarray) -> np.ndarray | None:

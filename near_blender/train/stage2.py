@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .. import NearError
-from ..data.dataset import NearDataset, Stage2Views, ViewRecord
+from ..data.dataset import AnyDataset, Stage2Views, ViewRecord, open_dataset
 from ..models.relightable import MODEL_NAMES, RelightableDecoder, stage2_configs
 from ..render.camera import stack_cameras
 from ..render.conditioning import CONDITIONING, EnvConditioning
@@ -31,7 +31,7 @@ from .trainer import ItemRandom, TrainConfig, Trainer
 
 @dataclass
 class Stage2Config:
-    data: str = "data/default"
+    data: str | list[str] = "data/default"  # a dataset folder, or several read as one
     out: str = "runs/stage2"
     model: str = "near-tiny"
     model_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -58,7 +58,7 @@ class Stage2Config:
     # (``near train stage1-samples``); each view's input SLAT is one of its asset's stage-1 samples
     # with probability ``stage1_sample_prob``, else the ground truth. The targets stay the ground
     # truth, so the renderer learns to render through stage 1's errors.
-    stage1_samples: str | None = None
+    stage1_samples: str | list[str] | None = None  # a folder, or one per dataset
     stage1_sample_prob: float = 0.5
     weights: dict[str, float] = field(default_factory=dict)  # Stage2Weights overrides
     # a stage-2 export (``<run>/model``) whose weights start a new run (fine-tuning); see init_weights
@@ -74,11 +74,11 @@ class Stage2Config:
         return cls(**d)
 
 
-def slat_channels(ds: NearDataset, asset_id: str, use_bc: bool) -> tuple[np.ndarray, np.ndarray]:
+def slat_channels(ds: AnyDataset, asset_id: str, use_bc: bool) -> tuple[np.ndarray, np.ndarray]:
     return ds.slat_features(asset_id, use_bc)
 
 
-def measure_normalization(ds: NearDataset, asset_ids: list[str], use_bc: bool) -> dict[str, list[float]]:
+def measure_normalization(ds: AnyDataset, asset_ids: list[str], use_bc: bool) -> dict[str, list[float]]:
     """Per-channel mean/std of the SLAT features over all voxels of the training assets."""
     feats = np.concatenate([slat_channels(ds, a, use_bc)[1] for a in asset_ids], axis=0).astype(np.float64)
     std = feats.std(axis=0)
@@ -102,7 +102,7 @@ def batch_slat(items: list[tuple[np.ndarray, np.ndarray]], norm: dict[str, list[
 class ConditioningCache:
     """One :class:`EnvConditioning` per environment map name (camera-independent parts)."""
 
-    def __init__(self, ds: NearDataset, height: int) -> None:
+    def __init__(self, ds: AnyDataset, height: int) -> None:
         self.ds, self.height = ds, height
         self._by_name: dict[str, EnvConditioning] = {}
 
@@ -120,7 +120,7 @@ def collate_stage2(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
 class Stage2Step:
     """The step function: build inputs for a batch of views, run the stack, compute the losses."""
 
-    def __init__(self, ds: NearDataset, cfg: Stage2Config, norm: dict[str, list[float]]) -> None:
+    def __init__(self, ds: AnyDataset, cfg: Stage2Config, norm: dict[str, list[float]]) -> None:
         self.ds, self.cfg, self.norm = ds, cfg, norm
         self.cond = ConditioningCache(ds, cfg.env_height)
         self.loss = Stage2Loss(
@@ -329,10 +329,10 @@ def export_stage2(model: RelightableDecoder, folder: Path, extra_args: dict[str,
 
 def train_stage2(cfg: Stage2Config, progress: bool = True, stop_at: int | None = None) -> dict[str, Any]:
     """Train (or resume) stage 2 as configured; returns the last losses and where the model is."""
-    ds = NearDataset(cfg.data)
+    ds = open_dataset(cfg.data)
     train_ids, test_ids = ds.split(cfg.held_out_fraction)
     if not train_ids:
-        raise NearError(f"No training assets in {cfg.data}.")
+        raise NearError(f"No training assets in {ds.label}.")
     out = Path(cfg.out)
     norm_path = out / "slat_normalization.json"
     source = read_init_source(cfg.init_from) if cfg.init_from else None
@@ -362,7 +362,7 @@ def train_stage2(cfg: Stage2Config, progress: bool = True, stop_at: int | None =
             "train_assets": train_ids,
             "held_out_assets": test_ids,
             "held_out_envmaps": ds.holdout_envmaps,
-            "dataset": str(cfg.data),
+            "dataset": cfg.data if isinstance(cfg.data, list) else str(cfg.data),
         },
         "config": asdict(cfg),
     }

@@ -84,3 +84,17 @@ def test_choose_slats_mixes_samples_with_the_ground_truth(samples) -> None:
     _write(bad, "a", 0, COORDS, np.zeros((3, 8)))
     with pytest.raises(NearError, match="8 channels"):
         _step(bad, 1.0).choose_slats(recs, ItemRandom([1, 2]))  # type: ignore[arg-type]
+
+
+def test_samples_of_several_folders_are_read_as_one(samples, tmp_path_factory) -> None:
+    """One folder per dataset of a union: an asset's samples are found in whichever holds them."""
+    folder, feats = samples
+    other = tmp_path_factory.mktemp("other-samples")
+    (other / INFO).write_text(json.dumps({"model": "m"}))
+    _write(other, "b", 1, COORDS, feats + 7)
+    s = Stage1Samples([folder, other])
+    np.testing.assert_array_equal(s.read("b", 0.5, COORDS), feats + 7)
+    np.testing.assert_array_equal(s.read("a", 0.9, COORDS), feats + 100)
+    assert [p.name for p in s.files("a")] == ["input0.npz", "input3.npz"]
+    with pytest.raises(NearError, match="nothing"):
+        Stage1Samples([folder, other / "nothing"])
