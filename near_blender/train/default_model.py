@@ -19,29 +19,20 @@ continues where it stopped):
    on 4 input views of every training asset (``near train stage1-samples`` into
    ``runs/default/stage1_delight_samples``), and stage 2 is fine-tuned once more on a mix of those
    outputs and the ground truth (``configs/default_stage2_coupled.json``) into
-   ``runs/default/stage2_coupled``.
-5. more data: ``near datagen`` of :data:`V2_DATAGEN_ARGS` into ``data/v2`` (500 assets of the
-   ``v2`` procedural library, the same renders; one shard per core pair, run side by side), stage 1
-   (assembled with the coupled stage 2 into ``runs/default/pipeline_coupled``) on 2 input views of
-   each of its training assets (``runs/default/stage1_v2_samples``), and stage 2 fine-tuned on it
-   with the coupling recipe (``configs/default_stage2_v2.json``, 1000 steps, then
-   ``configs/default_stage2_v2_long.json``, 2000 more at a lower rate) into
-   ``runs/default/stage2_v2_long``, the run that ships.
-6. :func:`assemble_pipeline`: the stage-2 export and the stage-1 calibration, merged into one
+   ``runs/default/stage2_coupled``, the run that ships.
+5. :func:`assemble_pipeline`: the stage-2 export and the stage-1 calibration, merged into one
    ``from_pretrained`` folder, ``near_blender/weights/near-default`` (``pipeline.json`` +
    ``ckpts/*.json`` / ``*.safetensors``), with the held-out split recorded in ``args``.
-7. :func:`write_heldout_fixture`: ``tests/fixtures/default_heldout.npz``, one held-out asset of
-   ``data/default`` under a held-out map, for ``tests/test_default_model.py``.
+6. :func:`write_heldout_fixture`: ``tests/fixtures/default_heldout.npz``, one held-out asset under a
+   held-out map, for ``tests/test_default_model.py``.
 
-Asset split: one hash of the asset id (:func:`near_blender.data.layout.is_held_out`), so every
-trainer, on either dataset, holds out the same assets; the assembled ``pipeline.json`` records the
-union of stage 1's and stage 2's lists (``data/default``'s and ``data/v2``'s).
+Asset split: both trainers call ``NearDataset.split(0.2)``, which is deterministic, so stage 1 and
+stage 2 hold out the same assets; the assembled ``pipeline.json`` records them.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -52,7 +43,9 @@ from .. import NearError
 REPO = Path(__file__).resolve().parents[2]
 DATA = "data/default"
 RUNS = "runs/default"
-RENDER_ARGS: tuple[str, ...] = (
+DATAGEN_ARGS: tuple[str, ...] = (
+    "--procedural",
+    "48",
     "--preset",
     "tiny",
     "--engine",
@@ -73,14 +66,7 @@ RENDER_ARGS: tuple[str, ...] = (
     "courtyard",
     "sunset",
 )  # fmt: skip  (shaded and cond views feed only the paper's flow stage 1, which this model does not use)
-DATAGEN_ARGS: tuple[str, ...] = ("--procedural", "48", *RENDER_ARGS)
-V2_DATA = "data/v2"
-V2_DATAGEN_ARGS: tuple[str, ...] = ("--procedural", "500", "--library", "v2", *RENDER_ARGS)
-V2_SAMPLE_INPUTS = 2  # input views per data/v2 training asset that stage 1 runs on
-V2_SAMPLES = "stage1_v2_samples"
-V2_RUNS = ("stage2_v2", "stage2_v2_long")  # configs/default_<run>.json, in order
-STAGE2_COUPLED = "stage2_coupled"  # the coupled stage 2 on data/default, which the v2 runs start from
-STAGE2_RUN = V2_RUNS[-1]  # the run whose export ships (the last fine-tuning)
+STAGE2_RUN = "stage2_coupled"  # the run whose export ships (the last fine-tuning)
 STAGE2_BEFORE_COUPLING = "stage2_skip"  # the stage 2 that the coupling step starts from
 SAMPLE_INPUTS = 4  # input views per training asset that stage 1 runs on for the coupling step
 STAGE1_RUN = "stage1_delight"  # the delighting stage 1's calibration
@@ -161,13 +147,10 @@ def assemble_pipeline(stage2_dir: str | Path, stage1_dir: str | Path, out: str |
             "train_assets": extra.get("train_assets", []),
             "held_out_assets": extra.get("held_out_assets", []),
         }
-    s2_args = dict(stage2.args["stage2"])
-    for key in ("train_assets", "held_out_assets"):  # stage 1 and 2 may have trained on different data
-        s2_args[key] = sorted(set(s2_args.get(key, [])) | set(stage1.get(key, [])))
     args: dict[str, Any] = {
         "model_id": "near-default",
         "stage1": stage1,
-        "stage2": s2_args,
+        "stage2": stage2.args["stage2"],
         "models": {name: f"ckpts/{name}" for name in models},
     }
     out = Path(out)
@@ -182,66 +165,28 @@ def folder_size_mb(folder: Path) -> float:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
 
 
-def _cli() -> list[str]:
-    return [sys.executable, "-m", "near_blender.cli"]
-
-
-def run_cli(*cmd: str) -> None:
-    """One ``near`` command, echoed; a failure names the command and that rerunning resumes."""
-    print("+", " ".join(cmd), flush=True)
-    if subprocess.run([*_cli(), *cmd], cwd=REPO).returncode != 0:
-        raise NearError(f"`{' '.join(cmd)}` failed; fix the error above and rerun (it resumes).")
-
-
-def run_datagen_shards(out: str, argv: tuple[str, ...], cores: int | None = None) -> None:
-    """``near datagen`` as side-by-side shards (``--shard i/N --threads T --resume``), one per core
-    up to 4: a shard's scene set-up and voxelization run on one core between its renders, and the
-    other shards' renders fill the rest. Shard 0 shows the progress bar (the shards are the same
-    size, so its ETA is the job's)."""
-    cores = max(1, cores or os.cpu_count() or 1)
-    shards = min(4, cores)
-    threads = max(1, cores // shards)
-    cmds = [
-        ["datagen", "--out", out, *argv, "--shard", f"{i}/{shards}", "--threads", str(threads), "--resume"]
-        + ([] if i == 0 else ["--progress", "none"])
-        for i in range(shards)
-    ]
-    for cmd in cmds:
-        print("+", " ".join(cmd), flush=True)
-    procs = [subprocess.Popen([*_cli(), *cmd], cwd=REPO) for cmd in cmds]
-    failed = [" ".join(cmd) for cmd, proc in zip(cmds, procs, strict=True) if proc.wait() != 0]
-    if failed:
-        raise NearError(f"{failed} failed; fix the error above and rerun (it resumes).")
-
-
-def _train_v2(bar: list[str]) -> None:
-    """Step 5: the v2 data, stage 1's outputs on it, and the two fine-tunings on it."""
-    run_datagen_shards(V2_DATA, V2_DATAGEN_ARGS)
-    if not (REPO / RUNS / STAGE2_RUN / "model" / "pipeline.json").is_file():
-        inter = REPO / RUNS / "pipeline_coupled"
-        assemble_pipeline(REPO / RUNS / STAGE2_COUPLED, REPO / RUNS / STAGE1_RUN, inter)
-        run_cli("train", "stage1-samples", "--model", str(inter), "--data", V2_DATA,
-                "--out", f"{RUNS}/{V2_SAMPLES}", "--inputs", str(V2_SAMPLE_INPUTS), *bar)  # fmt: skip
-    for name in V2_RUNS:
-        run_cli("train", "stage2", "--config", f"configs/default_{name}.json", *bar)
-
-
 def build_default_model(progress: bool = True, out: str | Path | None = None) -> dict[str, Any]:
-    """Steps 1-7 above, each resumed; returns where things are and the model's size in MB."""
+    """Steps 1-6 above, each resumed; returns where things are and the model's size in MB."""
+    py = [sys.executable, "-m", "near_blender.cli"]
     bar = [] if progress else ["--no-progress"]
-    run_cli("datagen", "--out", DATA, *DATAGEN_ARGS, "--resume")
+
+    def run(*cmd: str) -> None:
+        print("+", " ".join(cmd), flush=True)
+        if subprocess.run([*py, *cmd], cwd=REPO).returncode != 0:
+            raise NearError(f"`{' '.join(cmd)}` failed; fix the error above and rerun (it resumes).")
+
+    run("datagen", "--out", DATA, *DATAGEN_ARGS, "--resume")
     for name in ("", "_finetune", "_normals", "_skip"):
-        run_cli("train", "stage2", "--config", f"configs/default_stage2{name}.json", *bar)
+        run("train", "stage2", "--config", f"configs/default_stage2{name}.json", *bar)
     if not (REPO / RUNS / STAGE1_RUN / "calibration.json").is_file():
-        run_cli("train", "stage1-delight", "--data", DATA, "--out", f"{RUNS}/{STAGE1_RUN}", *bar)
-    coupled = REPO / RUNS / STAGE2_COUPLED / "model" / "pipeline.json"
+        run("train", "stage1-delight", "--data", DATA, "--out", f"{RUNS}/{STAGE1_RUN}", *bar)
+    coupled = REPO / RUNS / STAGE2_RUN / "model" / "pipeline.json"
     if not coupled.is_file():  # the samples are only needed until the coupled run has finished
         inter = REPO / RUNS / "pipeline_delight"
         assemble_pipeline(REPO / RUNS / STAGE2_BEFORE_COUPLING, REPO / RUNS / STAGE1_RUN, inter)
-        run_cli("train", "stage1-samples", "--model", str(inter), "--data", DATA,
-                "--out", f"{RUNS}/{SAMPLES}", "--inputs", str(SAMPLE_INPUTS), *bar)  # fmt: skip
-    run_cli("train", "stage2", "--config", "configs/default_stage2_coupled.json", *bar)
-    _train_v2(bar)
+        run("train", "stage1-samples", "--model", str(inter), "--data", DATA,
+            "--out", f"{RUNS}/{SAMPLES}", "--inputs", str(SAMPLE_INPUTS), *bar)  # fmt: skip
+    run("train", "stage2", "--config", "configs/default_stage2_coupled.json", *bar)
     dest = Path(out) if out else bundled_folder()
     pfile = assemble_pipeline(REPO / RUNS / STAGE2_RUN, REPO / RUNS / STAGE1_RUN, dest)
     size = folder_size_mb(dest)
@@ -271,8 +216,7 @@ def write_heldout_fixture(
 
     ds = NearDataset(data)
     args = read_pipeline_file(Path(pipeline_dir) / "pipeline.json")["args"]
-    present = set(ds.asset_ids)
-    held = [a for a in args["stage2"]["held_out_assets"] if a in present]
+    held = args["stage2"]["held_out_assets"]
     recs = [r for a in held for r in ds.views(a, "relit_holdout")]
     if not recs:
         raise NearError(f"No relit_holdout views of held-out assets in {data}.")
