@@ -4,7 +4,7 @@ For every held-out asset of the dataset (the pipeline's ``args.stage2.held_out_a
 ``relit_holdout``), the asset's ground-truth LH-SLAT (``NearDataset.slat_features``, with the
 base-colour channels when the model reads them) is rendered at 64², 256² and 512² of every view's
 camera, with the representation options of each variant (published behaviour, ``min_scale`` off;
-the recommended :data:`~near_blender.eval.coverage.COVERAGE_OPTIONS`), and its alpha coverage is
+the previous shipped model's; the shipped :data:`~near_blender.eval.coverage.COVERAGE_OPTIONS`), and its alpha coverage is
 compared with the voxel silhouette (:mod:`near_blender.eval.coverage`) and with the object's own
 silhouette (the ground-truth render's alpha; the voxel shell's is 5-10% larger). The PSNR is the view's at
 its own size (as ``tests/test_default_model.py`` scores it).
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..eval.coverage import COVERAGE_OPTIONS, CoverageView, measure_coverage
+from ..eval.coverage import COVERAGE_OPTIONS, PREVIOUS_OPTIONS, CoverageView, measure_coverage
 
 
 def describe(options: dict[str, Any]) -> str:
@@ -31,7 +31,8 @@ def describe(options: dict[str, Any]) -> str:
 
 # variant name -> representation options set on the shipped renderer before measuring
 VARIANTS: dict[str, dict[str, Any]] = {
-    "published (min_scale=0)": {"min_scale": 0.0},
+    "published (min_scale=0)": {"min_scale": 0.0, "pixel_filter": 0.3},
+    describe(PREVIOUS_OPTIONS): dict(PREVIOUS_OPTIONS),
     describe(COVERAGE_OPTIONS): dict(COVERAGE_OPTIONS),
 }
 # one asset to measure: (asset id, coords [N, 3] int, feats [N, C], its views)

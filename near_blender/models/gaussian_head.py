@@ -33,6 +33,10 @@ Decoding (``RepresentationConfig``; published values in brackets):
   as ``min_footprint``; their scales, hence shortest-axis normals, are left as decoded; with
   ``"scale"`` and 3 axes the shortest axis of a fully floored Gaussian is arbitrary).
   :mod:`near_blender.eval.coverage` measures the effect (issue 16);
+* pixel filter (``pixel_filter``, px^2; not published): the ``eps2d`` low-pass that the renderer
+  adds to every drawn 2D covariance [0.3, gsplat's and the published renderers' value]. The
+  bundled model is fine-tuned at 0.1: at 0.3 its silhouettes spill about a pixel past the object at
+  its 64² training size (a Cycles render's 1-px box filter is sharper), issue 16;
 * rotation: ``normalize(q + (1, 0, 0, 0))``, quaternions (w, x, y, z);
 * opacity: ``tanh(raw + ln((1 + b) / (1 - b)))`` with b = ``opacity_bias`` [0.1]; this is the
   published ``inverse_tanh`` (twice ``atanh(b)``), so zero logits give tanh(0.2007) = 0.198, and
@@ -193,6 +197,7 @@ class RepresentationConfig:
     min_scale: float = 0.0  # scale floor in voxel edges (1 / res); 0 = off (module docstring)
     min_scale_axes: int = 2  # how many of each Gaussian's largest axes are floored (2 or 3)
     min_scale_mode: str = "footprint"  # "footprint" (drawn size, pixel filter included) | "scale"
+    pixel_filter: float = 0.3  # eps2d, px^2: the rasterizer's low-pass (module docstring)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> RepresentationConfig:
@@ -211,7 +216,13 @@ class RepresentationConfig:
             min_scale=float(d.get("min_scale", 0.0)),
             min_scale_axes=int(d.get("min_scale_axes", 2)),
             min_scale_mode=str(d.get("min_scale_mode", "footprint")),
+            pixel_filter=float(d.get("pixel_filter", 0.3)),
         )
+        if not (math.isfinite(cfg.pixel_filter) and cfg.pixel_filter >= 0.0):
+            raise NearError(
+                f"representation_config needs pixel_filter >= 0 (px^2, the rasterizer's eps2d), "
+                f"got {cfg.pixel_filter}."
+            )
         if not cfg.min_scale >= 0.0 or cfg.min_scale_axes not in (2, 3):
             raise NearError(
                 f"representation_config needs min_scale >= 0 (voxel edges) and min_scale_axes 2 or 3, "

@@ -326,6 +326,7 @@ class LightingAwareDecoder(nn.Module):
         "min_scale_axes": "min_scale_axes",
         "min_scale_mode": "min_scale_mode",
         "3d_filter_kernel_size": "filter_3d",
+        "pixel_filter": "pixel_filter",
     }
 
     def update_representation(self, **options: Any) -> dict[str, Any]:

@@ -423,7 +423,7 @@ class RelightableDecoder(nn.Module):
             common = dict(
                 viewmats=viewmats[b : b + 1], Ks=Ks[b : b + 1], width=width, height=height,
                 near_plane=near_plane, far_plane=far_plane, mode=mode or self.mode,
-                camera_model=camera_model, backend=self.backend,
+                camera_model=camera_model, backend=self.backend, eps2d=self.renderer.rep.pixel_filter,
             )  # fmt: skip
             maps: list[tuple[str, Tensor]] = []
             light_scales, scales = gb.light_scales, gb.scales
@@ -476,11 +476,10 @@ class RelightableDecoder(nn.Module):
         """``(light_scales, scales)`` of ``g`` floored so that every drawn footprint is at least
         ``g.min_footprint`` (``min_scale_mode`` "footprint", see :mod:`.gaussian_head`) through the
         camera ``viewmat [4, 4]``, ``K [3, 3]``, the rasterizer's pixel filter counted."""
-        from ..render.rasterize import DEFAULT_EPS2D
-
         depth = g.means @ viewmat[2, :3] + viewmat[2, 3]
         focal = torch.sqrt(K[0, 0] * K[1, 1])
-        floor = footprint_floor(g.min_footprint, depth, focal, DEFAULT_EPS2D, camera_model == "ortho")
+        eps2d = self.renderer.rep.pixel_filter
+        floor = footprint_floor(g.min_footprint, depth, focal, eps2d, camera_model == "ortho")
         floor, axes = floor[:, None], self.renderer.rep.min_scale_axes
         return floor_scales(g.light_scales, floor, axes), floor_scales(g.scales, floor, axes)
 

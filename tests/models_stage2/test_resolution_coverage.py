@@ -165,12 +165,14 @@ def test_update_representation_is_saved_and_refuses_layout_keys(shipped) -> None
 
 
 def test_published_behaviour_leaves_holes_above_its_training_size(shipped) -> None:  # noqa: ANN001
-    r = _ratios(shipped, (64, 256), min_scale=0.0)
+    r = _ratios(shipped, (64, 256), min_scale=0.0, pixel_filter=0.3)
     assert all(x > 0.9 for x in r[64]), r  # fine at the 64² it was trained at (0.99, 0.93)
     assert all(x < 0.8 for x in r[256]), r  # a lattice of dots at 256² (0.43, 0.31)
 
 
 def test_min_scale_keeps_the_silhouette_covered(shipped) -> None:  # noqa: ANN001
+    rep = shipped[0].models["renderer"].near_config["args"]["representation_config"]
+    assert {k: rep.get(k) for k in COVERAGE_OPTIONS} == COVERAGE_OPTIONS  # what ships is what is measured
     r = _ratios(shipped, (64, 256), **COVERAGE_OPTIONS)
     for size, ratios in r.items():
         assert all(abs(x - 1.0) <= TOLERANCE for x in ratios), (size, r)
@@ -192,3 +194,39 @@ def test_coverage_is_also_compared_with_the_objects_own_silhouette(shipped) -> N
             assert r["object"] == pytest.approx(truth, rel=1e-6)
             assert r["object_ratio"] == pytest.approx(r["coverage"] / truth, rel=1e-6)
             assert 1.0 < r["silhouette"] / truth < 1.15, r
+
+
+def _one_gaussian(scale: float, min_footprint: float | None):  # noqa: ANN202
+    """One isotropic Gaussian at the origin (opacity 0.8, radiance 1) as the decoder hands it over."""
+    from near_blender.models.gaussian_head import RelightableGaussians
+
+    one, z = torch.ones(1), torch.zeros(1)
+    return RelightableGaussians(
+        means=torch.zeros(1, 3), quats=torch.tensor([[1.0, 0, 0, 0]]), scales=torch.full((1, 3), scale),
+        light_scales=torch.full((1, 3), scale), opacities=torch.full((1,), 0.8), base_color=torch.ones(1, 3),
+        roughness=one, metallic=z, shadow=one, color_feature=torch.zeros(1, 8), normals=torch.tensor([[0.0, 0, 1]]),
+        batch=torch.zeros(1, dtype=torch.long), pbr_extra=torch.zeros(1, 1), light_extra=torch.zeros(1, 2),
+        radiance=torch.ones(1, 3), min_footprint=None if min_footprint is None else torch.full((1,), min_footprint),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("pixel_filter", [0.3, 0.1, 0.0])
+def test_the_models_pixel_filter_is_the_drawn_low_pass(pixel_filter: float) -> None:
+    # orthographic, 100 px per unit, the Gaussian on pixel (8, 8)'s centre: the alpha one pixel to
+    # the side is 0.8 exp(-1 / (2 var)), var = s² + eps2d in px² without a floor, and with a
+    # footprint floor F of at least the filter's width var = F² whatever eps2d is
+    from tests.models_stage2._stage2_helpers import tiny_stack
+
+    rep = {"pixel_filter": pixel_filter, "min_scale_axes": 3}
+    model = tiny_stack(renderer={"representation_config": rep})
+    assert model.renderer.rep.pixel_filter == pixel_filter
+    vm = torch.tensor(look_at((0.0, 0.0, 2.0), up=(0.0, 1.0, 0.0)), dtype=torch.float32)[None]
+    K = torch.tensor([[[100.0, 0, 8.5], [0, 100.0, 8.5], [0, 0, 1]]])
+    for scale, floor, var in ((0.004, None, 0.16 + pixel_filter), (1e-4, 0.008, 0.64)):
+        with torch.no_grad():
+            out = model.render_gaussians(_one_gaussian(scale, floor), vm, K, 17, 17, "ortho", ("light",))
+        a = out["alpha"]
+        assert float(a[0, 8, 8, 0]) == pytest.approx(0.8, abs=1e-4)
+        assert float(a[0, 8, 9, 0]) == pytest.approx(0.8 * math.exp(-0.5 / var), rel=2e-3), (scale, floor)
+    with pytest.raises(NearError):
+        RepresentationConfig.from_dict({"pixel_filter": -0.1})

@@ -9,7 +9,7 @@ from near_blender.train import default_model as recipe
 from tests.conftest import REPO
 
 # the stage-2 configs (configs/default_<name>.json) in the order build_default_model trains them
-CHAIN = ["stage2", "stage2_finetune", "stage2_normals", "stage2_skip", "stage2_coupled"]
+CHAIN = ["stage2", "stage2_finetune", "stage2_normals", "stage2_skip", "stage2_coupled", "stage2_sharp"]
 
 
 def _config(name: str) -> dict:
@@ -23,6 +23,7 @@ def test_each_fine_tuning_starts_from_the_run_before_it_and_the_last_one_ships()
         assert cfg["init_from"] == f"{before['out']}/model", cfg["out"]
     assert configs[-1]["out"] == f"{recipe.RUNS}/{recipe.STAGE2_RUN}"
     assert _config("stage2_skip")["out"] == f"{recipe.RUNS}/{recipe.STAGE2_BEFORE_COUPLING}"
+    assert _config("stage2_coupled")["out"] == f"{recipe.RUNS}/{recipe.STAGE2_COUPLED}"
 
 
 def test_each_run_reads_the_recipe_data_and_the_coupling_reads_stage_1_outputs():
@@ -30,5 +31,5 @@ def test_each_run_reads_the_recipe_data_and_the_coupling_reads_stage_1_outputs()
         cfg = _config(name)
         assert cfg["data"] == recipe.DATA, name
         assert cfg.get("stage1_samples") == (
-            f"{recipe.RUNS}/{recipe.SAMPLES}" if name == "stage2_coupled" else None
+            f"{recipe.RUNS}/{recipe.SAMPLES}" if name in ("stage2_coupled", "stage2_sharp") else None
         )
