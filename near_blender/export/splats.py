@@ -248,14 +248,20 @@ def _colors(radiance: np.ndarray, color_space: str) -> np.ndarray:
 
 
 def render_splats(
-    cloud: SplatCloud, camera: Camera, mode: str = "classic", backend: str = "auto"
+    cloud: SplatCloud,
+    camera: Camera,
+    mode: str = "classic",
+    backend: str = "auto",
+    eps2d: float | None = None,
 ) -> dict[str, np.ndarray]:
     """Rasterize the cloud as a 3DGS viewer would (colours from the SH at each Gaussian's direction
     from ``camera``, clamped at 0): ``{"rgb": [H, W, 3] premultiplied, "alpha": [H, W, 1]}``, float32.
-    Culled to the camera's clip range as F12 is."""
+    Culled to the camera's clip range as F12 is. ``eps2d``: the viewer's pixel filter (px²; default
+    0.3, what 3DGS viewers add). A model with a smaller ``pixel_filter`` (the bundled one: 0.1) looks
+    that much softer in such a viewer; its own value reproduces the NeAR render exactly."""
     import torch
 
-    from ..render.rasterize import rasterize
+    from ..render.rasterize import DEFAULT_EPS2D, rasterize
 
     def t(a: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32)
@@ -264,6 +270,7 @@ def render_splats(
         t(cloud.means), t(cloud.quats), t(cloud.scales), t(cloud.opacities), t(cloud.colors(camera)),
         t(camera.viewmat[None]), t(camera.K[None]), camera.width, camera.height, near_plane=camera.near,
         far_plane=camera.far, mode=mode, camera_model=camera.model, backend=backend,
+        eps2d=DEFAULT_EPS2D if eps2d is None else eps2d,
     )  # fmt: skip
     return {"rgb": rgb[0].numpy(), "alpha": alpha[0].numpy()}
 

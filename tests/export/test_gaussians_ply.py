@@ -93,14 +93,17 @@ def test_ply_has_the_standard_layout_and_reproduces_the_light_pass(default_scene
 
     # re-rendered by our rasterizer from the export view = the NeAR light pass (F12's "hdr")
     near = renderer.render([asset], camera, env, passes=("light",))
-    again = render_splats(read_splat_ply(path), camera)
+    eps2d = renderer.model.renderer.rep.pixel_filter  # the model's pixel filter (a viewer's is 0.3)
+    again = render_splats(read_splat_ply(path), camera, eps2d=eps2d)
     assert near["hdr"].mean() > 5e-3 and near["alpha"].mean() > 0.1  # the asset is in view, lit
     mae = float(np.abs(again["rgb"] - near["hdr"]).mean())
     assert mae < 1e-3 and mae < 0.01 * near["hdr"].mean(), mae  # measured: 1e-9
     print(f"MAE |.ply re-rendered - NeAR light pass| = {mae:.2e} (light pass mean {near['hdr'].mean():.3g})")
     assert float(np.abs(again["alpha"] - near["alpha"]).mean()) < 1e-3
     # the scales are the drawn (floored) ones: the decoded light scales alone leave holes
-    raw = render_splats(type(cloud)(**{**cloud.__dict__, "scales": g.light_scales.numpy()[keep]}), camera)
+    raw = render_splats(
+        type(cloud)(**{**cloud.__dict__, "scales": g.light_scales.numpy()[keep]}), camera, eps2d=eps2d
+    )
     assert float(np.abs(raw["rgb"] - near["hdr"]).mean()) > 10 * max(mae, 1e-5)
 
 
