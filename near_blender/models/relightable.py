@@ -61,7 +61,7 @@ from .intrinsic_decoder import IntrinsicAwareDecoder
 from .lighting_decoder import LADAssetCache, LADLightingCache, LightingAwareDecoder
 from .lighting_tokenizer import LightingTokenizer
 from .model_config import merge_config
-from .radiance_mlp import RadianceMLP
+from .radiance_mlp import DIFFUSE_SKIPS_METALS, RadianceMLP
 from .registry import get_model_class
 
 MODEL_NAMES = ("decoder", "renderer", "hdri_encoder", "neural_basis")
@@ -329,7 +329,8 @@ class RelightableDecoder(nn.Module):
         """HDR radiance ``[M, 3]`` of the Gaussians ``g`` (decoded with ``viewmats [B, 4, 4]``).
 
         The radiance MLP's output, plus, with ``shading_prior == "diffuse"`` or ``"pbr"``, the
-        diffuse term ``base_colour * (1 - metallic) * shadow * E(n) / pi``: ``n`` is each Gaussian's
+        diffuse term ``base_colour * (1 - metallic) * shadow * E(n) / pi`` (``"diffuse_all"``: without
+        the ``(1 - metallic)``): ``n`` is each Gaussian's
         normal rotated by its item's viewmat into the frame of the conditioning's directions (camera
         space for the default conditioning; a scaled object-to-camera viewmat is fine, the normal is
         renormalized) and ``E`` the irradiance integrated over the conditioning map, i.e. the
@@ -382,7 +383,8 @@ class RelightableDecoder(nn.Module):
                 with torch.no_grad():  # a constant of the lighting for the gradients: see above
                     l_pre = prefiltered_radiance(r, rough, d_i, p_i, omega.to(rad.dtype))
                 spec = spec.index_put(idx, l_pre * glossy_albedo(f0, rough, n_dot_v[:, 0]))
-        out = g.base_color * ((1.0 - g.metallic) * g.shadow)[:, None] * E / math.pi + rad
+        weight = (1.0 - g.metallic) * g.shadow if self.shading_prior in DIFFUSE_SKIPS_METALS else g.shadow
+        out = g.base_color * weight[:, None] * E / math.pi + rad
         return out if spec is None else out + g.shadow[:, None] * spec
 
     def render_gaussians(

@@ -295,8 +295,8 @@ def read_init_source(folder: str) -> Any:
 def init_weights(model: RelightableDecoder, source: Any, name: str) -> None:
     """Copy the four stage-2 models' weights from ``source`` into ``model`` (shapes must match).
 
-    When ``model`` adds the diffuse shading prior and the source had none, the radiance MLP's last
-    layer is zeroed for the RGB outputs, so the run starts from the source's geometry, materials
+    When ``model``'s shading prior differs from the source's (other than "diffuse" <->
+    "diffuse_all"), the radiance MLP's last layer is zeroed for the RGB outputs, so the run starts from the source's geometry, materials
     and shadows with radiance = the diffuse term alone (the MLP then learns the residual).
     Likewise, when ``model`` adds ``base_color_skip``, the heads' base-colour outputs are zeroed so
     that the run starts from the voxels' colours.
@@ -306,7 +306,8 @@ def init_weights(model: RelightableDecoder, source: Any, name: str) -> None:
     for k in MODEL_NAMES:
         load_weights(getattr(model, k), source.models[k].state_dict(), strict=True, source=name)
     before = getattr(source.models["neural_basis"], "shading_prior", "none")
-    if model.shading_prior != before:
+    # between the two diffuse priors the residual stays: only the metals' diffuse term changes
+    if model.shading_prior != before and {before, model.shading_prior} != {"diffuse", "diffuse_all"}:
         last = [m for m in model.neural_basis.mlp if isinstance(m, torch.nn.Linear)][-1]
         with torch.no_grad():
             last.weight[:3].zero_()

@@ -64,16 +64,18 @@ def test_radiance_basis_rejects_a_wrong_shape() -> None:
         radiance_basis(torch.zeros(1, 6, 32, 64))
 
 
-def _prior_stack(seed: int = 0):
-    model = tiny_stack(seed, neural_basis={"shading_prior": "diffuse"})
+def _prior_stack(seed: int = 0, prior: str = "diffuse"):
+    model = tiny_stack(seed, neural_basis={"shading_prior": prior})
     last = [m for m in model.neural_basis.mlp if isinstance(m, torch.nn.Linear)][-1]
     return model, last
 
 
-def test_prior_radiance_is_the_lambertian_term_in_world_space() -> None:
-    """With the MLP's RGB outputs zeroed, radiance = base (1 - metallic) shadow E(n_world) / pi,
-    E from the eval's numpy integral in the world frame (the model works in camera space)."""
-    model, last = _prior_stack()
+@pytest.mark.parametrize("prior", ["diffuse", "diffuse_all"])
+def test_prior_radiance_is_the_lambertian_term_in_world_space(prior: str) -> None:
+    """With the MLP's RGB outputs zeroed, radiance = base (1 - metallic) shadow E(n_world) / pi
+    ("diffuse_all": base shadow E / pi, metals too), E from the eval's numpy integral in the world
+    frame (the model works in camera space)."""
+    model, last = _prior_stack(prior=prior)
     with torch.no_grad():
         last.weight[:3].zero_()
         last.bias[:3].zero_()
@@ -86,9 +88,9 @@ def test_prior_radiance_is_the_lambertian_term_in_world_space() -> None:
         rad = model.radiance(g, light, vm[None]).double().numpy()
         out = model.decode_view(asset, light, vm[None], K[None], 32, 32)
     E = Irradiance(env)(g.normals.double().numpy())
-    want = (
-        g.base_color.double().numpy() * ((1 - g.metallic) * g.shadow).double().numpy()[:, None] * E / math.pi
-    )
+    metal = g.metallic if prior == "diffuse" else torch.zeros_like(g.metallic)
+    assert float(g.metallic.mean()) > 0.1  # the factor matters: the random heads make half-metals
+    want = g.base_color.double().numpy() * ((1 - metal) * g.shadow).double().numpy()[:, None] * E / math.pi
     np.testing.assert_allclose(rad, want, rtol=0.03, atol=0.01 * want.max())
     assert want.max() > 0.05 and float(out["hdr"].amax()) > 0.01  # something lit was rendered
 
@@ -131,3 +133,16 @@ def test_init_from_copies_weights_and_zeroes_the_residual(tmp_path) -> None:
         init_weights(tiny_stack(0, neural_basis={"hidden_dim": 16}), source, "t")
     with pytest.raises(NearError, match="not a stage-2 export"):
         read_init_source(str(tmp_path / "nothing"))
+
+
+def test_init_from_diffuse_to_diffuse_all_keeps_the_residual(tmp_path) -> None:
+    """Switching between the two diffuse priors changes only the metals' diffuse term, so the
+    radiance MLP's learned residual is kept (a prior added to a model without one zeroes it)."""
+    src, _ = _prior_stack(2)
+    args = {"stage2": {"slat_normalization": {}}}
+    NearPipeline(models=src.stage2_models(), args=args).save_pretrained(tmp_path / "model")
+    model, last = _prior_stack(5, prior="diffuse_all")
+    init_weights(model, read_init_source(str(tmp_path / "model")), "test")
+    for k, v in src.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
+    assert float(last.weight[:3].abs().amax()) > 0  # not zeroed
