@@ -30,8 +30,8 @@ from ..render.camera import Camera
 
 # the shipped default model's representation options (``SLatGaussianRenderer.update_representation``),
 # measured by ``near bench coverage`` (issue 16): a scale floor of 0.6 voxel drawn with a 0.1 px²
-# pixel filter keeps its coverage near the voxel silhouette at 64², 256² and 512² with edges as
-# sharp as a Cycles render's at 64²
+# pixel filter keeps its coverage within 5% of the object's own silhouette at 64², 256² and 512²
+# with edges about as sharp as a Cycles render's at 64²
 COVERAGE_OPTIONS: dict[str, Any] = {
     "min_scale": 0.6, "min_scale_axes": 3, "min_scale_mode": "footprint", "pixel_filter": 0.1,
 }  # fmt: skip

@@ -66,6 +66,7 @@ from torch import Tensor, nn
 
 from .. import NearError
 from ..render.quaternion import quat_multiply, quat_to_rotmat, rotation_matrix_to_quat
+from ..render.rasterize import DEFAULT_EPS2D
 
 SH_C0 = 0.28209479177387814
 # where the Gaussians' normals come from: the published shortest axis of the light-specific scale,
@@ -197,7 +198,7 @@ class RepresentationConfig:
     min_scale: float = 0.0  # scale floor in voxel edges (1 / res); 0 = off (module docstring)
     min_scale_axes: int = 2  # how many of each Gaussian's largest axes are floored (2 or 3)
     min_scale_mode: str = "footprint"  # "footprint" (drawn size, pixel filter included) | "scale"
-    pixel_filter: float = 0.3  # eps2d, px^2: the rasterizer's low-pass (module docstring)
+    pixel_filter: float = DEFAULT_EPS2D  # eps2d, px^2: the rasterizer's low-pass (module docstring)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> RepresentationConfig:
@@ -216,7 +217,7 @@ class RepresentationConfig:
             min_scale=float(d.get("min_scale", 0.0)),
             min_scale_axes=int(d.get("min_scale_axes", 2)),
             min_scale_mode=str(d.get("min_scale_mode", "footprint")),
-            pixel_filter=float(d.get("pixel_filter", 0.3)),
+            pixel_filter=float(d.get("pixel_filter", DEFAULT_EPS2D)),
         )
         if not (math.isfinite(cfg.pixel_filter) and cfg.pixel_filter >= 0.0):
             raise NearError(
