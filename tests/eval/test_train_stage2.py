@@ -81,6 +81,26 @@ def test_stage2_from_scratch_then_fine_tuned_with_the_shading_prior(tiny_dataset
             else:
                 assert torch.equal(a[k], b[k]), (name, k)
 
+    # a 0-step run is a pure conversion (configs/experiments/stage2_pbr_switch.json): diffuse -> pbr
+    # exports the tuned weights untrained, the residual's RGB rows zeroed again
+    tuned_nb = out.models["neural_basis"]
+    with torch.no_grad():  # give the residual something to zero
+        tuned_nb.mlp[int(last)].bias[:3].fill_(0.5)
+    tuned_nb_src = tmp_path / "tuned_nb"
+    out.save_pretrained(tuned_nb_src)
+    switch = {**cfg, "out": str(tmp_path / "switch"), "init_from": str(tuned_nb_src),
+              "model_overrides": {"neural_basis": {"shading_prior": "pbr"}},
+              "train": {**cfg["train"], "max_steps": 0, "warmup_steps": 0}}  # fmt: skip
+    r = _train(switch, tmp_path / "switch.json")
+    assert r.returncode == 0, r.stderr + r.stdout
+    conv = NearPipeline.from_pretrained(tmp_path / "switch" / "model")
+    assert conv.models["neural_basis"].shading_prior == "pbr"
+    b = conv.models["neural_basis"].state_dict()
+    assert torch.all(b[f"mlp.{last}.bias"][:3] == 0) and torch.all(tuned_nb.mlp[int(last)].bias[:3] == 0.5)
+    assert torch.equal(b[f"mlp.{last}.weight"][3:], tuned_nb.mlp[int(last)].weight[3:])
+    ren = out.models["renderer"].state_dict()
+    assert all(torch.equal(v, ren[k]) for k, v in conv.models["renderer"].state_dict().items())
+
     bad = _train(
         {**cfg, "out": str(tmp_path / "bad"), "init_from": str(tmp_path / "none")}, tmp_path / "b.json"
     )
