@@ -26,8 +26,8 @@ either; the network then learns what is left (interreflection, shadowed highligh
 ``"diffuse_all"`` is ``"diffuse"`` without the ``(1 - metallic)`` factor: every surface, metals
 included, gets ``base_colour * shadow * E(n) / pi``. Blender's rough multiscatter metals look much
 like diffuse surfaces of their colour under an environment, and the small model's heads call
-dielectric patches metallic, which the factor then darkens (issue 16: forcing metallic to 0 in the
-shipped model's shading lifts ``gbuffer_forward`` from 24.46 to 25.87 dB).
+dielectric patches metallic, which the factor then darkens (issue 16: on the same weights it lifts
+``gbuffer_forward`` from 24.46 to 25.87 dB; the bundled model ships with it).
 It is an inductive bias for small models trained on little data (the bundled CPU model); the
 weights are the same, only how the output is used changes.
 """

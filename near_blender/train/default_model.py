@@ -21,7 +21,10 @@ continues where it stopped):
    outputs and the ground truth (``configs/default_stage2_coupled.json``) into
    ``runs/default/stage2_coupled``; then, on the same mix, with sharper splats
    (``configs/default_stage2_sharp.json``: the pixel filter at 0.1 px² and the scale floor at 0.6
-   voxel) into ``runs/default/stage2_sharp``, the run that ships.
+   voxel) into ``runs/default/stage2_sharp``; last, the shading prior **"diffuse_all"** (the diffuse
+   term for metals too, :mod:`near_blender.models.radiance_mlp`; ``configs/default_stage2_dall.json``,
+   0 steps: the sharp run's weights, residual kept, one setting changed) into
+   ``runs/default/stage2_dall``, the run that ships.
 5. :func:`assemble_pipeline`: the stage-2 export and the stage-1 calibration, merged into one
    ``from_pretrained`` folder, ``near_blender/weights/near-default`` (``pipeline.json`` +
    ``ckpts/*.json`` / ``*.safetensors``), with the held-out split recorded in ``args``.
@@ -68,7 +71,8 @@ DATAGEN_ARGS: tuple[str, ...] = (
     "courtyard",
     "sunset",
 )  # fmt: skip  (shaded and cond views feed only the paper's flow stage 1, which this model does not use)
-STAGE2_RUN = "stage2_sharp"  # the run whose export ships (the last fine-tuning)
+STAGE2_RUN = "stage2_dall"  # the run whose export ships (the sharp run with the prior switched, 0 steps)
+STAGE2_LAST_COUPLED = "stage2_sharp"  # the last run that trains on stage 1's outputs
 STAGE2_COUPLED = "stage2_coupled"  # the first fine-tuning on stage 1's outputs
 STAGE2_BEFORE_COUPLING = "stage2_skip"  # the stage 2 that the coupling step starts from
 SAMPLE_INPUTS = 4  # input views per training asset that stage 1 runs on for the coupling step
@@ -183,14 +187,15 @@ def build_default_model(progress: bool = True, out: str | Path | None = None) ->
         run("train", "stage2", "--config", f"configs/default_stage2{name}.json", *bar)
     if not (REPO / RUNS / STAGE1_RUN / "calibration.json").is_file():
         run("train", "stage1-delight", "--data", DATA, "--out", f"{RUNS}/{STAGE1_RUN}", *bar)
-    shipped = REPO / RUNS / STAGE2_RUN / "model" / "pipeline.json"
-    if not shipped.is_file():  # the samples are only needed until the last coupled run has finished
+    coupled = REPO / RUNS / STAGE2_LAST_COUPLED / "model" / "pipeline.json"
+    if not coupled.is_file():  # the samples are only needed until the last coupled run has finished
         inter = REPO / RUNS / "pipeline_delight"
         assemble_pipeline(REPO / RUNS / STAGE2_BEFORE_COUPLING, REPO / RUNS / STAGE1_RUN, inter)
         run("train", "stage1-samples", "--model", str(inter), "--data", DATA,
             "--out", f"{RUNS}/{SAMPLES}", "--inputs", str(SAMPLE_INPUTS), *bar)  # fmt: skip
     run("train", "stage2", "--config", "configs/default_stage2_coupled.json", *bar)
     run("train", "stage2", "--config", "configs/default_stage2_sharp.json", *bar)
+    run("train", "stage2", "--config", "configs/default_stage2_dall.json", *bar)
     dest = Path(out) if out else bundled_folder()
     pfile = assemble_pipeline(REPO / RUNS / STAGE2_RUN, REPO / RUNS / STAGE1_RUN, dest)
     size = folder_size_mb(dest)

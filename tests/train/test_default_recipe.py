@@ -9,7 +9,7 @@ from near_blender.train import default_model as recipe
 from tests.conftest import REPO
 
 # the stage-2 configs (configs/default_<name>.json) in the order build_default_model trains them
-CHAIN = ["stage2", "stage2_finetune", "stage2_normals", "stage2_skip", "stage2_coupled", "stage2_sharp"]
+CHAIN = ["stage2", "stage2_finetune", "stage2_normals", "stage2_skip", "stage2_coupled", "stage2_sharp", "stage2_dall"]
 
 
 def _config(name: str) -> dict:
@@ -24,6 +24,19 @@ def test_each_fine_tuning_starts_from_the_run_before_it_and_the_last_one_ships()
     assert configs[-1]["out"] == f"{recipe.RUNS}/{recipe.STAGE2_RUN}"
     assert _config("stage2_skip")["out"] == f"{recipe.RUNS}/{recipe.STAGE2_BEFORE_COUPLING}"
     assert _config("stage2_coupled")["out"] == f"{recipe.RUNS}/{recipe.STAGE2_COUPLED}"
+    assert _config("stage2_sharp")["out"] == f"{recipe.RUNS}/{recipe.STAGE2_LAST_COUPLED}"
+
+
+def test_the_shipped_run_switches_the_shading_prior_without_training_and_keeps_the_rest():
+    """The last step changes one setting of the sharp run, the shading prior (diffuse ->
+    diffuse_all, which keeps the residual); every other model option is the sharp run's."""
+    sharp, last = _config("stage2_sharp"), _config("stage2_dall")
+    assert sharp["model_overrides"]["neural_basis"]["shading_prior"] == "diffuse"
+    assert last["model_overrides"]["neural_basis"]["shading_prior"] == "diffuse_all"
+    assert last["train"]["max_steps"] == 0
+    assert last["model_overrides"]["renderer"] == sharp["model_overrides"]["renderer"]
+    for key in ("model", "use_bc_slat", "base_color_skip", "env_height", "held_out_fraction"):
+        assert last[key] == sharp[key], key
 
 
 def test_each_run_reads_the_recipe_data_and_the_coupling_reads_stage_1_outputs():
