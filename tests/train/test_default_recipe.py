@@ -9,7 +9,15 @@ from near_blender.train import default_model as recipe
 from tests.conftest import REPO
 
 # the stage-2 configs (configs/default_<name>.json) in the order build_default_model trains them
-CHAIN = ["stage2", "stage2_finetune", "stage2_normals", "stage2_skip", "stage2_coupled", "stage2_sharp", "stage2_dall"]
+CHAIN = [
+    "stage2",
+    "stage2_finetune",
+    "stage2_normals",
+    "stage2_skip",
+    "stage2_coupled",
+    "stage2_sharp",
+    "stage2_dall",
+]
 
 
 def _config(name: str) -> dict:
