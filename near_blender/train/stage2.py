@@ -63,6 +63,9 @@ class Stage2Config:
     weights: dict[str, float] = field(default_factory=dict)  # Stage2Weights overrides
     # a stage-2 export (``<run>/model``) whose weights start a new run (fine-tuning); see init_weights
     init_from: str | None = None
+    # the stage-2 models that train (names from MODEL_NAMES); the others keep their (init_from)
+    # weights, e.g. ["neural_basis"] refits only the radiance MLP's residual after a prior switch
+    trainable: list[str] | None = None
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields
 
     @classmethod
@@ -350,6 +353,15 @@ def train_stage2(cfg: Stage2Config, progress: bool = True, stop_at: int | None =
     model = build_model(cfg, norm)
     if source is not None:
         init_weights(model, source, cfg.init_from or "")
+    if cfg.trainable is not None:
+        unknown = sorted(set(cfg.trainable) - set(MODEL_NAMES))
+        if unknown or not cfg.trainable:
+            raise NearError(
+                f"trainable: {unknown or 'an empty list'} -- name one or more of {list(MODEL_NAMES)}, "
+                "or leave it out to train them all."
+            )
+        for k in MODEL_NAMES:
+            getattr(model, k).requires_grad_(k in cfg.trainable)
     data = Stage2Views(ds, train_ids, "relit")
     step = Stage2Step(ds, cfg, norm)
     tcfg = TrainConfig.from_dict(cfg.train)

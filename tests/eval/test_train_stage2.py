@@ -101,6 +101,19 @@ def test_stage2_from_scratch_then_fine_tuned_with_the_shading_prior(tiny_dataset
     ren = out.models["renderer"].state_dict()
     assert all(torch.equal(v, ren[k]) for k, v in conv.models["renderer"].state_dict().items())
 
+    # trainable: only the named models move (a residual refit after the switch)
+    refit = {**switch, "out": str(tmp_path / "refit"), "init_from": str(tmp_path / "switch" / "model"),
+             "trainable": ["neural_basis"], "train": {**base["train"], "max_steps": 2, "lr": 1e-2}}  # fmt: skip
+    r = _train(refit, tmp_path / "refit.json")
+    assert r.returncode == 0, r.stderr + r.stdout
+    fit = NearPipeline.from_pretrained(tmp_path / "refit" / "model")
+    for name in ("decoder", "renderer", "hdri_encoder", "neural_basis"):
+        a, b = conv.models[name].state_dict(), fit.models[name].state_dict()
+        same = all(torch.equal(a[k], b[k]) for k in a)
+        assert same == (name != "neural_basis"), name
+    bad = _train({**refit, "out": str(tmp_path / "bad_t"), "trainable": ["radiance"]}, tmp_path / "bt.json")
+    assert bad.returncode != 0 and "trainable" in bad.stderr + bad.stdout and "Traceback" not in bad.stderr
+
     bad = _train(
         {**cfg, "out": str(tmp_path / "bad"), "init_from": str(tmp_path / "none")}, tmp_path / "b.json"
     )
