@@ -81,6 +81,18 @@ def test_stage2_from_scratch_then_fine_tuned_with_the_shading_prior(tiny_dataset
             else:
                 assert torch.equal(a[k], b[k]), (name, k)
 
+    _check_switch_then_refit(cfg, base, out, last, tmp_path)
+
+    bad = _train(
+        {**cfg, "out": str(tmp_path / "bad"), "init_from": str(tmp_path / "none")}, tmp_path / "b.json"
+    )
+    assert bad.returncode != 0 and "not a stage-2 export" in bad.stderr + bad.stdout
+    assert "Traceback" not in bad.stderr
+
+
+def _check_switch_then_refit(cfg: dict, base: dict, out: NearPipeline, last: str, tmp_path: Path) -> None:
+    """The tuned run ``out`` (diffuse prior) converted to pbr by a 0-step run, then refitted with
+    ``trainable``: only the named model moves."""
     # a 0-step run is a pure conversion (configs/experiments/stage2_pbr_switch.json): diffuse -> pbr
     # exports the tuned weights untrained, the residual's RGB rows zeroed again
     tuned_nb = out.models["neural_basis"]
@@ -113,12 +125,6 @@ def test_stage2_from_scratch_then_fine_tuned_with_the_shading_prior(tiny_dataset
         assert same == (name != "neural_basis"), name
     bad = _train({**refit, "out": str(tmp_path / "bad_t"), "trainable": ["radiance"]}, tmp_path / "bt.json")
     assert bad.returncode != 0 and "trainable" in bad.stderr + bad.stdout and "Traceback" not in bad.stderr
-
-    bad = _train(
-        {**cfg, "out": str(tmp_path / "bad"), "init_from": str(tmp_path / "none")}, tmp_path / "b.json"
-    )
-    assert bad.returncode != 0 and "not a stage-2 export" in bad.stderr + bad.stdout
-    assert "Traceback" not in bad.stderr
 
 
 def test_coupled_fine_tuning_on_stage1_samples(tiny_dataset, tiny_pipeline, tmp_path) -> None:
