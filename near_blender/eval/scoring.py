@@ -18,17 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from ..render.tonemap import agx
+from ..render.tonemap import display_agx as display  # noqa: F401  (re-exported: eval.display)
 from ..train import metrics
 
 PSNR_CAP_DB = 100.0  # identical images: a finite number JSON can hold
 LPIPS_MIN_SIZE = 32  # AlexNet's two 3x3/2 max-pools need at least 31 px: smaller images get None
-
-
-def display(hdr: np.ndarray) -> np.ndarray:
-    """Premultiplied HDR ``[H, W, 3]`` -> AgX display image over black, float32 in [0, 1]."""
-    x = np.nan_to_num(np.asarray(hdr, np.float32)[..., :3], nan=0.0, posinf=1e4, neginf=0.0)
-    return np.asarray(agx(np.maximum(x, 0.0)), np.float32)
 
 
 def score(pred: np.ndarray, gt: np.ndarray, with_lpips: bool = True) -> dict[str, Any]:

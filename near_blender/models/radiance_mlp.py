@@ -28,6 +28,12 @@ included, gets ``base_colour * shadow * E(n) / pi``. Blender's rough multiscatte
 like diffuse surfaces of their colour under an environment, and the small model's heads call
 dielectric patches metallic, which the factor then darkens (issue 16: on the same weights it lifts
 ``gbuffer_forward`` from 24.46 to 25.87 dB; the bundled model ships with it).
+``"pbr_dielectric"`` is ``"pbr"`` with every surface a dielectric: the diffuse term of
+``"diffuse_all"`` plus the glossy term with ``F0 = 0.04``, so predicted metallic is not used for
+radiance at all (the bundled model cannot tell held-out metals apart; issue 16).
+``glossy_weight`` (default 1) scales the glossy term of both pbr priors: a model that cannot tell
+metals apart nor predict roughness exactly draws highlights that are on average too strong, and
+:mod:`near_blender.train.glossy_fit` fits the weight on the training assets (the bundled model: 0.5).
 It is an inductive bias for small models trained on little data (the bundled CPU model); the
 weights are the same, only how the output is used changes.
 """
@@ -47,9 +53,11 @@ from .model_config import merge_config
 from .registry import register_model
 
 ACTIVATIONS = ("sine", "relu", "silu", "gelu")
-SHADING_PRIORS = ("none", "diffuse", "diffuse_all", "pbr")
-# priors whose diffuse term skips metals (the (1 - metallic) factor); "diffuse_all" keeps it for all
+SHADING_PRIORS = ("none", "diffuse", "diffuse_all", "pbr", "pbr_dielectric")
+# priors whose diffuse term skips metals (the (1 - metallic) factor); the others keep it for all
 DIFFUSE_SKIPS_METALS = ("diffuse", "pbr")
+# priors with the split-sum glossy term; "pbr_dielectric" reflects like a dielectric everywhere
+GLOSSY_PRIORS = ("pbr", "pbr_dielectric")
 
 
 class Sine(nn.Module):
@@ -81,11 +89,13 @@ class RadianceMLP(nn.Module):
         num_frequencies: int = 6, activation: str = "sine", w0: float = 30.0, dropout_rate: float = 0.0,
         use_normal: bool = True, normal_dim: int = 3, use_residual: bool = False,
         pretrained_path: str | None = None, n_extra: int | None = None, shading_prior: str = "none",
+        glossy_weight: float = 1.0,
     ) -> None:  # fmt: skip
         super().__init__()
         if shading_prior not in SHADING_PRIORS:
             raise NearError(f"Unknown shading_prior {shading_prior!r}; use one of {SHADING_PRIORS}.")
         self.shading_prior = shading_prior
+        self.set_glossy_weight(glossy_weight)
         if n_extra is not None:
             if n_extra < 0 or (output_dim not in (3, 3 + n_extra)):
                 raise NearError(
@@ -118,6 +128,15 @@ class RadianceMLP(nn.Module):
         layers.append(nn.Linear(hidden_dim, output_dim))
         self.mlp = nn.Sequential(*layers)
         self._init_weights()
+
+    def set_glossy_weight(self, weight: float) -> None:
+        """Scale of the pbr priors' glossy term (kept in the saved ``{name, args}`` config too)."""
+        if not (math.isfinite(weight) and weight >= 0):
+            raise NearError(f"glossy_weight must be a finite number >= 0, got {weight!r}.")
+        self.glossy_weight = float(weight)
+        config = getattr(self, "near_config", None)
+        if config is not None:
+            config["args"]["glossy_weight"] = float(weight)
 
     @property
     def n_extra(self) -> int:

@@ -61,7 +61,7 @@ from .intrinsic_decoder import IntrinsicAwareDecoder
 from .lighting_decoder import LADAssetCache, LADLightingCache, LightingAwareDecoder
 from .lighting_tokenizer import LightingTokenizer
 from .model_config import merge_config
-from .radiance_mlp import DIFFUSE_SKIPS_METALS, RadianceMLP
+from .radiance_mlp import DIFFUSE_SKIPS_METALS, GLOSSY_PRIORS, RadianceMLP
 from .registry import get_model_class
 
 MODEL_NAMES = ("decoder", "renderer", "hdri_encoder", "neural_basis")
@@ -335,7 +335,8 @@ class RelightableDecoder(nn.Module):
         space for the default conditioning; a scaled object-to-camera viewmat is fine, the normal is
         renormalized) and ``E`` the irradiance integrated over the conditioning map, i.e. the
         dataset's definition of ``shadow`` (:mod:`near_blender.data.shadow`). ``"pbr"`` adds the
-        split-sum glossy term ``shadow * L_pre(r, roughness) * albedo(F0, roughness, n.v)``: ``r``
+        split-sum glossy term ``shadow * L_pre(r, roughness) * albedo(F0, roughness, n.v)`` (``"pbr_dielectric"``: the same with ``F0 = 0.04`` and the diffuse term of ``"diffuse_all"``),
+        times the radiance MLP's ``glossy_weight``: ``r``
         the view direction mirrored about ``n`` (the camera at the viewmat's origin), ``L_pre`` the
         map averaged over the roughness's lobe
         (:func:`~near_blender.render.conditioning.prefiltered_radiance`), ``F0 = 0.04 (1 - metallic) + base_colour * metallic`` and ``albedo`` the GGX directional
@@ -359,7 +360,8 @@ class RelightableDecoder(nn.Module):
         if lighting.irradiance is None:
             raise NearError("This lighting was encoded without an irradiance basis; re-encode it.")
         dirs, power, omega = lighting.irradiance
-        glossy = self.shading_prior == "pbr"
+        glossy = self.shading_prior in GLOSSY_PRIORS
+        dielectric = self.shading_prior == "pbr_dielectric"
         E = torch.zeros_like(rad)
         spec = torch.zeros_like(rad) if glossy else None
         for b in range(viewmats.shape[0]):
@@ -378,14 +380,16 @@ class RelightableDecoder(nn.Module):
                 n_dot_v = (n * v).sum(-1, keepdim=True)
                 r = torch.nn.functional.normalize(2.0 * n_dot_v * n - v, dim=-1)
                 rough = g.roughness[sel].to(rad.dtype)
-                m = g.metallic[sel].to(rad.dtype)[:, None]
+                m = 0.0 if dielectric else g.metallic[sel].to(rad.dtype)[:, None]
                 f0 = SPECULAR_F0_DIELECTRIC * (1.0 - m) + g.base_color[sel].to(rad.dtype) * m
                 with torch.no_grad():  # a constant of the lighting for the gradients: see above
                     l_pre = prefiltered_radiance(r, rough, d_i, p_i, omega.to(rad.dtype))
                 spec = spec.index_put(idx, l_pre * glossy_albedo(f0, rough, n_dot_v[:, 0]))
         weight = (1.0 - g.metallic) * g.shadow if self.shading_prior in DIFFUSE_SKIPS_METALS else g.shadow
         out = g.base_color * weight[:, None] * E / math.pi + rad
-        return out if spec is None else out + g.shadow[:, None] * spec
+        if spec is None:
+            return out
+        return out + self.neural_basis.glossy_weight * g.shadow[:, None] * spec
 
     def render_gaussians(
         self,

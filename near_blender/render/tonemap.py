@@ -42,6 +42,13 @@ def agx(x: Any, clip: bool = True) -> Any:
     return tonemap(x, "AgX", clip)
 
 
+def display_agx(hdr: Any) -> np.ndarray:
+    """Premultiplied HDR ``[H, W, 3]`` -> AgX display image over black, float32 in [0, 1] (NaN -> 0,
+    +inf -> 1e4, negatives -> 0): the image ``near eval`` and the glossy-weight fit score."""
+    x = np.nan_to_num(np.asarray(hdr, np.float32)[..., :3], nan=0.0, posinf=1e4, neginf=0.0)
+    return np.asarray(agx(np.maximum(x, 0.0)), np.float32)
+
+
 def standard(x: Any, clip: bool = True) -> Any:
     """Blender's "Standard" view: the sRGB piecewise encoding of linear Rec.709."""
     return tonemap(x, "Standard", clip)

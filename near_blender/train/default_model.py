@@ -21,10 +21,12 @@ continues where it stopped):
    outputs and the ground truth (``configs/default_stage2_coupled.json``) into
    ``runs/default/stage2_coupled``; then, on the same mix, with sharper splats
    (``configs/default_stage2_sharp.json``: the pixel filter at 0.1 px² and the scale floor at 0.6
-   voxel) into ``runs/default/stage2_sharp``; last, the shading prior **"diffuse_all"** (the diffuse
-   term for metals too, :mod:`near_blender.models.radiance_mlp`; ``configs/default_stage2_dall.json``,
-   0 steps: the sharp run's weights, residual kept, one setting changed) into
-   ``runs/default/stage2_dall``, the run that ships.
+   voxel) into ``runs/default/stage2_sharp``; last, the shading prior **"pbr_dielectric"** (the
+   diffuse term for every surface plus a dielectric glossy term, :mod:`near_blender.models.radiance_mlp`;
+   ``configs/default_stage2_glossy.json``, 0 steps: the sharp run's weights with the residual's RGB
+   rows zeroed), its glossy weight fitted on the training assets under the training maps
+   (:mod:`near_blender.train.glossy_fit`, ``glossy_fit.json``), into ``runs/default/stage2_glossy``,
+   the run that ships.
 5. :func:`assemble_pipeline`: the stage-2 export and the stage-1 calibration, merged into one
    ``from_pretrained`` folder, ``near_blender/weights/near-default`` (``pipeline.json`` +
    ``ckpts/*.json`` / ``*.safetensors``), with the held-out split recorded in ``args``.
@@ -71,7 +73,7 @@ DATAGEN_ARGS: tuple[str, ...] = (
     "courtyard",
     "sunset",
 )  # fmt: skip  (shaded and cond views feed only the paper's flow stage 1, which this model does not use)
-STAGE2_RUN = "stage2_dall"  # the run whose export ships (the sharp run with the prior switched, 0 steps)
+STAGE2_RUN = "stage2_glossy"  # the run whose export ships (the sharp run, prior switched, weight fitted)
 STAGE2_LAST_COUPLED = "stage2_sharp"  # the last run that trains on stage 1's outputs
 STAGE2_COUPLED = "stage2_coupled"  # the first fine-tuning on stage 1's outputs
 STAGE2_BEFORE_COUPLING = "stage2_skip"  # the stage 2 that the coupling step starts from
@@ -195,7 +197,7 @@ def build_default_model(progress: bool = True, out: str | Path | None = None) ->
             "--out", f"{RUNS}/{SAMPLES}", "--inputs", str(SAMPLE_INPUTS), *bar)  # fmt: skip
     run("train", "stage2", "--config", "configs/default_stage2_coupled.json", *bar)
     run("train", "stage2", "--config", "configs/default_stage2_sharp.json", *bar)
-    run("train", "stage2", "--config", "configs/default_stage2_dall.json", *bar)
+    run("train", "stage2", "--config", "configs/default_stage2_glossy.json", *bar)
     dest = Path(out) if out else bundled_folder()
     pfile = assemble_pipeline(REPO / RUNS / STAGE2_RUN, REPO / RUNS / STAGE1_RUN, dest)
     size = folder_size_mb(dest)

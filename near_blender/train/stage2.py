@@ -66,6 +66,9 @@ class Stage2Config:
     # the stage-2 models that train (names from MODEL_NAMES); the others keep their (init_from)
     # weights, e.g. ["neural_basis"] refits only the radiance MLP's residual after a prior switch
     trainable: list[str] | None = None
+    # after training, fit the radiance MLP's glossy_weight on the training assets (pbr priors;
+    # :mod:`near_blender.train.glossy_fit`), store it in the exported model, report in glossy_fit.json
+    fit_glossy_weight: bool = False
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields
 
     @classmethod
@@ -385,7 +388,31 @@ def train_stage2(cfg: Stage2Config, progress: bool = True, stop_at: int | None =
     )  # fmt: skip
     last = trainer.fit(progress=progress, stop_at=stop_at)
     trainer.close()
-    return {"last": last, "model_dir": str(out / "model"), "steps": trainer.step, "train_views": len(data)}
+    result = {"last": last, "model_dir": str(out / "model"), "steps": trainer.step, "train_views": len(data)}
+    if cfg.fit_glossy_weight and trainer.step >= tcfg.max_steps:
+        result["glossy_weight"] = apply_glossy_fit(out, ds, train_ids)
+    return result
+
+
+def apply_glossy_fit(out: Path, ds: AnyDataset, train_ids: list[str]) -> float:
+    """Fit (once: ``out/glossy_fit.json`` keeps it) the glossy weight and store it in ``out/model``."""
+    from ..pipeline import NearPipeline
+    from ..utils.atomic import atomic_write_json
+    from .glossy_fit import fit_glossy_weight
+
+    report = out / "glossy_fit.json"
+    pipe = NearPipeline.from_pretrained(out / "model")
+    if report.is_file():
+        weight = float(json.loads(report.read_text())["glossy_weight"])
+    else:
+        fit = fit_glossy_weight(pipe, ds, train_ids)
+        weight = fit.glossy_weight
+        atomic_write_json(report, fit.as_json())
+    basis = pipe.models["neural_basis"]
+    if basis.glossy_weight != weight:
+        basis.set_glossy_weight(weight)
+        pipe.save_pretrained(out / "model")
+    return weight
 
 
 __all__ = ["Stage2Config", "train_stage2", "Stage2Step", "build_model", "MODEL_NAMES"]

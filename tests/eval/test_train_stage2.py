@@ -82,6 +82,7 @@ def test_stage2_from_scratch_then_fine_tuned_with_the_shading_prior(tiny_dataset
                 assert torch.equal(a[k], b[k]), (name, k)
 
     _check_switch_then_refit(cfg, base, out, last, tmp_path)
+    _check_glossy_fit_step(cfg, tmp_path)
 
     bad = _train(
         {**cfg, "out": str(tmp_path / "bad"), "init_from": str(tmp_path / "none")}, tmp_path / "b.json"
@@ -125,6 +126,32 @@ def _check_switch_then_refit(cfg: dict, base: dict, out: NearPipeline, last: str
         assert same == (name != "neural_basis"), name
     bad = _train({**refit, "out": str(tmp_path / "bad_t"), "trainable": ["radiance"]}, tmp_path / "bt.json")
     assert bad.returncode != 0 and "trainable" in bad.stderr + bad.stdout and "Traceback" not in bad.stderr
+
+
+def _check_glossy_fit_step(cfg: dict, tmp_path: Path) -> None:
+    """The shipped recipe's last step: a 0-step switch to pbr_dielectric with fit_glossy_weight
+    stores the fitted weight in the export and glossy_fit.json; a rerun keeps both."""
+    run = tmp_path / "glossy"
+    glossy = {**cfg, "out": str(run), "init_from": cfg["out"] + "/model", "fit_glossy_weight": True,
+              "model_overrides": {"neural_basis": {"shading_prior": "pbr_dielectric"}},
+              "train": {**cfg["train"], "max_steps": 0, "warmup_steps": 0}}  # fmt: skip
+    r = _train(glossy, tmp_path / "glossy.json")
+    assert r.returncode == 0, r.stderr + r.stdout
+    report = json.loads((run / "glossy_fit.json").read_text())
+    weight = report["glossy_weight"]
+    assert f"{weight:.2f}" in report["psnr_by_weight"] and report["views"] >= 1
+    assert max(report["psnr_by_weight"].values()) == report["psnr_by_weight"][f"{weight:.2f}"]
+    saved = json.loads((run / "model" / "ckpts" / "neural_basis.json").read_text())["args"]
+    assert saved["glossy_weight"] == weight and saved["shading_prior"] == "pbr_dielectric"
+    stamp = (run / "glossy_fit.json").stat().st_mtime_ns
+    r = _train(glossy, tmp_path / "glossy.json")  # resumed: the fit is not redone, the weight stays
+    assert r.returncode == 0 and (run / "glossy_fit.json").stat().st_mtime_ns == stamp
+    assert NearPipeline.from_pretrained(run / "model").models["neural_basis"].glossy_weight == weight
+    bad = _train({**glossy, "out": str(tmp_path / "bad_g"),
+                  "model_overrides": {"neural_basis": {"shading_prior": "diffuse"}}}, tmp_path / "bg.json")  # fmt: skip
+    assert (
+        bad.returncode != 0 and "shading_prior" in bad.stderr + bad.stdout and "Traceback" not in bad.stderr
+    )
 
 
 def test_coupled_fine_tuning_on_stage1_samples(tiny_dataset, tiny_pipeline, tmp_path) -> None:

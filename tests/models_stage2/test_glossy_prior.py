@@ -112,3 +112,28 @@ def test_pbr_prior_adds_shadowed_split_sum_under_a_white_furnace() -> None:
     want = g.shadow[:, None] * torch.from_numpy(L)[None] * glossy_albedo(f0, g.roughness, (n * v).sum(-1))
     torch.testing.assert_close(got, want, rtol=2e-3, atol=1e-4)
     assert float(want.amin()) > 0.0
+
+
+def test_dielectric_prior_ignores_metallic_for_both_terms() -> None:
+    """The prior "pbr_dielectric" = the diffuse term of "diffuse_all" + the glossy term with F0 = 0.04 for
+    every Gaussian, whatever its predicted metallic (same weights, white furnace)."""
+    priors = ("pbr_dielectric", "diffuse_all", "pbr")
+    stacks = {p: tiny_stack(3, neural_basis={"shading_prior": p}) for p in priors}
+    L = np.array([0.5, 1.0, 2.0], np.float32)
+    env = Environment(np.tile(L, (32, 64, 1)), 0.0, "const")
+    vm, _ = camera((1.1, 0.9, 0.8), 24, 24)
+    cond = EnvConditioning(env, 32)(vm.numpy()).stacked()[None]
+    with torch.no_grad():
+        model = stacks["pbr_dielectric"]
+        asset = model.encode_asset(sphere_slat(0.2))
+        g = model.gaussians(asset, model.encode_lighting(cond), vm[None])
+        out = {p: m.radiance(g, m.encode_lighting(cond), vm[None]) for p, m in stacks.items()}
+    R, t = vm[:3, :3], vm[:3, 3]
+    n = torch.nn.functional.normalize(g.normals @ R.T, dim=-1)
+    v = -torch.nn.functional.normalize(g.means @ R.T + t, dim=-1)
+    f0 = torch.full_like(g.base_color, 0.04)
+    want = g.shadow[:, None] * torch.from_numpy(L)[None] * glossy_albedo(f0, g.roughness, (n * v).sum(-1))
+    torch.testing.assert_close(out["pbr_dielectric"] - out["diffuse_all"], want, rtol=2e-3, atol=1e-4)
+    metal = g.metallic > 0.3  # the random heads call some Gaussians metallic: "pbr" shades them otherwise
+    assert int(metal.sum()) > 0
+    assert float((out["pbr"] - out["pbr_dielectric"])[metal].abs().amax()) > 0.05

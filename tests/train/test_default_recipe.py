@@ -16,7 +16,7 @@ CHAIN = [
     "stage2_skip",
     "stage2_coupled",
     "stage2_sharp",
-    "stage2_dall",
+    "stage2_glossy",
 ]
 
 
@@ -36,12 +36,12 @@ def test_each_fine_tuning_starts_from_the_run_before_it_and_the_last_one_ships()
 
 
 def test_the_shipped_run_switches_the_shading_prior_without_training_and_keeps_the_rest():
-    """The last step changes one setting of the sharp run, the shading prior (diffuse ->
-    diffuse_all, which keeps the residual); every other model option is the sharp run's."""
-    sharp, last = _config("stage2_sharp"), _config("stage2_dall")
+    """The last step changes the sharp run's shading prior (diffuse -> pbr_dielectric) and fits the
+    glossy weight, without training; every other model option is the sharp run's."""
+    sharp, last = _config("stage2_sharp"), _config("stage2_glossy")
     assert sharp["model_overrides"]["neural_basis"]["shading_prior"] == "diffuse"
-    assert last["model_overrides"]["neural_basis"]["shading_prior"] == "diffuse_all"
-    assert last["train"]["max_steps"] == 0
+    assert last["model_overrides"]["neural_basis"]["shading_prior"] == "pbr_dielectric"
+    assert last["train"]["max_steps"] == 0 and last["fit_glossy_weight"] is True
     assert last["model_overrides"]["renderer"] == sharp["model_overrides"]["renderer"]
     for key in ("model", "use_bc_slat", "base_color_skip", "env_height", "held_out_fraction"):
         assert last[key] == sharp[key], key
