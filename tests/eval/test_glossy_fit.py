@@ -9,8 +9,8 @@ import pytest
 
 from near_blender import NearError
 from near_blender.data.dataset import NearDataset
-from near_blender.render.tonemap import display_agx as display
 from near_blender.pipeline import NearPipeline
+from near_blender.render.tonemap import display_agx as display
 from near_blender.scene import PlacedAsset, SceneRenderer
 from near_blender.train.glossy_fit import GRID, fit_glossy_weight
 from near_blender.train.metrics import psnr
