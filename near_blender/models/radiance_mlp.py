@@ -33,7 +33,7 @@ dielectric patches metallic, which the factor then darkens (issue 16: on the sam
 radiance at all (the bundled model cannot tell held-out metals apart; issue 16).
 ``glossy_weight`` (default 1) scales the glossy term of both pbr priors: a model that cannot tell
 metals apart nor predict roughness exactly draws highlights that are on average too strong, and
-:mod:`near_blender.train.glossy_fit` fits the weight on the training assets (the bundled model: 0.5).
+:mod:`near_blender.train.glossy_fit` fits the weight on the training assets (the bundled model: 0.45).
 It is an inductive bias for small models trained on little data (the bundled CPU model); the
 weights are the same, only how the output is used changes.
 """
