@@ -19,6 +19,7 @@ import torch
 
 from .. import NearError
 from ..data.dataset import AnyDataset, Stage2Views, ViewRecord, open_dataset
+from ..models.radiance_mlp import GLOSSY_PRIORS
 from ..models.relightable import MODEL_NAMES, RelightableDecoder, stage2_configs
 from ..render.camera import stack_cameras
 from ..render.conditioning import CONDITIONING, EnvConditioning
@@ -354,6 +355,11 @@ def train_stage2(cfg: Stage2Config, progress: bool = True, stop_at: int | None =
             norm = measure_normalization(ds, train_ids, cfg.use_bc_slat)
         atomic_write_json(norm_path, norm)
     model = build_model(cfg, norm)
+    if cfg.fit_glossy_weight and model.shading_prior not in GLOSSY_PRIORS:
+        raise NearError(
+            f"fit_glossy_weight needs a glossy shading prior {GLOSSY_PRIORS}, but this run's is "
+            f"{model.shading_prior!r}: set model_overrides.neural_basis.shading_prior, or drop fit_glossy_weight."
+        )
     if source is not None:
         init_weights(model, source, cfg.init_from or "")
     if cfg.trainable is not None:
@@ -390,24 +396,26 @@ def train_stage2(cfg: Stage2Config, progress: bool = True, stop_at: int | None =
     trainer.close()
     result = {"last": last, "model_dir": str(out / "model"), "steps": trainer.step, "train_views": len(data)}
     if cfg.fit_glossy_weight and trainer.step >= tcfg.max_steps:
-        result["glossy_weight"] = apply_glossy_fit(out, ds, train_ids)
+        result["glossy_weight"] = apply_glossy_fit(out, ds, train_ids, trainer.step)
     return result
 
 
-def apply_glossy_fit(out: Path, ds: AnyDataset, train_ids: list[str]) -> float:
-    """Fit (once: ``out/glossy_fit.json`` keeps it) the glossy weight and store it in ``out/model``."""
+def apply_glossy_fit(out: Path, ds: AnyDataset, train_ids: list[str], step: int) -> float:
+    """Fit the glossy weight of the model trained to ``step`` and store it in ``out/model``; the fit
+    is kept in ``out/glossy_fit.json`` and redone only when the run has trained further since."""
     from ..pipeline import NearPipeline
     from ..utils.atomic import atomic_write_json
     from .glossy_fit import fit_glossy_weight
 
     report = out / "glossy_fit.json"
     pipe = NearPipeline.from_pretrained(out / "model")
-    if report.is_file():
-        weight = float(json.loads(report.read_text())["glossy_weight"])
+    kept = json.loads(report.read_text()) if report.is_file() else {}
+    if kept.get("step") == step:
+        weight = float(kept["glossy_weight"])
     else:
         fit = fit_glossy_weight(pipe, ds, train_ids)
         weight = fit.glossy_weight
-        atomic_write_json(report, fit.as_json())
+        atomic_write_json(report, {**fit.as_json(), "step": step})
     basis = pipe.models["neural_basis"]
     if basis.glossy_weight != weight:
         basis.set_glossy_weight(weight)

@@ -147,6 +147,10 @@ def _check_glossy_fit_step(cfg: dict, tmp_path: Path) -> None:
     r = _train(glossy, tmp_path / "glossy.json")  # resumed: the fit is not redone, the weight stays
     assert r.returncode == 0 and (run / "glossy_fit.json").stat().st_mtime_ns == stamp
     assert NearPipeline.from_pretrained(run / "model").models["neural_basis"].glossy_weight == weight
+    further = {**glossy, "train": {**glossy["train"], "max_steps": 1, "lr": 1e-3}}  # trained on: refit
+    r = _train(further, tmp_path / "glossy.json")
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert json.loads((run / "glossy_fit.json").read_text())["step"] == 1
     bad = _train({**glossy, "out": str(tmp_path / "bad_g"),
                   "model_overrides": {"neural_basis": {"shading_prior": "diffuse"}}}, tmp_path / "bg.json")  # fmt: skip
     assert (
