@@ -4,7 +4,7 @@ Every image (ground truth, ours, baselines) is a premultiplied scene-linear HDR 
 over a transparent background, as the dataset's view files and the rasterizer give it. It is
 composited over **black** in scene-linear (the premultiplied colour as it is: AgX maps 0 to 0, so
 this equals tone-mapping the object and compositing the display image over black), tone-mapped
-with Blender's AgX (:func:`near_blender.render.tonemap.agx`, display sRGB, clipped to [0, 1]) and
+with Blender's AgX (:func:`near_blender.render.tonemap.display_agx`, display sRGB, in [0, 1]) and
 scored over the **full frame** (object and background pixels; a method that draws the object's
 silhouette wrongly is penalized there). PSNR uses a data range of 1; SSIM is the Gaussian-window
 SSIM of :mod:`near_blender.train.metrics`; LPIPS (AlexNet, v0.1) is reported only when its
@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 
-from ..render.tonemap import display_agx as display  # noqa: F401  (re-exported: eval.display)
 from ..train import metrics
 
 PSNR_CAP_DB = 100.0  # identical images: a finite number JSON can hold

@@ -1,8 +1,8 @@
 """The paper's four evaluation tasks (section 4, tables 1 and 3) on a ``near datagen`` dataset.
 
 Every task compares premultiplied HDR renders with a ground-truth render of the dataset, after the
-display transform of :mod:`near_blender.eval.scoring` (AgX over black, full frame). Targets and
-inputs come from the per-asset sets of :mod:`near_blender.data.sampling`:
+display transform of :mod:`near_blender.eval.scoring`
+(:func:`~near_blender.render.tonemap.display_agx`, full frame). Targets and inputs come from the per-asset sets of :mod:`near_blender.data.sampling`:
 
 ``gbuffer_forward``
     Stage 2 from the asset's ground-truth LH-SLAT (``slat_lh.npz``, plus ``slat_bc.npz`` when the
@@ -51,6 +51,7 @@ import numpy as np
 from .. import NearError, __version__
 from ..data.dataset import NearDataset, ViewRecord
 from ..render.envmap import Environment
+from ..render.tonemap import display_agx as display
 from ..render.tonemap import standard
 from ..utils.atomic import atomic_path, atomic_write_json
 from .baked import BakedRenders
@@ -66,7 +67,7 @@ from .results import (  # noqa: F401 - TASKS, METHODS, TASK_METHODS are part of 
     Example,
     mean_or_none,
 )
-from .scoring import display, score
+from .scoring import score
 
 # ---------------------------------------------------------------------------------------------
 # Planning

@@ -335,8 +335,9 @@ class RelightableDecoder(nn.Module):
         space for the default conditioning; a scaled object-to-camera viewmat is fine, the normal is
         renormalized) and ``E`` the irradiance integrated over the conditioning map, i.e. the
         dataset's definition of ``shadow`` (:mod:`near_blender.data.shadow`). ``"pbr"`` adds the
-        split-sum glossy term ``shadow * L_pre(r, roughness) * albedo(F0, roughness, n.v)`` (``"pbr_dielectric"``: the same with ``F0 = 0.04`` and the diffuse term of ``"diffuse_all"``),
-        times the radiance MLP's ``glossy_weight``: ``r``
+        split-sum glossy term ``shadow * L_pre(r, roughness) * albedo(F0, roughness, n.v)``
+        (``"pbr_dielectric"``: the same with ``F0 = 0.04`` and the diffuse term of
+        ``"diffuse_all"``), times the radiance MLP's ``glossy_weight``: ``r``
         the view direction mirrored about ``n`` (the camera at the viewmat's origin), ``L_pre`` the
         map averaged over the roughness's lobe
         (:func:`~near_blender.render.conditioning.prefiltered_radiance`), ``F0 = 0.04 (1 - metallic) + base_colour * metallic`` and ``albedo`` the GGX directional

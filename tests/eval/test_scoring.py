@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from near_blender.eval.report import LABEL_HEIGHT, contact_sheet, metrics_table
-from near_blender.eval.scoring import PSNR_CAP_DB, display, score
+from near_blender.eval.scoring import PSNR_CAP_DB, score
 from near_blender.render.tonemap import agx
+from near_blender.render.tonemap import display_agx as display
 
 
 def test_display_is_agx_over_black_and_sanitizes():
