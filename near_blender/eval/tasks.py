@@ -2,7 +2,8 @@
 
 Every task compares premultiplied HDR renders with a ground-truth render of the dataset, after the
 display transform of :mod:`near_blender.eval.scoring`
-(:func:`~near_blender.render.tonemap.display_agx`, full frame). Targets and inputs come from the per-asset sets of :mod:`near_blender.data.sampling`:
+(:func:`~near_blender.render.tonemap.display_agx`, full frame). Targets and inputs come from the
+per-asset sets of :mod:`near_blender.data.sampling`:
 
 ``gbuffer_forward``
     Stage 2 from the asset's ground-truth LH-SLAT (``slat_lh.npz``, plus ``slat_bc.npz`` when the
